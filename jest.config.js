@@ -1,0 +1,17 @@
+// Three projects: unit (fakes at the edges only), plugin (HTTP over supertest and a real
+// Unix socket) and integration (root: real losetup/mkfs/mount and a real dockerd).
+const common = {
+  preset: 'ts-jest/presets/default-esm',
+  testEnvironment: 'node',
+  extensionsToTreatAsEsm: ['.ts'],
+  moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
+  transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.test.json' }] },
+  modulePathIgnorePatterns: ['<rootDir>/dist/'],
+};
+export default {
+  projects: [
+    { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
+    { ...common, displayName: 'plugin', testMatch: ['<rootDir>/test/plugin/**/*.test.ts'] },
+    { ...common, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'] },
+  ],
+};

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every Debian and npm package ballast needs, idempotently, then builds it.
+# Safe to run again: apt-get and npm ci only do work when something is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Runtime: loop devices, filesystems. Tests: a real Docker engine, compose, a busybox image source.
+DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps)
+
+missing=()
+for pkg in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run --silent build

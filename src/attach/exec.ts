@@ -1,0 +1,66 @@
+import { execa } from 'execa';
+import { CommandFailed } from '../errors.js';
+import type { Logger } from '../log.js';
+
+export interface ExecOptions {
+  /** Exit codes that count as success; anything else throws CommandFailed. Default [0]. */
+  okExitCodes?: readonly number[];
+  /** Hard bound on the command; it is killed (SIGTERM, then SIGKILL 2 s later) when it passes. */
+  timeoutMs?: number;
+  /** Strings to mask in logs and errors (CHAP secrets, passwords). */
+  redact?: readonly string[];
+}
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+/** The one door through which ballast runs external commands. */
+export interface Exec {
+  run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult>;
+}
+
+export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+
+function mask(text: string, secrets: readonly string[] | undefined): string {
+  let out = text;
+  for (const secret of secrets ?? []) if (secret) out = out.split(secret).join('***');
+  return out;
+}
+
+/** Runs commands with execa: no shell, a timeout on every call, argv and exit code logged. */
+export class CommandRunner implements Exec {
+  constructor(
+    private readonly log: Logger,
+    private readonly defaultTimeoutMs = DEFAULT_COMMAND_TIMEOUT_MS,
+  ) {}
+
+  async run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+    const [file, ...args] = argv;
+    if (!file) throw new Error('Exec.run needs a command');
+    const timeout = options.timeoutMs ?? this.defaultTimeoutMs;
+    const started = performance.now();
+    const result = await execa(file, args, {
+      reject: false,
+      timeout,
+      forceKillAfterDelay: 2_000,
+      stdin: 'ignore',
+      env: { LC_ALL: 'C' },
+    });
+    const shownArgv = argv.map((a) => mask(a, options.redact));
+    const exitCode = result.exitCode;
+    const stderr = mask(String(result.stderr ?? ''), options.redact);
+    const ok = !result.timedOut && exitCode !== undefined && (options.okExitCodes ?? [0]).includes(exitCode);
+    this.log.log(ok ? 'debug' : 'warn', 'command', {
+      argv: shownArgv,
+      exitCode,
+      timedOut: result.timedOut,
+      durationMs: Math.round(performance.now() - started),
+      ...(ok ? {} : { stderr: stderr.slice(0, 2000) }),
+    });
+    if (!ok) throw new CommandFailed(shownArgv, exitCode, stderr || String(result.message ?? ''), result.timedOut);
+    return { stdout: String(result.stdout ?? ''), stderr, exitCode: exitCode ?? 0 };
+  }
+}

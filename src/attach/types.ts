@@ -1,0 +1,12 @@
+import type { Export } from '../export.js';
+
+/** Host-side attach for one transport: turns an Export into a local block device and back. */
+export interface Attacher {
+  readonly transport: Export['transport'];
+  /** Returns the block device; attaching an already attached volume returns its device. */
+  attach(exp: Export): Promise<string>;
+  /** Detaches `device` if it still belongs to this volume; a no-op otherwise. */
+  detach(exp: Export, device: string): Promise<void>;
+  /** True when `device` is attached and still belongs to this volume. */
+  isAttached(exp: Export, device: string): Promise<boolean>;
+}

@@ -1,0 +1,98 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config/load.js';
+import { formatSize } from '../config/size.js';
+import { errorMessage } from '../errors.js';
+import { createLogger } from '../log.js';
+import type { VolumeView } from '../volumes/manager.js';
+import type { MountedVolume } from '../volumes/mount-state.js';
+import { callDaemon } from './client.js';
+import { serve } from './serve.js';
+
+const USAGE = `usage: ballast [--config FILE] COMMAND
+
+commands:
+  serve                        run the daemon (Docker volume plugin on its Unix socket)
+  config check                 validate the configuration and print it with defaults filled in
+  volume ls                    list volumes, their lease holder and where they are mounted
+  volume inspect NAME          print one volume as JSON
+  volume grow NAME SIZE        raise a volume's size; its filesystem grows at the next mount
+
+options:
+  --config FILE                configuration file (default /etc/ballast/config.yml; none: built-in defaults)
+`;
+
+interface VolumesReply {
+  Volumes: VolumeView[];
+  Mounted: Record<string, MountedVolume>;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    allowPositionals: true,
+  });
+  if (values.help || positionals.length === 0) {
+    process.stdout.write(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const config = await loadConfig(values.config);
+  const [command, sub, ...rest] = positionals;
+  switch (`${command} ${sub ?? ''}`.trim()) {
+    case 'serve':
+      await serve(config, createLogger(config.log.level, config.log.file));
+      return -1; // keeps running
+    case 'config check':
+      process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+      return 0;
+    case 'volume ls': {
+      const reply = await callDaemon<VolumesReply>(config.socket, 'Ballast.Volumes');
+      const rows = reply.Volumes.map((v) => {
+        const lease = v.status.lease as { state: string; holder?: string };
+        const mounted = reply.Mounted[v.name];
+        return [v.name, String(v.status.size), String(v.status.fstype), String(v.status.profile), lease.holder ?? lease.state, mounted ? mounted.mountpoint : '-'];
+      });
+      printTable([['NAME', 'SIZE', 'FSTYPE', 'PROFILE', 'HOLDER', 'MOUNTED HERE'], ...rows]);
+      return 0;
+    }
+    case 'volume inspect': {
+      const name = need(rest[0], 'volume inspect NAME');
+      const reply = await callDaemon<VolumesReply>(config.socket, 'Ballast.Volumes');
+      const volume = reply.Volumes.find((v) => v.name === name);
+      if (!volume) throw new Error(`volume ${name} does not exist`);
+      process.stdout.write(`${JSON.stringify({ ...volume, mountedHere: reply.Mounted[name] ?? null }, null, 2)}\n`);
+      return 0;
+    }
+    case 'volume grow': {
+      const name = need(rest[0], 'volume grow NAME SIZE');
+      const size = need(rest[1], 'volume grow NAME SIZE');
+      const reply = await callDaemon<{ Volume: VolumeView }>(config.socket, 'Ballast.Grow', { Name: name, Size: size });
+      process.stdout.write(`${name}: ${formatSize(Number(reply.Volume.status.sizeBytes))}; the filesystem grows at the next mount\n`);
+      return 0;
+    }
+    default:
+      process.stderr.write(`ballast: unknown command '${positionals.join(' ')}'\n${USAGE}`);
+      return 2;
+  }
+}
+
+function need(value: string | undefined, usage: string): string {
+  if (!value) throw new Error(`usage: ballast ${usage}`);
+  return value;
+}
+
+function printTable(rows: string[][]): void {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  for (const row of rows) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`ballast: ${errorMessage(err)}\n`);
+    process.exitCode = 1;
+  },
+);

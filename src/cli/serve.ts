@@ -1,0 +1,59 @@
+import { mkdir } from 'node:fs/promises';
+import { CommandRunner, createAttachers, Filesystem, MountTable } from '../attach/index.js';
+import type { Config } from '../config/schema.js';
+import { createDrivers } from '../drivers/index.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { resolveHostIdentity } from '../ownership/host-identity.js';
+import { startPluginServer, type PluginServer } from '../plugin/server.js';
+import { VolumeManager } from '../volumes/manager.js';
+import { MountStateStore } from '../volumes/mount-state.js';
+
+export interface RunningDaemon {
+  manager: VolumeManager;
+  plugin: PluginServer;
+}
+
+/** Wires config -> drivers, attachers, lease, manager -> protocol server, and starts serving. */
+export async function startDaemon(config: Config, log: Logger): Promise<RunningDaemon> {
+  const identity = await resolveHostIdentity(config.host.id);
+  log.info('starting ballast', { hostId: identity.hostId, bootId: identity.bootId, socket: config.socket });
+  await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
+  await mkdir(config.mount_root, { recursive: true, mode: 0o755 });
+  const exec = new CommandRunner(log, config.timeouts.command_seconds * 1000);
+  const manager = new VolumeManager({
+    config,
+    identity,
+    drivers: createDrivers(config, log),
+    attachers: createAttachers(exec),
+    filesystem: new Filesystem(exec, log, { slowMs: config.timeouts.filesystem_seconds * 1000 }),
+    mountTable: new MountTable(),
+    state: new MountStateStore(config.state_dir),
+    log,
+  });
+  await manager.start();
+  const plugin = await startPluginServer(manager, config.socket, log);
+  return { manager, plugin };
+}
+
+/** `ballast serve`: runs until SIGTERM or SIGINT, then drains requests and exits without unmounting. */
+export async function serve(config: Config, log: Logger): Promise<void> {
+  const daemon = await startDaemon(config, log);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping: finishing in-flight requests; volumes stay mounted for running containers', { signal });
+    try {
+      await daemon.plugin.close();
+    } catch (err) {
+      log.error('error while stopping', { error: errorMessage(err) });
+    }
+    log.info('stopped');
+    log.on('finish', () => process.exit(0));
+    log.end();
+    setTimeout(() => process.exit(0), 1_000).unref();
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}

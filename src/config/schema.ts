@@ -1,0 +1,80 @@
+import { z } from 'zod';
+import { parseSize, SIZE_SYNTAX } from './size.js';
+
+// The shape of /etc/ballast/config.yml. Strict everywhere: an unknown key is a typo, and
+// a typo in storage configuration should stop the daemon, not be ignored.
+
+const sizeText = z
+  .union([z.string(), z.number().int().positive()])
+  .transform((value, ctx) => {
+    const bytes = typeof value === 'number' ? value : parseSize(value);
+    if (bytes === undefined || bytes <= 0) {
+      ctx.addIssue({ code: 'custom', message: `expected a size: ${SIZE_SYNTAX}; got ${JSON.stringify(value)}` });
+      return z.NEVER;
+    }
+    return bytes;
+  });
+
+const absolutePath = z.string().regex(/^\//, 'expected an absolute path');
+
+const loopBackend = z.strictObject({
+  /** Where volume images and their metadata live. Put it on shared storage (NFS) for several hosts. */
+  root: absolutePath.default('/var/lib/ballast/loop'),
+  /** True when every host sees the same root: the plugin then reports Scope "global". */
+  shared: z.boolean().default(false),
+});
+
+const loopProfile = z.strictObject({
+  backend: z.literal('loop'),
+  /** A root of this profile's own (e.g. a directory on faster disks); default: backends.loop.root. */
+  root: absolutePath.optional(),
+  description: z.string().optional(),
+});
+
+export const FSTYPES = ['ext4', 'xfs'] as const;
+export type Fstype = (typeof FSTYPES)[number];
+
+const volumeName = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+export const configSchema = z.strictObject({
+  host: z.strictObject({ id: z.string().regex(/^(auto|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$/, 'expected "auto" or a host id of letters, digits, "_", "." and "-"').default('auto') }).default({ id: 'auto' }),
+  socket: absolutePath.default('/run/docker/plugins/ballast.sock'),
+  state_dir: absolutePath.default('/var/lib/ballast/state'),
+  mount_root: absolutePath.default('/var/lib/ballast/mounts'),
+  log: z
+    .strictObject({
+      level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
+      file: absolutePath.optional(),
+    })
+    .default({ level: 'info' }),
+  timeouts: z
+    .strictObject({
+      /** Bound on any one external command. */
+      command_seconds: z.number().positive().max(600).default(30),
+      /** Bound on mkfs and fsck, which scale with the volume. */
+      filesystem_seconds: z.number().positive().max(600).default(100),
+      /** How long a request waits for another request on the same volume to finish. */
+      volume_lock_seconds: z.number().positive().max(600).default(100),
+    })
+    .default({ command_seconds: 30, filesystem_seconds: 100, volume_lock_seconds: 100 }),
+  defaults: z
+    .strictObject({
+      size: sizeText.default(1024 ** 3),
+      fstype: z.enum(FSTYPES).default('ext4'),
+      profile: z.string().regex(volumeName).default('default'),
+    })
+    .default({ size: 1024 ** 3, fstype: 'ext4', profile: 'default' }),
+  limits: z
+    .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
+    .default({ max_size: 16 * 1024 ** 4 }),
+  backends: z
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false }) })
+    .default({ loop: { root: '/var/lib/ballast/loop', shared: false } }),
+  profiles: z
+    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), loopProfile)
+    .default({ default: { backend: 'loop' } }),
+});
+
+export type ConfigFile = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type ProfileConfig = Config['profiles'][string];

@@ -1,0 +1,37 @@
+import express, { type Request, type Response } from 'express';
+import { z } from 'zod';
+import { errorMessage } from '../errors.js';
+import { parseSize, SIZE_SYNTAX } from '../config/size.js';
+import { withLogContext, type Logger } from '../log.js';
+import type { VolumeManager } from '../volumes/manager.js';
+
+// Operator calls for the `ballast` command, on the same socket under /Ballast.*. They are
+// not part of Docker's protocol and dockerd never sends them.
+
+const growRequest = z.object({ Name: z.string(), Size: z.string() });
+
+/** Mounted here by the operator command; every reply is JSON with Err on failure. */
+export function adminRoutes(manager: VolumeManager, log: Logger): express.Router {
+  const router = express.Router();
+  const reply = (op: string, fn: (body: unknown) => Promise<object>) => async (req: Request, res: Response) => {
+    try {
+      const body = typeof req.body === 'string' && req.body.trim() ? JSON.parse(req.body) : {};
+      res.json(await withLogContext({ request: `Ballast.${op}` }, () => fn(body)));
+    } catch (err) {
+      log.warn('request', { request: `Ballast.${op}`, err: errorMessage(err) });
+      res.json({ Err: errorMessage(err) });
+    }
+  };
+
+  router.post('/Ballast.Volumes', reply('Volumes', async () => {
+    const mounted = Object.fromEntries(manager.mountedVolumes());
+    return { Volumes: await manager.list(), Mounted: mounted, Err: '' };
+  }));
+  router.post('/Ballast.Grow', reply('Grow', async (body) => {
+    const { Name, Size } = growRequest.parse(body);
+    const bytes = parseSize(Size);
+    if (bytes === undefined) throw new Error(`size ${Size}: expected ${SIZE_SYNTAX}`);
+    return { Volume: await manager.grow(Name, bytes), Err: '' };
+  }));
+  return router;
+}

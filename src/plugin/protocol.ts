@@ -1,0 +1,36 @@
+// Docker's volume plugin protocol (docker.volumedriver/1.0), the wire shapes only.
+// Field names are Docker's own. Every call is POST /<Method> with a JSON body (often without
+// a Content-Type, sometimes empty); every reply is a JSON object, errors as {"Err": "..."}.
+import { z } from 'zod';
+
+export const ACTIVATE_PATH = '/Plugin.Activate';
+
+export const ActivateResponse = { Implements: ['VolumeDriver'] } as const;
+
+const name = z.string({ error: 'Name is required' });
+
+/** Request schemas by method; unknown fields are ignored, as Docker may add some. */
+export const requestSchemas = {
+  'VolumeDriver.Create': z.object({ Name: name, Opts: z.record(z.string(), z.coerce.string()).nullish() }),
+  'VolumeDriver.Remove': z.object({ Name: name }),
+  'VolumeDriver.Mount': z.object({ Name: name, ID: z.string().default('') }),
+  'VolumeDriver.Unmount': z.object({ Name: name, ID: z.string().default('') }),
+  'VolumeDriver.Path': z.object({ Name: name }),
+  'VolumeDriver.Get': z.object({ Name: name }),
+  'VolumeDriver.List': z.object({}),
+  'VolumeDriver.Capabilities': z.object({}),
+} as const;
+
+export type VolumeMethod = keyof typeof requestSchemas;
+export type RequestOf<M extends VolumeMethod> = z.output<(typeof requestSchemas)[M]>;
+
+export interface WireVolume {
+  Name: string;
+  Mountpoint: string;
+  CreatedAt?: string;
+  Status?: Record<string, unknown>;
+}
+
+export interface ErrResponse {
+  Err: string;
+}

@@ -1,0 +1,38 @@
+import type { Server } from 'node:http';
+import { createServer } from 'node:http';
+import type { Logger } from '../log.js';
+import type { VolumeManager } from '../volumes/manager.js';
+import { createApp } from './app.js';
+import { listenOnSocket } from './listen.js';
+
+export interface PluginServer {
+  server: Server;
+  /** Stops accepting calls, lets in-flight ones finish (bounded), and resolves. Never unmounts. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** Serves the protocol on `socketPath` until closed. */
+export async function startPluginServer(manager: VolumeManager, socketPath: string, log: Logger): Promise<PluginServer> {
+  const server = createServer(createApp(manager, log));
+  // Go's client keeps idle connections forever; Node drops them after 5 s, which can race a
+  // reused connection. Closing after every reply avoids that race entirely.
+  server.keepAliveTimeout = 0;
+  server.on('request', (_req, res) => res.setHeader('Connection', 'close'));
+  await listenOnSocket(server, socketPath);
+  log.info('serving the Docker volume plugin protocol', { socket: socketPath });
+  return {
+    server,
+    close: (graceMs = 9_000) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          log.warn('in-flight requests still running at shutdown; closing their connections');
+          server.closeAllConnections();
+        }, graceMs);
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}

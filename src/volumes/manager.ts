@@ -1,0 +1,441 @@
+import { join } from 'node:path';
+import { mkdir, rmdir } from 'node:fs/promises';
+import type { Config } from '../config/schema.js';
+import { formatSize } from '../config/size.js';
+import type { Attacher } from '../attach/types.js';
+import type { Filesystem } from '../attach/filesystem.js';
+import type { MountTable } from '../attach/mountinfo.js';
+import { VolumeAlreadyExists, type BackendDriver, type VolumeRecord } from '../drivers/index.js';
+import {
+  BackendUnavailable,
+  InvalidOption,
+  OperationError,
+  VolumeExists,
+  VolumeInUse,
+  VolumeNotFound,
+  errorMessage,
+} from '../errors.js';
+import type { Export } from '../export.js';
+import type { Logger } from '../log.js';
+import { describeHolder, OwnershipLease } from '../ownership/lease.js';
+import type { HostIdentity } from '../ownership/types.js';
+import { KeyedMutex } from './keyed-mutex.js';
+import { addRef, markStale, removeRef, totalRefs, type MountedVolume, type MountStateStore } from './mount-state.js';
+import { assertVolumeName } from './names.js';
+import { optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
+import { runSteps, type Step } from './steps.js';
+
+export interface VolumeManagerDeps {
+  config: Config;
+  identity: HostIdentity;
+  drivers: Map<string, BackendDriver>;
+  attachers: Map<Export['transport'], Attacher>;
+  filesystem: Filesystem;
+  mountTable: MountTable;
+  state: MountStateStore;
+  log: Logger;
+}
+
+/** What Get and List report about a volume. */
+export interface VolumeView {
+  name: string;
+  mountpoint: string;
+  createdAt: string;
+  status: Record<string, unknown>;
+}
+
+/**
+ * Docker's volume semantics over backend drivers, the ownership lease and the attachers:
+ * a per-volume mutex, mount-ID reference counts persisted on disk, startup reconciliation.
+ */
+export class VolumeManager {
+  private readonly locks: KeyedMutex;
+  private readonly leases = new Map<BackendDriver, OwnershipLease>();
+  private mounted = new Map<string, MountedVolume>();
+  /** Last record seen per volume: Get answers from it when the backend is down. */
+  private readonly known = new Map<string, { driver: BackendDriver; record: VolumeRecord }>();
+  private activations = 0;
+
+  constructor(private readonly deps: VolumeManagerDeps) {
+    this.locks = new KeyedMutex(deps.config.timeouts.volume_lock_seconds * 1000);
+    for (const driver of new Set(deps.drivers.values())) {
+      this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log));
+    }
+  }
+
+  private get log(): Logger {
+    return this.deps.log;
+  }
+
+  /** Loads the persisted references and reconciles them with the kernel and the backends. */
+  async start(): Promise<void> {
+    this.mounted = await this.deps.state.load();
+    await this.reconcile();
+  }
+
+  /** Plugin.Activate: a second one means dockerd restarted, so every mount ID it held is stale. */
+  async activate(): Promise<void> {
+    this.activations += 1;
+    if (this.activations < 2) return;
+    this.log.info('dockerd activated the plugin again (it restarted): marking mount IDs stale and reconciling');
+    for (const volume of this.mounted.values()) markStale(volume);
+    await this.deps.state.save(this.mounted);
+    await this.reconcile();
+  }
+
+  scope(): 'local' | 'global' {
+    const drivers = [...new Set(this.deps.drivers.values())];
+    return drivers.every((d) => d.scope === 'global') ? 'global' : 'local';
+  }
+
+  async create(name: string, opts: Record<string, string> | null | undefined): Promise<void> {
+    assertVolumeName(name);
+    const requested = parseVolumeOptions(opts, this.deps.config);
+    const spec = resolveSpec(name, requested, this.deps.config);
+    await this.op('create', name, async () => {
+      const existing = await this.findVolume(name);
+      if (existing) return this.checkSameOptions(existing.record, requested);
+      const driver = this.driverFor(spec.profile);
+      try {
+        const record = await driver.create(spec);
+        this.known.set(name, { driver, record });
+      } catch (err) {
+        // Another host (or process) created it first: the same rule as an existing volume.
+        if (err instanceof VolumeAlreadyExists) return this.checkSameOptions(err.existing, requested);
+        throw err;
+      }
+    });
+  }
+
+  async remove(name: string): Promise<void> {
+    assertVolumeName(name);
+    await this.op('remove', name, async () => {
+      const local = this.mounted.get(name);
+      if (local && totalRefs(local) > 0) {
+        throw new VolumeInUse(`volume ${name} is mounted on this host by ${totalRefs(local)} container mount(s); stop them first`);
+      }
+      const found = await this.findVolume(name);
+      if (!found) return;
+      const lease = this.leaseOf(found.driver);
+      await lease.assertNotHeldElsewhere(name);
+      const ownership = (await found.driver.readOwnership(name))?.value;
+      if (ownership && lease.heldByMe(ownership)) await lease.release(name);
+      await found.driver.destroy(name);
+      this.known.delete(name);
+    });
+  }
+
+  async mount(name: string, id: string): Promise<string> {
+    assertVolumeName(name);
+    return this.op('mount', name, async () => {
+      const current = this.mounted.get(name);
+      if (current && (await this.isStillMounted(current))) {
+        addRef(current, id);
+        await this.deps.state.save(this.mounted);
+        return current.mountpoint;
+      }
+      if (current) {
+        this.log.warn('recorded mount is gone from the kernel; mounting afresh', { volume: name, mountpoint: current.mountpoint });
+        this.mounted.delete(name);
+      }
+      const mountedVolume = await this.attachAndMount(name);
+      addRef(mountedVolume, id);
+      this.mounted.set(name, mountedVolume);
+      await this.deps.state.save(this.mounted);
+      return mountedVolume.mountpoint;
+    });
+  }
+
+  async unmount(name: string, id: string): Promise<void> {
+    assertVolumeName(name);
+    await this.op('unmount', name, async () => {
+      const current = this.mounted.get(name);
+      if (!current || !removeRef(current, id)) {
+        // dockerd only logs Unmount errors; an unknown ID must not make a mess of anything.
+        this.log.warn('unmount of a mount ID this host does not hold; nothing to do', { volume: name, mountId: id });
+        return;
+      }
+      await this.deps.state.save(this.mounted);
+      if (totalRefs(current) > 0) return;
+      await this.unmountAndDetach(name, current);
+    });
+  }
+
+  async path(name: string): Promise<string> {
+    assertVolumeName(name);
+    const found = await this.findVolume(name);
+    if (!found) throw new OperationError('path', name, new VolumeNotFound(name));
+    return this.mountpointIfMounted(name);
+  }
+
+  /** Cheap and side-effect free: dockerd calls it on nearly every operation, for every driver. */
+  async get(name: string): Promise<VolumeView> {
+    assertVolumeName(name);
+    let found: { driver: BackendDriver; record: VolumeRecord } | undefined;
+    try {
+      found = await this.findVolume(name);
+    } catch (err) {
+      // An Err here makes dockerd forget the volume: report it unhealthy instead.
+      const cached = this.known.get(name);
+      if (!cached || !(err instanceof BackendUnavailable)) throw new OperationError('get', name, err);
+      return this.view(cached.driver, cached.record, errorMessage(err));
+    }
+    if (!found) throw new VolumeNotFound(name);
+    return this.view(found.driver, found.record);
+  }
+
+  async list(): Promise<VolumeView[]> {
+    const views: VolumeView[] = [];
+    for (const driver of new Set(this.deps.drivers.values())) {
+      for (const record of await driver.list()) {
+        this.known.set(record.name, { driver, record });
+        views.push(this.view(driver, record));
+      }
+    }
+    return views.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** Raises a volume's size; the image and filesystem grow at its next mount. */
+  async grow(name: string, sizeBytes: number): Promise<VolumeView> {
+    assertVolumeName(name);
+    if (sizeBytes > this.deps.config.limits.max_size) {
+      throw new InvalidOption(`size ${formatSize(sizeBytes)} is over limits.max_size (${formatSize(this.deps.config.limits.max_size)})`);
+    }
+    return this.op('grow', name, async () => {
+      const found = await this.findVolume(name);
+      if (!found) throw new VolumeNotFound(name);
+      const record = await found.driver.grow(name, sizeBytes);
+      this.known.set(name, { driver: found.driver, record });
+      return this.view(found.driver, record);
+    });
+  }
+
+  /** Mount references held on this host, for the operator command. */
+  mountedVolumes(): ReadonlyMap<string, MountedVolume> {
+    return this.mounted;
+  }
+
+  // ---- the mount and unmount sequences ----------------------------------------------
+
+  private async attachAndMount(name: string): Promise<MountedVolume> {
+    const found = await this.findVolume(name);
+    if (!found) throw new VolumeNotFound(name);
+    const { driver, record } = found;
+    const lease = this.leaseOf(driver);
+    const mountpoint = this.mountpointOf(name);
+    let exp: Export | undefined;
+    let device = '';
+    let generation = 0;
+    const steps: Step[] = [
+      {
+        name: 'acquire ownership',
+        run: async () => void (generation = (await lease.acquire(name)).generation),
+        undo: () => lease.release(name),
+      },
+      { name: 'export', run: async () => void (exp = await driver.export(name)), undo: () => driver.unexport(name) },
+      {
+        name: 'attach',
+        run: async () => void (device = await this.attacherFor(exp!).attach(exp!)),
+        undo: () => this.attacherFor(exp!).detach(exp!, device),
+      },
+      { name: 'prepare filesystem', run: () => this.prepareFilesystem(record, device) },
+      {
+        name: 'create mountpoint',
+        run: async () => void (await mkdir(mountpoint, { recursive: true, mode: 0o755 })),
+        undo: () => rmdir(mountpoint),
+      },
+      {
+        name: 'mount',
+        run: () => this.deps.filesystem.mount(device, mountpoint, record.fstype, record.mountOpts, record.readonly),
+        undo: () => this.deps.filesystem.unmount(mountpoint),
+      },
+      {
+        name: 'grow filesystem',
+        run: async () => {
+          if (!record.readonly) await this.deps.filesystem.grow(device, mountpoint, record.fstype);
+        },
+      },
+    ];
+    await runSteps(steps, this.log);
+    this.log.info('volume mounted', { volume: name, device, mountpoint, generation });
+    return { device, mountpoint, export: exp!, refs: {}, staleIds: [], generation };
+  }
+
+  private async prepareFilesystem(record: VolumeRecord, device: string): Promise<void> {
+    const fs = this.deps.filesystem;
+    const detected = await fs.detect(device);
+    if (!detected) {
+      this.log.info('blank volume: creating its filesystem', { volume: record.name, fstype: record.fstype });
+      await fs.format(device, record.fstype, record.mkfsOpts, record.name);
+      return;
+    }
+    if (detected.partitionTable || !detected.type) {
+      throw new VolumeInUse(`volume ${record.name} holds a partition table (${detected.partitionTable ?? 'unknown'}), not a filesystem; ballast will not format over it`);
+    }
+    if (detected.type !== record.fstype) {
+      throw new VolumeInUse(`volume ${record.name} holds an ${detected.type} filesystem but was created as ${record.fstype}; ballast will not format over it`);
+    }
+    if (!record.readonly) await fs.check(device);
+  }
+
+  /** Last reference gone: umount, detach, unexport, release. Every step runs; failures are reported together. */
+  private async unmountAndDetach(name: string, volume: MountedVolume): Promise<void> {
+    const found = this.known.get(name) ?? (await this.findVolume(name));
+    const failures: string[] = [];
+    const attempt = async (step: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(`${step}: ${errorMessage(err)}`);
+        this.log.error('teardown step failed', { volume: name, step, error: errorMessage(err) });
+      }
+    };
+    await attempt('umount', () => this.deps.filesystem.unmount(volume.mountpoint));
+    if (failures.length) {
+      // The filesystem is still mounted: keep the device and the lease, so nothing else can take it.
+      throw new VolumeInUse(`volume ${name} could not be unmounted from ${volume.mountpoint}: ${failures.join('; ')}`);
+    }
+    await rmdir(volume.mountpoint).catch(() => undefined);
+    await attempt('detach', () => this.attacherFor(volume.export).detach(volume.export, volume.device));
+    if (found) {
+      await attempt('unexport', () => found.driver.unexport(name));
+      await attempt('release ownership', () => this.leaseOf(found.driver).release(name));
+    }
+    this.mounted.delete(name);
+    await this.deps.state.save(this.mounted);
+    if (failures.length) throw new BackendUnavailable(`volume ${name} was unmounted but cleanup failed: ${failures.join('; ')}`);
+    this.log.info('volume unmounted', { volume: name });
+  }
+
+  // ---- reconciliation -----------------------------------------------------------------
+
+  /**
+   * Brings the recorded references in line with what the kernel and the backends say:
+   * a recorded mount that vanished (reboot, manual umount) is dropped and its lease freed;
+   * a mount without references is torn down; a lease this host holds for a volume it has
+   * not mounted is released.
+   */
+  async reconcile(): Promise<void> {
+    for (const [name, volume] of [...this.mounted]) {
+      await this.locks.run(name, async () => {
+        if (!(await this.isStillMounted(volume))) {
+          this.log.warn('recorded mount vanished; dropping its references', { volume: name, refs: volume.refs });
+          await this.attacherFor(volume.export).detach(volume.export, volume.device).catch(() => undefined);
+          this.mounted.delete(name);
+          return;
+        }
+        if (totalRefs(volume) === 0) await this.unmountAndDetach(name, volume).catch(() => undefined);
+      });
+    }
+    await this.deps.state.save(this.mounted);
+    for (const [driver, lease] of this.leases) {
+      let records: VolumeRecord[];
+      try {
+        records = await driver.list();
+      } catch (err) {
+        this.log.warn('reconcile: backend unavailable, leases left as they are', { error: errorMessage(err) });
+        continue;
+      }
+      for (const record of records) {
+        this.known.set(record.name, { driver, record });
+        const mine = record.ownership.state === 'held' && record.ownership.holder.hostId === this.deps.identity.hostId;
+        if (mine && !this.mounted.has(record.name)) {
+          await this.locks.run(record.name, () => lease.release(record.name)).catch((err) =>
+            this.log.warn('reconcile: could not release a stale lease', { volume: record.name, error: errorMessage(err) }),
+          );
+        }
+      }
+    }
+  }
+
+  // ---- helpers -------------------------------------------------------------------------
+
+  private async op<T>(op: string, name: string, body: () => Promise<T>): Promise<T> {
+    try {
+      return await this.locks.run(name, body);
+    } catch (err) {
+      throw err instanceof OperationError ? err : new OperationError(op, name, err);
+    }
+  }
+
+  private checkSameOptions(existing: VolumeRecord, requested: ReturnType<typeof parseVolumeOptions>): void {
+    const conflicts = optionConflicts(existing as VolumeSpec, requested);
+    if (conflicts.length) {
+      throw new VolumeExists(`volume ${existing.name} already exists with different options: ${conflicts.join('; ')}`);
+    }
+  }
+
+  private async findVolume(name: string): Promise<{ driver: BackendDriver; record: VolumeRecord } | undefined> {
+    const cached = this.known.get(name);
+    const drivers = cached ? [cached.driver, ...this.deps.drivers.values()] : this.deps.drivers.values();
+    for (const driver of new Set(drivers)) {
+      const found = await driver.read(name);
+      if (found) {
+        this.known.set(name, { driver, record: found.value });
+        return { driver, record: found.value };
+      }
+    }
+    this.known.delete(name);
+    return undefined;
+  }
+
+  private driverFor(profile: string): BackendDriver {
+    const driver = this.deps.drivers.get(profile);
+    if (!driver) throw new InvalidOption(`no such profile ${profile}`);
+    return driver;
+  }
+
+  private leaseOf(driver: BackendDriver): OwnershipLease {
+    const lease = this.leases.get(driver);
+    if (!lease) throw new Error('driver without a lease: not created through createDrivers');
+    return lease;
+  }
+
+  private attacherFor(exp: Export): Attacher {
+    const attacher = this.deps.attachers.get(exp.transport);
+    if (!attacher) throw new Error(`no attacher for transport ${exp.transport}`);
+    return attacher;
+  }
+
+  private mountpointOf(name: string): string {
+    return join(this.deps.config.mount_root, name);
+  }
+
+  private mountpointIfMounted(name: string): string {
+    const volume = this.mounted.get(name);
+    return volume && totalRefs(volume) > 0 ? volume.mountpoint : '';
+  }
+
+  private async isStillMounted(volume: MountedVolume): Promise<boolean> {
+    const entry = await this.deps.mountTable.find(volume.mountpoint);
+    return entry?.source === volume.device;
+  }
+
+  private view(driver: BackendDriver, record: VolumeRecord, unhealthy?: string): VolumeView {
+    const local = this.mounted.get(record.name);
+    const ownership = record.ownership;
+    return {
+      name: record.name,
+      mountpoint: this.mountpointIfMounted(record.name),
+      createdAt: record.createdAt,
+      status: {
+        size: formatSize(record.sizeBytes),
+        sizeBytes: record.sizeBytes,
+        fstype: record.fstype,
+        profile: record.profile,
+        backend: driver.kind,
+        readonly: record.readonly,
+        ...(record.mountOpts.length ? { mountopts: record.mountOpts.join(',') } : {}),
+        ...(record.mkfsOpts.length ? { mkfsopts: record.mkfsOpts.join(' ') } : {}),
+        attachment: local
+          ? { host: this.deps.identity.hostId, device: local.device, mountpoint: local.mountpoint, mounts: totalRefs(local) }
+          : 'detached',
+        lease:
+          ownership.state === 'held'
+            ? { state: 'held', holder: describeHolder(ownership), generation: ownership.generation, since: ownership.updatedAt }
+            : { state: 'free', generation: ownership.generation },
+        health: unhealthy ? `unavailable: ${unhealthy}` : 'ok',
+      },
+    };
+  }
+}

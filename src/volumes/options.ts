@@ -1,0 +1,139 @@
+import { InvalidOption } from '../errors.js';
+import { FSTYPES, type Config, type Fstype } from '../config/schema.js';
+import { formatSize, parseSize, SIZE_SYNTAX } from '../config/size.js';
+
+/** What a user asked for with --opt / driver_opts: only the options actually given. */
+export interface RequestedOptions {
+  sizeBytes?: number;
+  fstype?: Fstype;
+  profile?: string;
+  mkfsOpts?: string[];
+  mountOpts?: string[];
+  readonly?: boolean;
+}
+
+/** A volume's full, resolved specification (requested options plus configured defaults). */
+export interface VolumeSpec {
+  name: string;
+  profile: string;
+  sizeBytes: number;
+  fstype: Fstype;
+  mkfsOpts: string[];
+  mountOpts: string[];
+  readonly: boolean;
+}
+
+export const VALID_OPTIONS = ['size', 'fstype', 'profile', 'mkfsopts', 'mountopts', 'readonly'] as const;
+
+/** xfsprogs 5.19 and later refuse filesystems under 300 MiB. */
+const MIN_SIZE: Record<Fstype, number> = { ext4: 16 * 1024 ** 2, xfs: 300 * 1024 ** 2 };
+
+// mkfs and mount options are passed as argv elements (no shell), but a "/" could still name
+// another device to mkfs, so paths are refused outright.
+const MKFS_TOKEN = /^[A-Za-z0-9_=,.:+-]+$/;
+const MOUNT_OPTION = /^[A-Za-z0-9_=.:+-]+$/;
+const MOUNT_OPTIONS_REFUSED = new Set(['bind', 'rbind', 'remount', 'move', 'loop']);
+
+function parseBoolean(key: string, value: string): boolean {
+  const v = value.trim().toLowerCase();
+  if (v === '' || v === 'true' || v === 'yes' || v === '1' || v === 'on') return true;
+  if (v === 'false' || v === 'no' || v === '0' || v === 'off') return false;
+  throw new InvalidOption(`option ${key}=${value}: expected true or false`);
+}
+
+function parseMkfsOpts(value: string): string[] {
+  const tokens = value.trim().split(/\s+/).filter(Boolean);
+  for (const token of tokens) {
+    if (!MKFS_TOKEN.test(token)) {
+      throw new InvalidOption(`option mkfsopts: ${JSON.stringify(token)} is not allowed: mkfs options are letters, digits and _ = , . : + - (no paths)`);
+    }
+  }
+  return tokens;
+}
+
+function parseMountOpts(value: string): string[] {
+  const options = value.split(',').map((o) => o.trim()).filter(Boolean);
+  for (const option of options) {
+    if (!MOUNT_OPTION.test(option) || MOUNT_OPTIONS_REFUSED.has(option)) {
+      throw new InvalidOption(`option mountopts: ${JSON.stringify(option)} is not allowed: give a comma-separated list such as noatime,discard`);
+    }
+  }
+  return options;
+}
+
+/** Parses Docker's Opts map (possibly null) into typed options; unknown keys are errors. */
+export function parseVolumeOptions(opts: Record<string, string> | null | undefined, config: Config): RequestedOptions {
+  const requested: RequestedOptions = {};
+  for (const [rawKey, rawValue] of Object.entries(opts ?? {})) {
+    const key = rawKey.toLowerCase();
+    const value = String(rawValue);
+    switch (key) {
+      case 'size': {
+        const bytes = parseSize(value);
+        if (bytes === undefined || bytes <= 0) throw new InvalidOption(`option size=${value}: expected ${SIZE_SYNTAX}`);
+        requested.sizeBytes = bytes;
+        break;
+      }
+      case 'fstype':
+        if (!(FSTYPES as readonly string[]).includes(value)) {
+          throw new InvalidOption(`option fstype=${value}: expected one of ${FSTYPES.join(', ')}`);
+        }
+        requested.fstype = value as Fstype;
+        break;
+      case 'profile':
+        if (!config.profiles[value]) {
+          throw new InvalidOption(`option profile=${value}: no such profile; configured profiles: ${Object.keys(config.profiles).join(', ')}`);
+        }
+        requested.profile = value;
+        break;
+      case 'mkfsopts':
+        requested.mkfsOpts = parseMkfsOpts(value);
+        break;
+      case 'mountopts':
+        requested.mountOpts = parseMountOpts(value);
+        break;
+      case 'readonly':
+        requested.readonly = parseBoolean(key, value);
+        break;
+      default:
+        throw new InvalidOption(`unknown option ${JSON.stringify(rawKey)}: valid options are ${VALID_OPTIONS.join(', ')}`);
+    }
+  }
+  return requested;
+}
+
+/** Fills in configured defaults and checks the size against the filesystem minimum and the configured maximum. */
+export function resolveSpec(name: string, requested: RequestedOptions, config: Config): VolumeSpec {
+  const spec: VolumeSpec = {
+    name,
+    profile: requested.profile ?? config.defaults.profile,
+    sizeBytes: requested.sizeBytes ?? config.defaults.size,
+    fstype: requested.fstype ?? config.defaults.fstype,
+    mkfsOpts: requested.mkfsOpts ?? [],
+    mountOpts: requested.mountOpts ?? [],
+    readonly: requested.readonly ?? false,
+  };
+  const min = MIN_SIZE[spec.fstype];
+  if (spec.sizeBytes < min) {
+    throw new InvalidOption(`option size=${formatSize(spec.sizeBytes)}: an ${spec.fstype} volume must be at least ${formatSize(min)}`);
+  }
+  if (spec.sizeBytes > config.limits.max_size) {
+    throw new InvalidOption(`option size=${formatSize(spec.sizeBytes)}: the largest volume allowed is ${formatSize(config.limits.max_size)} (limits.max_size)`);
+  }
+  return spec;
+}
+
+/** The options in `requested` that an existing volume does not match, described for the user. */
+export function optionConflicts(existing: VolumeSpec, requested: RequestedOptions): string[] {
+  const conflicts: string[] = [];
+  const differs = (key: string, have: string, want: string) => {
+    if (have !== want) conflicts.push(`${key} is ${have || '(none)'}, asked ${want || '(none)'}`);
+  };
+  if (requested.sizeBytes !== undefined) differs('size', formatSize(existing.sizeBytes), formatSize(requested.sizeBytes));
+  if (requested.fstype !== undefined) differs('fstype', existing.fstype, requested.fstype);
+  if (requested.profile !== undefined) differs('profile', existing.profile, requested.profile);
+  if (requested.mkfsOpts !== undefined) differs('mkfsopts', existing.mkfsOpts.join(' '), requested.mkfsOpts.join(' '));
+  if (requested.mountOpts !== undefined) differs('mountopts', existing.mountOpts.join(','), requested.mountOpts.join(','));
+  if (requested.readonly !== undefined) differs('readonly', String(existing.readonly), String(requested.readonly));
+  return conflicts;
+}

@@ -1,0 +1,36 @@
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/** One step of a sequence that must finish or roll back by itself. */
+export interface Step {
+  name: string;
+  run: () => Promise<void>;
+  /** Reverses `run`; called only if `run` succeeded and a later step failed. */
+  undo?: () => Promise<unknown>;
+}
+
+/**
+ * Runs steps in order. When one fails, the completed steps are undone in reverse order
+ * (each undo failure is logged, not thrown) and the original error is rethrown. Docker
+ * never sends Unmount for a failed Mount, so a Mount must leave nothing behind.
+ */
+export async function runSteps(steps: readonly Step[], log: Logger): Promise<void> {
+  const done: Step[] = [];
+  for (const step of steps) {
+    try {
+      await step.run();
+      done.push(step);
+    } catch (err) {
+      log.warn('step failed; rolling back', { step: step.name, error: errorMessage(err) });
+      for (const completed of done.reverse()) {
+        if (!completed.undo) continue;
+        try {
+          await completed.undo();
+        } catch (undoErr) {
+          log.error('rollback step failed', { step: completed.name, error: errorMessage(undoErr) });
+        }
+      }
+      throw err;
+    }
+  }
+}
