@@ -116,6 +116,7 @@ export class LoopDriver implements BackendDriver {
   async destroy(name: string): Promise<void> {
     const dir = this.dir(name);
     const trash = join(this.root, `.deleting-${name}-${randomBytes(4).toString('hex')}`);
+    if (!(await this.readSidecar(name))) return;
     const removed = await this.withGuard(name, async () => {
       const current = await this.readSidecar(name);
       if (!current) return false;
@@ -125,6 +126,9 @@ export class LoopDriver implements BackendDriver {
       }
       await rename(dir, trash);
       return true;
+    }).catch((err: unknown) => {
+      if (err instanceof VolumeNotFound) return false; // removed meanwhile
+      throw err;
     });
     if (removed) {
       await rm(trash, { recursive: true, force: true });

@@ -1,0 +1,66 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, parseConfig } from '../../../src/config/load.js';
+import { ConfigError } from '../../../src/errors.js';
+
+describe('parseConfig', () => {
+  it('gives the embedded default (loop under /var/lib/ballast) for an empty document', () => {
+    const config = parseConfig({}, 'f');
+    expect(config.backends.loop.root).toBe('/var/lib/ballast/loop');
+    expect(config.socket).toBe('/run/docker/plugins/ballast.sock');
+    expect(config.defaults).toEqual({ size: 1024 ** 3, fstype: 'ext4', profile: 'default' });
+    expect(config.profiles.default).toEqual({ backend: 'loop' });
+    expect(Object.isFrozen(config.defaults)).toBe(true);
+  });
+
+  it('reads sizes written as text', () => {
+    const config = parseConfig({ defaults: { size: '10G' }, limits: { max_size: '1T' } }, 'f');
+    expect(config.defaults.size).toBe(10 * 1024 ** 3);
+    expect(config.limits.max_size).toBe(1024 ** 4);
+  });
+
+  it.each([
+    [{ sockett: '/x' }, /f: \(top level\): .*sockett/],
+    [{ defaults: { fstype: 'btrfs' } }, /f: defaults\.fstype: .*"ext4"/],
+    [{ defaults: { size: 'huge' } }, /f: defaults\.size: expected a size/],
+    [{ profiles: { gold: { backend: 'iscsi' } } }, /f: profiles\.gold\.backend: /],
+    [{ state_dir: 'relative/dir' }, /f: state_dir: expected an absolute path/],
+    [{ defaults: { profile: 'gold' } }, /f: defaults\.profile: profile "gold" is not defined/],
+  ])('names the file and the key for %j', (document, message) => {
+    expect(() => parseConfig(document, 'f')).toThrow(ConfigError);
+    expect(() => parseConfig(document, 'f')).toThrow(message);
+  });
+
+  it('reports every problem at once', () => {
+    try {
+      parseConfig({ socket: 'x', mount_root: 'y' }, 'f');
+      throw new Error('no error');
+    } catch (err) {
+      expect((err as Error).message.split('\n')).toEqual([expect.stringMatching(/^f: socket:/), expect.stringMatching(/^f: mount_root:/)]);
+    }
+  });
+});
+
+describe('loadConfig', () => {
+  let dir: string;
+  beforeEach(async () => (dir = await mkdtemp(join(tmpdir(), 'ballast-config-'))));
+  afterEach(() => rm(dir, { recursive: true, force: true }));
+
+  it('loads and validates a YAML file with profiles on several roots', async () => {
+    const file = join(dir, 'config.yml');
+    await writeFile(file, 'profiles:\n  default: {backend: loop}\n  fast: {backend: loop, root: /mnt/ssd/ballast}\n');
+    const config = await loadConfig(file);
+    expect(config.profiles.fast?.root).toBe('/mnt/ssd/ballast');
+  });
+
+  it('fails on a path given explicitly that does not exist, naming it', async () => {
+    await expect(loadConfig(join(dir, 'missing.yml'))).rejects.toThrow(/missing\.yml: cannot read the configuration/);
+  });
+
+  it('fails on bad YAML, naming the file', async () => {
+    const file = join(dir, 'bad.yml');
+    await writeFile(file, 'socket: [unclosed\n');
+    await expect(loadConfig(file)).rejects.toThrow(/bad\.yml: not valid YAML/);
+  });
+});

@@ -1,0 +1,89 @@
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LoopDriver } from '../../../src/drivers/loop-driver.js';
+import { VolumeAlreadyExists, type NewVolume } from '../../../src/drivers/types.js';
+import { BackendUnavailable, StaleRevision, VolumeInUse } from '../../../src/errors.js';
+import { silentLogger } from '../../../src/log.js';
+
+const spec = (name: string, sizeBytes = 64 * 1024 ** 2): NewVolume => ({
+  name, profile: 'default', sizeBytes, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false,
+});
+
+describe('LoopDriver', () => {
+  let root: string;
+  let driver: LoopDriver;
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'ballast-loop-'));
+    driver = new LoopDriver({ root, shared: false }, silentLogger());
+  });
+  afterEach(() => rm(root, { recursive: true, force: true }));
+
+  it('creates a sparse image and a metadata sidecar, and reads it back', async () => {
+    await driver.create(spec('v1'));
+    const image = await stat(join(root, 'v1', 'disk.img'));
+    expect(image.size).toBe(64 * 1024 ** 2);
+    expect(image.blocks * 512).toBeLessThan(1024 * 1024); // sparse
+    const read = await driver.read('v1');
+    expect(read?.revision).toBe(1);
+    expect(read?.value).toMatchObject({ name: 'v1', sizeBytes: 64 * 1024 ** 2, ownership: { state: 'free', generation: 0 } });
+    expect((await driver.list()).map((v) => v.name)).toEqual(['v1']);
+  });
+
+  it('creates a name exactly once when many creators race (one rename wins)', async () => {
+    const others = Array.from({ length: 8 }, () => new LoopDriver({ root, shared: true }, silentLogger()));
+    const results = await Promise.allSettled(others.map((d) => d.create(spec('race'))));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(VolumeAlreadyExists);
+    expect((await readdir(root)).filter((e) => !e.startsWith('.'))).toEqual(['race']);
+    expect((await readdir(root)).filter((e) => e.startsWith('.'))).toEqual([]);
+  });
+
+  it('writes ownership only by compare-and-swap on the revision', async () => {
+    await driver.create(spec('v'));
+    const held = { state: 'held' as const, holder: { hostId: 'a', bootId: 'b', hostname: 'h' }, generation: 1, updatedAt: 'now' };
+    expect(await driver.writeOwnership('v', 1, held)).toBe(2);
+    await expect(driver.writeOwnership('v', 1, { state: 'free', generation: 1, updatedAt: 'x' })).rejects.toThrow(StaleRevision);
+    expect((await driver.readOwnership('v'))?.value).toEqual(held);
+  });
+
+  it('refuses to destroy a held volume and destroys a free one completely', async () => {
+    await driver.create(spec('v'));
+    await driver.writeOwnership('v', 1, { state: 'held', holder: { hostId: 'a', bootId: 'b', hostname: 'h' }, generation: 1, updatedAt: 'x' });
+    await expect(driver.destroy('v')).rejects.toThrow(VolumeInUse);
+    await driver.writeOwnership('v', 2, { state: 'free', generation: 1, updatedAt: 'x' });
+    await driver.destroy('v');
+    expect(await readdir(root)).toEqual([]);
+    await driver.destroy('v'); // a missing volume is already destroyed
+  });
+
+  it('grows the image and the record, and refuses to shrink', async () => {
+    await driver.create(spec('v'));
+    await driver.grow('v', 128 * 1024 ** 2);
+    expect((await stat(join(root, 'v', 'disk.img'))).size).toBe(128 * 1024 ** 2);
+    expect((await driver.read('v'))?.value.sizeBytes).toBe(128 * 1024 ** 2);
+    await expect(driver.grow('v', 16 * 1024 ** 2)).rejects.toThrow(/can grow but not shrink/);
+  });
+
+  it('breaks a guard file left by a writer that died, and waits for a live one', async () => {
+    await driver.create(spec('v'));
+    const guard = join(root, 'v', 'meta.lock');
+    await writeFile(guard, 'dead writer');
+    const old = new Date(Date.now() - 60_000);
+    const { utimes } = await import('node:fs/promises');
+    await utimes(guard, old, old);
+    expect(await driver.writeOwnership('v', 1, { state: 'free', generation: 0, updatedAt: 'x' })).toBe(2);
+  });
+
+  it('reports damaged metadata as the backend being unavailable, naming the volume', async () => {
+    await driver.create(spec('v'));
+    await writeFile(join(root, 'v', 'meta.json'), '{"v":1}');
+    await expect(driver.read('v')).rejects.toThrow(BackendUnavailable);
+    await expect(driver.read('v')).rejects.toThrow(/metadata of volume v .* is damaged/);
+  });
+
+  it('reports scope global only for a shared root', () => {
+    expect(driver.scope).toBe('local');
+    expect(new LoopDriver({ root, shared: true }, silentLogger()).scope).toBe('global');
+  });
+});

@@ -1,0 +1,249 @@
+import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LoopDriver } from '../../../src/drivers/loop-driver.js';
+import { silentLogger } from '../../../src/log.js';
+import { OwnershipLease } from '../../../src/ownership/lease.js';
+import { HOST_A, managerFixture, type ManagerFixture } from '../../helpers/manager-fixture.js';
+
+describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)', () => {
+  let f: ManagerFixture;
+  const loopRoot = () => join(f.dir, 'loop');
+  const image = (name: string) => join(loopRoot(), name, 'disk.img');
+  const ownership = async (name: string) => (await new LoopDriver({ root: loopRoot(), shared: false }, silentLogger()).readOwnership(name))?.value;
+
+  beforeEach(async () => (f = await managerFixture()));
+  afterEach(() => f.cleanup());
+
+  describe('mount and unmount', () => {
+    it('attaches, formats a blank volume, mounts, grows; and on the last unmount tears it all down', async () => {
+      await f.manager.create('v', { size: '64M' });
+      const mountpoint = await f.manager.mount('v', 'id1');
+      expect(mountpoint).toBe(join(f.dir, 'mounts', 'v'));
+      const query = `losetup --json --list --associated ${image('v')} --output NAME,BACK-FILE`;
+      expect(f.host.calls).toEqual([
+        query,
+        `losetup --find --show --nooverlap ${image('v')}`,
+        'blkid -p -s TYPE -s PTTYPE -o export /dev/loop0',
+        'mkfs.ext4 -F -q -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 -L v /dev/loop0',
+        `mount -t ext4 /dev/loop0 ${mountpoint}`,
+        'resize2fs /dev/loop0',
+      ]);
+      expect(await ownership('v')).toMatchObject({ state: 'held', holder: { hostId: 'node-a' }, generation: 1 });
+      f.host.calls.length = 0;
+      await f.manager.unmount('v', 'id1');
+      expect(f.host.calls).toEqual([`umount ${mountpoint}`, query, 'losetup --detach /dev/loop0']);
+      expect(await ownership('v')).toMatchObject({ state: 'free', generation: 1 });
+      expect(f.host.attachedDevices).toEqual([]);
+    });
+
+    it('runs fsck instead of mkfs when the volume already holds its filesystem', async () => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'a');
+      await f.manager.unmount('v', 'a');
+      f.host.calls.length = 0;
+      await f.manager.mount('v', 'b');
+      expect(f.host.calls.filter((c) => /^(mkfs|fsck)/.test(c))).toEqual(['fsck -a /dev/loop1']);
+    });
+
+    it('counts a second Mount with the same ID (docker cp) and unmounts only after both Unmounts', async () => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'c1');
+      const callsAfterFirst = f.host.calls.length;
+      await f.manager.mount('v', 'c1');
+      expect(f.host.calls.length).toBe(callsAfterFirst); // nothing new attached or mounted
+      await f.manager.unmount('v', 'c1');
+      expect(f.host.mountPoints).toHaveLength(1);
+      await f.manager.unmount('v', 'c1');
+      expect(f.host.mountPoints).toHaveLength(0);
+    });
+
+    it('keeps the volume mounted while another container (another ID) uses it', async () => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'c1');
+      await f.manager.mount('v', 'c2');
+      await f.manager.unmount('v', 'c1');
+      expect((await f.manager.get('v')).mountpoint).not.toBe('');
+      await f.manager.unmount('v', 'c2');
+      expect((await f.manager.get('v')).mountpoint).toBe('');
+    });
+
+    it('ignores an Unmount of an ID it does not hold, changing nothing', async () => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'c1');
+      await f.manager.unmount('v', 'unknown');
+      await f.manager.unmount('nosuchvolume', 'x');
+      expect(f.host.mountPoints).toHaveLength(1);
+    });
+
+    it('serialises concurrent Mounts and Unmounts of one volume', async () => {
+      await f.manager.create('v', {});
+      await Promise.all(['a', 'b', 'c', 'd'].map((id) => f.manager.mount('v', id)));
+      expect(f.host.calls.filter((c) => c.startsWith('mount ')).length).toBe(1);
+      await Promise.all(['a', 'b', 'c', 'd'].map((id) => f.manager.unmount('v', id)));
+      expect(f.host.calls.filter((c) => c.startsWith('umount ')).length).toBe(1);
+      expect(f.host.attachedDevices).toEqual([]);
+    });
+
+    it('refuses to mount a volume that does not exist', async () => {
+      await expect(f.manager.mount('ghost', 'a')).rejects.toThrow('mount ghost: volume ghost does not exist');
+      expect(f.host.calls).toEqual([]);
+    });
+
+    it('refuses to mount a volume held by another host, naming it, and runs no command', async () => {
+      await f.manager.create('v', {});
+      const b = new OwnershipLease(new LoopDriver({ root: loopRoot(), shared: true }, silentLogger()), { hostId: 'node-b', bootId: 'x', hostname: 'b' }, silentLogger());
+      await b.acquire('v');
+      await expect(f.manager.mount('v', 'a')).rejects.toThrow(/mount v: volume v is in use on host node-b \(b\)/);
+      expect(f.host.calls).toEqual([]);
+    });
+  });
+
+  describe('rollback of a failed Mount (Docker never sends Unmount for it)', () => {
+    it.each([
+      ['mkfs.ext4', /mkfs\.ext4 .* exited with code 1: injected failure/],
+      ['mount -t', /mount -t ext4 .* exited with code 1: injected failure/],
+      ['resize2fs', /resize2fs .* exited with code 1/],
+    ])('undoes every step when %s fails', async (prefix, message) => {
+      await f.manager.create('v', {});
+      f.host.fail(prefix);
+      await expect(f.manager.mount('v', 'a')).rejects.toThrow(message);
+      expect(f.host.attachedDevices).toEqual([]);
+      expect(f.host.mountPoints).toEqual([]);
+      expect(await ownership('v')).toMatchObject({ state: 'free' });
+      expect(f.manager.mountedVolumes().size).toBe(0);
+      expect(await readdir(join(f.dir, 'mounts')).catch(() => [])).toEqual([]);
+    });
+
+    it('refuses to format over a different filesystem and leaves nothing attached', async () => {
+      await f.manager.create('v', { fstype: 'ext4' });
+      await f.manager.mount('v', 'a');
+      await f.manager.unmount('v', 'a');
+      // Pretend someone reformatted the image as xfs.
+      const blkid = f.host.run.bind(f.host);
+      f.host.run = async (argv, options) => (argv[0] === 'blkid' ? { stdout: 'TYPE=xfs\n', stderr: '', exitCode: 0 } : blkid(argv, options));
+      await expect(f.manager.mount('v', 'b')).rejects.toThrow(/holds an xfs filesystem but was created as ext4; ballast will not format over it/);
+      expect(f.host.attachedDevices).toEqual([]);
+    });
+  });
+
+  describe('create and remove', () => {
+    it('creates one volume when many Creates of one name race, all succeeding', async () => {
+      const results = await Promise.allSettled(Array.from({ length: 10 }, () => f.manager.create('v', { size: '32M' })));
+      expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
+      expect(await readdir(loopRoot())).toEqual(['v']);
+    });
+
+    it('succeeds for an existing volume with the same or no options, and names differing options', async () => {
+      await f.manager.create('v', { size: '32M', fstype: 'ext4' });
+      await f.manager.create('v', { size: '32M' });
+      await f.manager.create('v', null);
+      await expect(f.manager.create('v', { size: '64M', mountopts: 'noatime' })).rejects.toThrow(
+        'create v: volume v already exists with different options: size is 32 MiB, asked 64 MiB; mountopts is (none), asked noatime',
+      );
+    });
+
+    it('refuses hostile names and bad options before touching disk', async () => {
+      for (const name of ['../etc', 'a/b', '', '.x']) await expect(f.manager.create(name, {})).rejects.toThrow(/invalid volume name/);
+      await expect(f.manager.create('v', { size: '1K' })).rejects.toThrow(/at least 16 MiB/);
+      await expect(f.manager.create('v', { colour: 'red' })).rejects.toThrow(/unknown option "colour"/);
+      await expect(readdir(loopRoot())).rejects.toThrow(/ENOENT/);
+    });
+
+    it('refuses Remove while mounted here, and removes once unmounted', async () => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'a');
+      await expect(f.manager.remove('v')).rejects.toThrow('remove v: volume v is mounted on this host by 1 container mount(s); stop them first');
+      await f.manager.unmount('v', 'a');
+      await f.manager.remove('v');
+      expect(await readdir(loopRoot())).toEqual([]);
+      await f.manager.remove('v'); // removing what is gone succeeds
+    });
+
+    it('refuses Remove while another host holds the lease', async () => {
+      await f.manager.create('v', {});
+      await new OwnershipLease(new LoopDriver({ root: loopRoot(), shared: true }, silentLogger()), { hostId: 'node-b', bootId: 'x', hostname: 'b' }, silentLogger()).acquire('v');
+      await expect(f.manager.remove('v')).rejects.toThrow(/volume v is in use on host node-b/);
+      expect(await readdir(loopRoot())).toEqual(['v']);
+    });
+  });
+
+  describe('Get and List', () => {
+    it('reports size, fstype, profile, backend, attachment and lease in Status', async () => {
+      await f.manager.create('v', { size: '32M' });
+      await f.manager.mount('v', 'a');
+      const view = await f.manager.get('v');
+      expect(view.createdAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+      expect(view.status).toMatchObject({
+        size: '32 MiB', fstype: 'ext4', profile: 'default', backend: 'loop', health: 'ok',
+        attachment: { host: 'node-a', device: '/dev/loop0', mounts: 1 },
+        lease: { state: 'held', holder: 'host node-a (a)', generation: 1 },
+      });
+      expect((await f.manager.list()).map((v) => v.name)).toEqual(['v']);
+    });
+
+    it('still answers Get for a known volume while its backend is broken, marked unavailable', async () => {
+      await f.manager.create('v', {});
+      await f.manager.get('v');
+      await rm(join(loopRoot(), 'v', 'meta.json'));
+      await mkdir(join(loopRoot(), 'v', 'meta.json')); // reading it now fails with EISDIR
+      const view = await f.manager.get('v');
+      expect(view.status.health).toMatch(/^unavailable: cannot read the metadata of volume v/);
+      await expect(f.manager.get('never-seen')).rejects.toThrow(/does not exist/);
+    });
+
+    it('forgets a volume deleted out of band', async () => {
+      await f.manager.create('v', {});
+      await rm(join(loopRoot(), 'v'), { recursive: true });
+      await expect(f.manager.get('v')).rejects.toThrow('volume v does not exist');
+      await f.manager.create('v', { size: '128M' }); // recreated with new options
+      expect((await f.manager.get('v')).status.size).toBe('128 MiB');
+    });
+  });
+
+  describe('restart and reconciliation', () => {
+    it('keeps mounts and references across a daemon restart; the old ID unmounts later', async () => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'old');
+      const manager = await f.restart();
+      expect(f.host.mountPoints).toHaveLength(1);
+      expect((await manager.get('v')).mountpoint).toBe(join(f.dir, 'mounts', 'v'));
+      await manager.unmount('v', 'old');
+      expect(f.host.mountPoints).toEqual([]);
+      expect(await ownership('v')).toMatchObject({ state: 'free' });
+    });
+
+    it('drops references whose mount vanished (a reboot) and frees the lease', async () => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'old');
+      f.host.reboot();
+      const manager = await f.restart({ ...HOST_A, bootId: 'boot-a2' });
+      expect(manager.mountedVolumes().size).toBe(0);
+      expect(await ownership('v')).toMatchObject({ state: 'free' });
+      await manager.mount('v', 'new'); // usable again
+    });
+
+    it('after a second Activate (dockerd restarted), a Mount with an old ID re-arms it instead of adding', async () => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'c1');
+      await f.manager.mount('v', 'c1'); // a docker cp that never finished before the restart
+      await f.manager.activate();
+      await f.manager.activate(); // dockerd came back
+      await f.manager.mount('v', 'c1'); // restart policy: same persisted ID
+      await f.manager.unmount('v', 'c1');
+      expect(f.host.mountPoints).toEqual([]);
+    });
+
+    it('releases a lease this host holds for a volume it has not mounted (crash between acquire and mount)', async () => {
+      await f.manager.create('v', {});
+      await new OwnershipLease(new LoopDriver({ root: loopRoot(), shared: false }, silentLogger()), HOST_A, silentLogger()).acquire('v');
+      await f.restart();
+      expect(await ownership('v')).toMatchObject({ state: 'free' });
+    });
+
+    it('refuses to start on a damaged state file rather than forget mounts', async () => {
+      await mkdir(join(f.dir, 'state'), { recursive: true });
+      await writeFile(join(f.dir, 'state', 'mounts.json'), '{"v":2}');
+      await expect(f.restart()).rejects.toThrow();
+    });
+  });
+});

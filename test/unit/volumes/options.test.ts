@@ -1,0 +1,69 @@
+import { parseConfig } from '../../../src/config/load.js';
+import { InvalidOption } from '../../../src/errors.js';
+import { optionConflicts, parseVolumeOptions, resolveSpec } from '../../../src/volumes/options.js';
+
+const config = parseConfig({ profiles: { default: { backend: 'loop' }, gold: { backend: 'loop', root: '/srv/gold' } }, limits: { max_size: '2T' } }, 'f');
+
+describe('parseVolumeOptions', () => {
+  it('treats Opts null and {} as no options', () => {
+    expect(parseVolumeOptions(null, config)).toEqual({});
+    expect(parseVolumeOptions({}, config)).toEqual({});
+  });
+
+  it('parses every option', () => {
+    expect(
+      parseVolumeOptions({ size: '10G', fstype: 'xfs', profile: 'gold', mkfsopts: '-b 4096', mountopts: 'noatime,discard', readonly: 'true' }, config),
+    ).toEqual({ sizeBytes: 10 * 1024 ** 3, fstype: 'xfs', profile: 'gold', mkfsOpts: ['-b', '4096'], mountOpts: ['noatime', 'discard'], readonly: true });
+  });
+
+  it('takes option keys case-insensitively and a bare flag as true', () => {
+    expect(parseVolumeOptions({ Size: '1g', ReadOnly: '' }, config)).toEqual({ sizeBytes: 1024 ** 3, readonly: true });
+  });
+
+  it.each([
+    [{ bogus: '1' }, /unknown option "bogus": valid options are size, fstype, profile, mkfsopts, mountopts, readonly/],
+    [{ size: 'lots' }, /option size=lots: expected a number of bytes/],
+    [{ size: '0' }, /option size=0/],
+    [{ fstype: 'ntfs' }, /option fstype=ntfs: expected one of ext4, xfs/],
+    [{ profile: 'platinum' }, /option profile=platinum: no such profile; configured profiles: default, gold/],
+    [{ mkfsopts: '-E root_owner /dev/sda' }, /mkfsopts: "\/dev\/sda" is not allowed/],
+    [{ mkfsopts: '$(reboot)' }, /mkfsopts: "\$\(reboot\)" is not allowed/],
+    [{ mountopts: 'bind' }, /mountopts: "bind" is not allowed/],
+    [{ mountopts: 'noatime;rm' }, /mountopts: "noatime;rm" is not allowed/],
+    [{ readonly: 'maybe' }, /option readonly=maybe: expected true or false/],
+  ])('refuses %j with a clear message', (opts, message) => {
+    expect(() => parseVolumeOptions(opts, config)).toThrow(InvalidOption);
+    expect(() => parseVolumeOptions(opts, config)).toThrow(message);
+  });
+});
+
+describe('resolveSpec', () => {
+  it('fills in configured defaults', () => {
+    expect(resolveSpec('v', {}, config)).toEqual({
+      name: 'v', profile: 'default', sizeBytes: 1024 ** 3, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false,
+    });
+  });
+
+  it('refuses sizes below the filesystem minimum and above the configured maximum', () => {
+    expect(() => resolveSpec('v', { sizeBytes: 1024 ** 2 }, config)).toThrow(/an ext4 volume must be at least 16 MiB/);
+    expect(() => resolveSpec('v', { sizeBytes: 100 * 1024 ** 2, fstype: 'xfs' }, config)).toThrow(/an xfs volume must be at least 300 MiB/);
+    expect(() => resolveSpec('v', { sizeBytes: 3 * 1024 ** 4 }, config)).toThrow(/the largest volume allowed is 2 TiB \(limits.max_size\)/);
+  });
+});
+
+describe('optionConflicts', () => {
+  const existing = resolveSpec('v', { sizeBytes: 1024 ** 3 }, config);
+
+  it('finds none when only matching options, or none, are given', () => {
+    expect(optionConflicts(existing, {})).toEqual([]);
+    expect(optionConflicts(existing, { sizeBytes: 1024 ** 3, fstype: 'ext4' })).toEqual([]);
+  });
+
+  it('names each option that differs', () => {
+    expect(optionConflicts(existing, { sizeBytes: 2 * 1024 ** 3, fstype: 'xfs', readonly: true })).toEqual([
+      'size is 1 GiB, asked 2 GiB',
+      'fstype is ext4, asked xfs',
+      'readonly is false, asked true',
+    ]);
+  });
+});
