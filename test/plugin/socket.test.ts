@@ -53,8 +53,9 @@ describe('the plugin server on a real Unix socket', () => {
   it('finishes an in-flight request on close, then stops answering', async () => {
     server = await startPluginServer(f.manager, socket, silentLogger());
     await call(socket, 'VolumeDriver.Create', '{"Name":"g"}');
+    const arrived = new Promise((r) => server!.server.once('request', r));
     const inflight = call(socket, 'VolumeDriver.Mount', '{"Name":"g","ID":"x"}');
-    await new Promise((r) => setTimeout(r, 1));
+    await arrived;
     const closing = server.close(5_000);
     expect((await inflight).body).toMatchObject({ Err: '' });
     await closing;
