@@ -77,9 +77,33 @@ export class Filesystem {
     }
   }
 
-  /** Grows a mounted filesystem to its device's size; a no-op when it already fills it. */
-  async grow(device: string, target: string, fstype: Fstype): Promise<void> {
-    const argv = fstype === 'ext4' ? ['resize2fs', device] : ['xfs_growfs', '-d', target];
-    await this.exec.run(argv, { timeoutMs: this.timeouts.slowMs });
+  /** The device's size in bytes. */
+  async deviceBytes(device: string): Promise<number> {
+    const { stdout } = await this.exec.run(['blockdev', '--getsize64', device]);
+    return Number(stdout.trim());
+  }
+
+  /** The size an unmounted ext4 filesystem spans, from its superblock. */
+  async ext4Bytes(device: string): Promise<number> {
+    const { stdout } = await this.exec.run(['dumpe2fs', '-h', device]);
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(stdout)?.[1] ?? NaN);
+    const bytes = field('Block count') * field('Block size');
+    if (!Number.isFinite(bytes)) throw new Error(`dumpe2fs printed no block count for ${device}`);
+    return bytes;
+  }
+
+  /**
+   * Grows an unmounted ext4 filesystem to fill its device: a forced check, then resize2fs.
+   * Done offline because online resize of small ext4 filesystems on loop devices fails
+   * with EPERM on current kernels, and the check is needed before an offline resize anyway.
+   */
+  async growExt4Offline(device: string): Promise<void> {
+    await this.exec.run(['e2fsck', '-f', '-p', device], { okExitCodes: [0, 1, 2], timeoutMs: this.timeouts.slowMs });
+    await this.exec.run(['resize2fs', device], { timeoutMs: this.timeouts.slowMs });
+  }
+
+  /** Grows a mounted xfs filesystem to its device's size; "data size unchanged" when it already fills it. */
+  async growXfsOnline(target: string): Promise<void> {
+    await this.exec.run(['xfs_growfs', '-d', target], { timeoutMs: this.timeouts.slowMs });
   }
 }

@@ -252,7 +252,7 @@ export class VolumeManager {
       {
         name: 'grow filesystem',
         run: async () => {
-          if (!record.readonly) await this.deps.filesystem.grow(device, mountpoint, record.fstype);
+          if (!record.readonly && record.fstype === 'xfs') await this.deps.filesystem.growXfsOnline(mountpoint);
         },
       },
     ];
@@ -275,7 +275,13 @@ export class VolumeManager {
     if (detected.type !== record.fstype) {
       throw new VolumeInUse(`volume ${record.name} holds an ${detected.type} filesystem but was created as ${record.fstype}; ballast will not format over it`);
     }
-    if (!record.readonly) await fs.check(device);
+    if (record.readonly) return;
+    if (record.fstype === 'ext4' && (await fs.deviceBytes(device)) > (await fs.ext4Bytes(device))) {
+      this.log.info('volume grew: growing its filesystem before mounting', { volume: record.name });
+      await fs.growExt4Offline(device);
+      return;
+    }
+    await fs.check(device);
   }
 
   /** Last reference gone: umount, detach, unexport, release. Every step runs; failures are reported together. */

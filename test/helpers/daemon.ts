@@ -59,6 +59,8 @@ export class BallastProcess {
 
   /** Starts the daemon and resolves once its socket answers. */
   async start(timeoutMs = 15_000): Promise<void> {
+    const isReady = (l: Record<string, unknown>) => l.message === 'serving the Docker volume plugin protocol';
+    const readyBefore = (await this.logs()).filter(isReady).length; // earlier runs append to the same log
     const argv = [...(this.options.prefix ?? []), process.execPath, BALLAST_BIN, '--config', this.configPath, 'serve'];
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child = child;
@@ -67,7 +69,7 @@ export class BallastProcess {
     const deadline = Date.now() + timeoutMs;
     while (Date.now() < deadline) {
       if (child.exitCode !== null) throw new Error(`ballast exited with ${child.exitCode}: ${stderr}`);
-      if ((await this.logs()).some((l) => l.message === 'serving the Docker volume plugin protocol')) return;
+      if ((await this.logs()).filter(isReady).length > readyBefore) return;
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new Error(`ballast did not start within ${timeoutMs} ms: ${stderr}`);

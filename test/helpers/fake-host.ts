@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import { CommandFailed } from '../../src/errors.js';
 import type { Exec, ExecOptions, ExecResult } from '../../src/attach/exec.js';
 
@@ -11,7 +11,7 @@ import type { Exec, ExecOptions, ExecResult } from '../../src/attach/exec.js';
 export class FakeHost implements Exec {
   readonly calls: string[] = [];
   private readonly loops = new Map<string, string>(); // device -> file
-  private readonly formatted = new Map<string, string>(); // file -> fstype
+  private readonly formatted = new Map<string, { fstype: string; bytes: number }>(); // file -> filesystem
   private readonly mounts = new Map<string, string>(); // mountpoint -> device
   private nextLoop = 0;
   /** Commands (by prefix) that fail with the given exit code and stderr. */
@@ -82,15 +82,26 @@ export class FakeHost implements Exec {
         break;
       }
       case 'blkid': {
-        const fstype = this.formatted.get(this.loops.get(last) ?? '');
-        return fstype ? ok(`DEVNAME=${last}\nTYPE=${fstype}\n`) : { stdout: '', stderr: '', exitCode: 2 };
+        const fs = this.formatted.get(this.loops.get(last) ?? '');
+        return fs ? ok(`DEVNAME=${last}\nTYPE=${fs.fstype}\n`) : { stdout: '', stderr: '', exitCode: 2 };
+      }
+      case 'blockdev':
+        return ok(`${this.deviceBytes(last)}\n`);
+      case 'dumpe2fs': {
+        const fs = this.formatted.get(this.loops.get(last) ?? '');
+        return fs ? ok(`Block count:              ${fs.bytes / 1024}\nBlock size:               1024\n`) : { stdout: '', stderr: 'Bad magic number', exitCode: 1 };
       }
       case 'mkfs.ext4':
       case 'mkfs.xfs':
-        this.formatted.set(this.loops.get(last) ?? '', cmd.slice(5));
+        this.formatted.set(this.loops.get(last) ?? '', { fstype: cmd.slice(5), bytes: this.deviceBytes(last) });
         return ok();
+      case 'resize2fs': {
+        const fs = this.formatted.get(this.loops.get(last) ?? '');
+        if (fs) fs.bytes = this.deviceBytes(last);
+        return ok();
+      }
       case 'fsck':
-      case 'resize2fs':
+      case 'e2fsck':
       case 'xfs_growfs':
         return ok();
       case 'mount': {
@@ -105,6 +116,12 @@ export class FakeHost implements Exec {
         return ok();
     }
     return { stdout: '', stderr: `FakeHost: unexpected command ${argv.join(' ')}`, exitCode: 127 };
+  }
+
+  /** A loop device is as large as its backing file (the real file in the test's temp dir). */
+  private deviceBytes(device: string): number {
+    const file = this.loops.get(device);
+    return file ? statSync(file).size : 0;
   }
 
   private writeMountinfo(): void {

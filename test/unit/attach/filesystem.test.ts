@@ -50,10 +50,20 @@ describe('Filesystem', () => {
     await expect(fs(new FakeExec().reply({ match: 'umount', exitCode: 32, stderr: 'umount: /m/v: target is busy.' })).unmount('/m/v')).rejects.toThrow(/busy/);
   });
 
-  it('grows ext4 by device and xfs by mount point', async () => {
+  it('grows ext4 offline after a forced check, and xfs online by mount point', async () => {
     const exec = new FakeExec();
-    await fs(exec).grow('/dev/loop0', '/m/v', 'ext4');
-    await fs(exec).grow('/dev/loop0', '/m/v', 'xfs');
-    expect(exec.commands).toEqual(['resize2fs /dev/loop0', 'xfs_growfs -d /m/v']);
+    await fs(exec).growExt4Offline('/dev/loop0');
+    await fs(exec).growXfsOnline('/m/v');
+    expect(exec.commands).toEqual(['e2fsck -f -p /dev/loop0', 'resize2fs /dev/loop0', 'xfs_growfs -d /m/v']);
+  });
+
+  it('reads the device size and the ext4 size from the superblock', async () => {
+    const exec = new FakeExec().reply(
+      { match: 'blockdev', stdout: '134217728\n' },
+      { match: 'dumpe2fs', stdout: 'Filesystem volume name:   v\nBlock count:              32768\nBlock size:               1024\n' },
+    );
+    expect(await fs(exec).deviceBytes('/dev/loop0')).toBe(128 * 1024 ** 2);
+    expect(await fs(exec).ext4Bytes('/dev/loop0')).toBe(32 * 1024 ** 2);
+    await expect(fs(new FakeExec()).ext4Bytes('/dev/loop0')).rejects.toThrow(/no block count/);
   });
 });

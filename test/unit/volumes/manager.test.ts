@@ -26,7 +26,6 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
         'blkid -p -s TYPE -s PTTYPE -o export /dev/loop0',
         'mkfs.ext4 -F -q -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 -L v /dev/loop0',
         `mount -t ext4 /dev/loop0 ${mountpoint}`,
-        'resize2fs /dev/loop0',
       ]);
       expect(await ownership('v')).toMatchObject({ state: 'held', holder: { hostId: 'node-a' }, generation: 1 });
       f.host.calls.length = 0;
@@ -42,7 +41,35 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await f.manager.unmount('v', 'a');
       f.host.calls.length = 0;
       await f.manager.mount('v', 'b');
-      expect(f.host.calls.filter((c) => /^(mkfs|fsck)/.test(c))).toEqual(['fsck -a /dev/loop1']);
+      expect(f.host.calls).toEqual([
+        expect.stringMatching(/^losetup --json/),
+        expect.stringMatching(/^losetup --find/),
+        'blkid -p -s TYPE -s PTTYPE -o export /dev/loop1',
+        'blockdev --getsize64 /dev/loop1',
+        'dumpe2fs -h /dev/loop1',
+        'fsck -a /dev/loop1',
+        expect.stringMatching(/^mount -t ext4 \/dev\/loop1 /),
+      ]);
+    });
+
+    it('grows the filesystem offline at the next mount after the volume grew', async () => {
+      await f.manager.create('v', { size: '32M' });
+      await f.manager.mount('v', 'a');
+      await f.manager.unmount('v', 'a');
+      await f.manager.grow('v', 64 * 1024 ** 2);
+      f.host.calls.length = 0;
+      await f.manager.mount('v', 'b');
+      expect(f.host.calls.filter((c) => /^(e2fsck|resize2fs|fsck|mkfs)/.test(c))).toEqual(['e2fsck -f -p /dev/loop1', 'resize2fs /dev/loop1']);
+      await f.manager.unmount('v', 'b');
+      f.host.calls.length = 0;
+      await f.manager.mount('v', 'c'); // already grown: a plain check again
+      expect(f.host.calls.filter((c) => /^(e2fsck|resize2fs|fsck|mkfs)/.test(c))).toEqual(['fsck -a /dev/loop2']);
+    });
+
+    it('grows xfs online after mounting', async () => {
+      await f.manager.create('x', { size: '320M', fstype: 'xfs' });
+      const mp = await f.manager.mount('x', 'a');
+      expect(f.host.calls.slice(-2)).toEqual([`mount -t xfs /dev/loop0 ${mp}`, `xfs_growfs -d ${mp}`]);
     });
 
     it('counts a second Mount with the same ID (docker cp) and unmounts only after both Unmounts', async () => {
@@ -102,7 +129,7 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
     it.each([
       ['mkfs.ext4', /mkfs\.ext4 .* exited with code 1: injected failure/],
       ['mount -t', /mount -t ext4 .* exited with code 1: injected failure/],
-      ['resize2fs', /resize2fs .* exited with code 1/],
+      ['losetup --find', /losetup --find .* exited with code 1/],
     ])('undoes every step when %s fails', async (prefix, message) => {
       await f.manager.create('v', {});
       f.host.fail(prefix);
@@ -124,6 +151,17 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await expect(f.manager.mount('v', 'b')).rejects.toThrow(/holds an xfs filesystem but was created as ext4; ballast will not format over it/);
       expect(f.host.attachedDevices).toEqual([]);
     });
+  });
+
+  it('undoes the offline grow path too when resize2fs fails', async () => {
+    await f.manager.create('v', { size: '32M' });
+    await f.manager.mount('v', 'a');
+    await f.manager.unmount('v', 'a');
+    await f.manager.grow('v', 64 * 1024 ** 2);
+    f.host.fail('resize2fs');
+    await expect(f.manager.mount('v', 'b')).rejects.toThrow(/resize2fs \/dev\/loop1' exited with code 1/);
+    expect(f.host.attachedDevices).toEqual([]);
+    expect(await ownership('v')).toMatchObject({ state: 'free' });
   });
 
   describe('create and remove', () => {
