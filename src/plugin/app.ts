@@ -108,6 +108,14 @@ async function serve<M extends VolumeMethod>(method: M, req: Request, res: Respo
     const durationMs = Math.round(performance.now() - started);
     if (failure) log.log(levelFor(method, failure), 'request', { durationMs, err: errorMessage(failure) });
     else log.log(method === 'VolumeDriver.Get' ? 'debug' : 'info', 'request', { durationMs });
+    if (method === 'VolumeDriver.Mount' && !failure && res.destroyed) {
+      // dockerd gave up (its 2-minute timeout) and will never send Unmount for this ID:
+      // undo the reference ourselves so nothing stays mounted for nobody.
+      const { Name, ID } = (body ?? {}) as { Name: string; ID: string };
+      log.warn('dockerd disconnected before the Mount reply; rolling the mount back', { durationMs });
+      await manager.unmount(Name, ID).catch((err) => log.error('rollback of an abandoned Mount failed', { err: errorMessage(err) }));
+      return;
+    }
     res.status(status).json(reply);
   });
 }

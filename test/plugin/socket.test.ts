@@ -64,3 +64,30 @@ describe('the plugin server on a real Unix socket', () => {
     expect(f.host.mountPoints).toHaveLength(1); // closing never unmounts
   });
 });
+
+describe('a Mount whose caller gave up', () => {
+  it('is rolled back, since dockerd never sends Unmount for a Mount it timed out', async () => {
+    const f = await managerFixture();
+    const socket = join(f.dir, 'ballast.sock');
+    const server = await startPluginServer(f.manager, socket, silentLogger());
+    try {
+      await call(socket, 'VolumeDriver.Create', '{"Name":"slow"}');
+      // Make the mount slow, then hang up while it runs, as dockerd does at its timeout.
+      const run = f.host.run.bind(f.host);
+      f.host.run = async (argv, options) => {
+        if (argv[0] === 'mount') await new Promise((r) => setTimeout(r, 300));
+        return run(argv, options);
+      };
+      await expect(call(socket, 'VolumeDriver.Mount', '{"Name":"slow","ID":"t"}', 100)).rejects.toThrow(/no reply within 100 ms/);
+      for (let i = 0; i < 100 && (f.host.mountPoints.length || f.host.attachedDevices.length || f.manager.mountedVolumes().size); i += 1) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(f.host.mountPoints).toEqual([]);
+      expect(f.host.attachedDevices).toEqual([]);
+      expect(f.manager.mountedVolumes().size).toBe(0);
+    } finally {
+      await server.close(100);
+      await f.cleanup();
+    }
+  });
+});
