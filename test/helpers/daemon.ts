@@ -2,11 +2,19 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, writeFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { dump } from 'js-yaml';
 
-export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** The checkout this file belongs to (also when compiled into dist-bench/): the nearest package.json up. */
+function findRepoRoot(start: string): string {
+  for (let dir = start; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no package.json above ${start}`);
+  }
+}
+
+export const REPO_ROOT = findRepoRoot(fileURLToPath(new URL('.', import.meta.url)));
 export const BALLAST_BIN = join(REPO_ROOT, 'dist/cli/main.js');
 
 export interface DaemonOptions {
