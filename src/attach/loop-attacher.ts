@@ -21,9 +21,8 @@ export class LoopAttacher implements Attacher {
 
   constructor(private readonly exec: Exec) {}
 
+  /** --nooverlap makes losetup return the device already bound to the file instead of binding another. */
   async attach(exp: Export): Promise<string> {
-    const existing = await this.devicesFor(exp.file);
-    if (existing[0]) return existing[0];
     const { stdout } = await this.exec.run(['losetup', '--find', '--show', '--nooverlap', exp.file]);
     const device = stdout.trim();
     if (!/^\/dev\/loop\d+$/.test(device)) throw new Error(`losetup printed no loop device for ${exp.file}: ${JSON.stringify(stdout)}`);
