@@ -8,6 +8,7 @@ import { resolveHostIdentity } from '../ownership/host-identity.js';
 import { startPluginServer, type PluginServer } from '../plugin/server.js';
 import { VolumeManager } from '../volumes/manager.js';
 import { MountStateStore } from '../volumes/mount-state.js';
+import { DockerApiUsage } from '../volumes/container-usage.js';
 
 export interface RunningDaemon {
   manager: VolumeManager;
@@ -29,6 +30,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     filesystem: new Filesystem(exec, log, { slowMs: config.timeouts.filesystem_seconds * 1000 }),
     mountTable: new MountTable(),
     state: new MountStateStore(config.state_dir),
+    usage: new DockerApiUsage(config.docker.socket, log),
     log,
   });
   await manager.start();

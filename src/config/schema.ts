@@ -41,6 +41,14 @@ export const configSchema = z.strictObject({
   socket: absolutePath.default('/run/docker/plugins/ballast.sock'),
   state_dir: absolutePath.default('/var/lib/ballast/state'),
   mount_root: absolutePath.default('/var/lib/ballast/mounts'),
+  docker: z
+    .strictObject({
+      /** dockerd's API socket: after dockerd restarts, ballast asks it which containers still run. */
+      socket: absolutePath.default('/var/run/docker.sock'),
+      /** How long to wait for that API to answer after a restart before leaving references as they are. */
+      restart_wait_seconds: z.number().positive().max(600).default(90),
+    })
+    .default({ socket: '/var/run/docker.sock', restart_wait_seconds: 90 }),
   log: z
     .strictObject({
       level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),

@@ -19,6 +19,7 @@ import type { Export } from '../export.js';
 import type { Logger } from '../log.js';
 import { describeHolder, OwnershipLease } from '../ownership/lease.js';
 import type { HostIdentity } from '../ownership/types.js';
+import type { ContainerUsage } from './container-usage.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { addRef, markStale, removeRef, totalRefs, type MountedVolume, type MountStateStore } from './mount-state.js';
 import { assertVolumeName } from './names.js';
@@ -33,7 +34,11 @@ export interface VolumeManagerDeps {
   filesystem: Filesystem;
   mountTable: MountTable;
   state: MountStateStore;
+  /** Asked after dockerd restarts which volumes running containers still use. */
+  usage: ContainerUsage;
   log: Logger;
+  /** Injected for tests: how to wait between attempts to reach the Docker API. */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 /** What Get and List report about a volume. */
@@ -55,6 +60,8 @@ export class VolumeManager {
   /** Last record seen per volume: Get answers from it when the backend is down. */
   private readonly known = new Map<string, { driver: BackendDriver; record: VolumeRecord }>();
   private activations = 0;
+  /** The stale-ID prune started by the latest dockerd restart, for tests and shutdown. */
+  staleIdPrune: Promise<void> = Promise.resolve();
 
   constructor(private readonly deps: VolumeManagerDeps) {
     this.locks = new KeyedMutex(deps.config.timeouts.volume_lock_seconds * 1000);
@@ -81,6 +88,12 @@ export class VolumeManager {
     for (const volume of this.mounted.values()) markStale(volume);
     await this.deps.state.save(this.mounted);
     await this.reconcile();
+    // Containers that died with dockerd never send Unmount. Once dockerd's API answers, drop
+    // the stale IDs of volumes no running container uses. In the background: dockerd calls
+    // plugins before its API is up, so waiting here would deadlock it.
+    this.staleIdPrune = this.pruneStaleIds().catch((err) => {
+      this.log.error('pruning stale mount IDs failed', { error: errorMessage(err) });
+    });
   }
 
   scope(): 'local' | 'global' {
@@ -226,6 +239,7 @@ export class VolumeManager {
     let exp: Export | undefined;
     let device = '';
     let generation = 0;
+    let fresh = false;
     const steps: Step[] = [
       {
         name: 'acquire ownership',
@@ -238,7 +252,7 @@ export class VolumeManager {
         run: async () => void (device = await this.attacherFor(exp!).attach(exp!)),
         undo: () => this.attacherFor(exp!).detach(exp!, device),
       },
-      { name: 'prepare filesystem', run: () => this.prepareFilesystem(record, device) },
+      { name: 'prepare filesystem', run: async () => void (fresh = await this.prepareFilesystem(record, device)) },
       {
         name: 'create mountpoint',
         run: async () => void (await mkdir(mountpoint, { recursive: true, mode: 0o755 })),
@@ -255,19 +269,28 @@ export class VolumeManager {
           if (!record.readonly && record.fstype === 'xfs') await this.deps.filesystem.growXfsOnline(mountpoint);
         },
       },
+      {
+        // mkfs.ext4 and e2fsck make lost+found; Docker copies image content only into an empty
+        // volume, and database images refuse a non-empty data directory. rmdir spares a non-empty one.
+        name: 'empty a fresh filesystem',
+        run: async () => {
+          if (fresh) await rmdir(join(mountpoint, 'lost+found')).catch(() => undefined);
+        },
+      },
     ];
     await runSteps(steps, this.log);
     this.log.info('volume mounted', { volume: name, device, mountpoint, generation });
     return { device, mountpoint, export: exp!, refs: {}, staleIds: [], generation };
   }
 
-  private async prepareFilesystem(record: VolumeRecord, device: string): Promise<void> {
+  /** Makes, grows or checks the filesystem; true when mkfs or e2fsck may have just created lost+found. */
+  private async prepareFilesystem(record: VolumeRecord, device: string): Promise<boolean> {
     const fs = this.deps.filesystem;
     const detected = await fs.detect(device);
     if (!detected) {
       this.log.info('blank volume: creating its filesystem', { volume: record.name, fstype: record.fstype });
       await fs.format(device, record.fstype, record.mkfsOpts, record.name);
-      return;
+      return true;
     }
     if (detected.partitionTable || !detected.type) {
       throw new VolumeInUse(`volume ${record.name} holds a partition table (${detected.partitionTable ?? 'unknown'}), not a filesystem; ballast will not format over it`);
@@ -275,13 +298,14 @@ export class VolumeManager {
     if (detected.type !== record.fstype) {
       throw new VolumeInUse(`volume ${record.name} holds an ${detected.type} filesystem but was created as ${record.fstype}; ballast will not format over it`);
     }
-    if (record.readonly) return;
+    if (record.readonly) return false;
     if (record.fstype === 'ext4' && (await fs.deviceBytes(device)) > (await fs.ext4Bytes(device))) {
       this.log.info('volume grew: growing its filesystem before mounting', { volume: record.name });
       await fs.growExt4Offline(device);
-      return;
+      return true;
     }
     await fs.check(device);
+    return false;
   }
 
   /** Last reference gone: umount, detach, unexport, release. Every step runs; failures are reported together. */
@@ -351,6 +375,37 @@ export class VolumeManager {
           );
         }
       }
+    }
+  }
+
+  /**
+   * Drops mount IDs recorded before dockerd restarted that no running container can still
+   * hold, and tears down volumes left with no reference. IDs re-armed by a Mount since the
+   * restart are not stale any more and stay; if dockerd's API never answers, nothing changes.
+   */
+  private async pruneStaleIds(): Promise<void> {
+    const sleep = this.deps.sleep ?? ((ms: number) => new Promise((r) => setTimeout(r, ms)));
+    const deadline = Date.now() + this.deps.config.docker.restart_wait_seconds * 1000;
+    let inUse = await this.deps.usage.volumesInUse();
+    while (!inUse && Date.now() < deadline) {
+      await sleep(2_000);
+      inUse = await this.deps.usage.volumesInUse();
+    }
+    if (!inUse) {
+      this.log.warn('dockerd API unreachable after its restart: stale mount IDs kept (the volumes stay mounted)', { socket: this.deps.config.docker.socket });
+      return;
+    }
+    for (const [name, volume] of [...this.mounted]) {
+      if (!volume.staleIds.length || inUse.has(name)) continue;
+      await this.locks.run(name, async () => {
+        const current = this.mounted.get(name);
+        if (!current?.staleIds.length) return;
+        this.log.info('no running container uses the volume after dockerd restarted: dropping its stale mount IDs', { volume: name, staleIds: current.staleIds });
+        for (const id of current.staleIds) delete current.refs[id];
+        current.staleIds = [];
+        await this.deps.state.save(this.mounted);
+        if (totalRefs(current) === 0) await this.unmountAndDetach(name, current);
+      });
     }
   }
 

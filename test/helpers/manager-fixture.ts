@@ -10,12 +10,37 @@ import type { HostIdentity } from '../../src/ownership/types.js';
 import { VolumeManager } from '../../src/volumes/manager.js';
 import { MountStateStore } from '../../src/volumes/mount-state.js';
 import { FakeHost } from './fake-host.js';
+import type { ContainerUsage } from '../../src/volumes/container-usage.js';
+
+/** What dockerd's API would say about running containers; `gate` holds the answer back until opened. */
+export class FakeUsage implements ContainerUsage {
+  answer: Set<string> | undefined = new Set();
+  calls = 0;
+  private opened: Promise<void> = Promise.resolve();
+  private open: () => void = () => undefined;
+
+  /** Makes the next volumesInUse() wait until release() is called. */
+  hold(): void {
+    this.opened = new Promise((r) => (this.open = r));
+  }
+
+  release(): void {
+    this.open();
+  }
+
+  async volumesInUse(): Promise<Set<string> | undefined> {
+    this.calls += 1;
+    await this.opened;
+    return this.answer;
+  }
+}
 
 export interface ManagerFixture {
   dir: string;
   config: Config;
   host: FakeHost;
   identity: HostIdentity;
+  usage: FakeUsage;
   manager: VolumeManager;
   /** A fresh manager over the same state dir, loop root and host: a daemon restart. */
   restart(identity?: HostIdentity): Promise<VolumeManager>;
@@ -33,11 +58,13 @@ export async function managerFixture(extraConfig: Record<string, unknown> = {}, 
       state_dir: join(dir, 'state'),
       mount_root: join(dir, 'mounts'),
       backends: { loop: { root: join(dir, 'loop') } },
+      docker: { socket: join(dir, 'docker.sock'), restart_wait_seconds: 0.05 },
       ...extraConfig,
     },
     'test config',
   );
   const host = new FakeHost(join(dir, 'mountinfo'));
+  const usage = new FakeUsage();
   const build = async (id: HostIdentity) => {
     const log = silentLogger();
     const manager = new VolumeManager({
@@ -48,7 +75,9 @@ export async function managerFixture(extraConfig: Record<string, unknown> = {}, 
       filesystem: new Filesystem(host, log, { slowMs: 1000 }),
       mountTable: new MountTable(host.mountinfoPath),
       state: new MountStateStore(config.state_dir),
+      usage,
       log,
+      sleep: () => new Promise((r) => setTimeout(r, 5)),
     });
     await manager.start();
     return manager;
@@ -58,6 +87,7 @@ export async function managerFixture(extraConfig: Record<string, unknown> = {}, 
     config,
     host,
     identity,
+    usage,
     manager: await build(identity),
     restart: async (id = identity) => (fixture.manager = await build(id)),
     cleanup: () => rm(dir, { recursive: true, force: true }),

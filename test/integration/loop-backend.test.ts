@@ -43,6 +43,7 @@ describe('the loop backend for real', () => {
     const mountpoint = (await callOk(sock(), 'VolumeDriver.Mount', { Name: 'data', ID: 'c1' })).Mountpoint!;
     expect(mountsUnder(daemon.dir)).toEqual([mountpoint]);
     expect(loopDevicesUnder(daemon.dir)).toHaveLength(1);
+    expect(await readdir(mountpoint)).toEqual([]); // no lost+found: Docker copies image content only into an empty volume
     const payload = randomBytes(10 * 1024 * 1024);
     await writeFile(join(mountpoint, 'blob'), payload);
     await callOk(sock(), 'VolumeDriver.Unmount', { Name: 'data', ID: 'c1' });
@@ -82,6 +83,7 @@ describe('the loop backend for real', () => {
     const after = await statfs(mp);
     expect(after.blocks * after.bsize).toBeGreaterThan(3 * before.blocks * before.bsize);
     expect(await readFile(join(mp, 'keep'), 'utf8')).toBe('before grow');
+    expect(await readdir(mp)).toEqual(['keep']); // e2fsck's new lost+found removed again
     expect((await stat(join(daemon.loopRoot, 'grow', 'disk.img'))).size).toBe(128 * 1024 ** 2);
     await callOk(sock(), 'VolumeDriver.Unmount', { Name: 'grow', ID: 'b' });
     await callOk(sock(), 'VolumeDriver.Remove', { Name: 'grow' });

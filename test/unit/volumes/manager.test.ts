@@ -262,11 +262,66 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await f.manager.create('v', {});
       await f.manager.mount('v', 'c1');
       await f.manager.mount('v', 'c1'); // a docker cp that never finished before the restart
+      f.usage.answer = new Set(['v']);
       await f.manager.activate();
       await f.manager.activate(); // dockerd came back
       await f.manager.mount('v', 'c1'); // restart policy: same persisted ID
       await f.manager.unmount('v', 'c1');
       expect(f.host.mountPoints).toEqual([]);
+    });
+
+    describe('after dockerd restarted', () => {
+      const restartDockerd = async () => {
+        await f.manager.activate();
+        await f.manager.activate();
+      };
+
+      it('tears down a volume whose container died with dockerd (no Unmount will ever come)', async () => {
+        await f.manager.create('v', {});
+        await f.manager.mount('v', 'dead-container');
+        f.usage.answer = new Set(); // dockerd's API: no running container uses v
+        await restartDockerd();
+        await f.manager.staleIdPrune;
+        expect(f.host.mountPoints).toEqual([]);
+        expect(f.host.attachedDevices).toEqual([]);
+        expect(await ownership('v')).toMatchObject({ state: 'free' });
+      });
+
+      it('keeps a volume that a running container (live-restore) still uses', async () => {
+        await f.manager.create('v', {});
+        await f.manager.mount('v', 'live');
+        f.usage.answer = new Set(['v']);
+        await restartDockerd();
+        await f.manager.staleIdPrune;
+        expect(f.host.mountPoints).toHaveLength(1);
+        await f.manager.unmount('v', 'live'); // its Unmount arrives later
+        expect(f.host.mountPoints).toEqual([]);
+      });
+
+      it('keeps IDs re-armed by a Mount since the restart and drops only the dead ones', async () => {
+        await f.manager.create('v', {});
+        await f.manager.mount('v', 'restarted');
+        await f.manager.mount('v', 'dead');
+        f.usage.answer = new Set();
+        f.usage.hold();
+        await restartDockerd();
+        await f.manager.mount('v', 'restarted'); // restart policy: same persisted ID
+        f.usage.release();
+        await f.manager.staleIdPrune;
+        expect(f.manager.mountedVolumes().get('v')?.refs).toEqual({ restarted: 1 });
+        expect(f.host.mountPoints).toHaveLength(1);
+      });
+
+      it('changes nothing when dockerd\'s API never answers', async () => {
+        await f.manager.create('v', {});
+        await f.manager.mount('v', 'c');
+        f.usage.answer = undefined;
+        await restartDockerd();
+        await f.manager.staleIdPrune;
+        expect(f.usage.calls).toBeGreaterThan(1);
+        expect(f.manager.mountedVolumes().get('v')?.refs).toEqual({ c: 1 });
+        expect(f.host.mountPoints).toHaveLength(1);
+      });
     });
 
     it('releases a lease this host holds for a volume it has not mounted (crash between acquire and mount)', async () => {
