@@ -831,3 +831,26 @@ export function withDiagnostics(harness: () => DockerHarness | undefined, body: 
 export function loopScript(body: string, intervalSeconds = 0.2): string {
   return `trap 'exit 0' TERM; while true; do ${body}; sleep ${intervalSeconds} & wait $!; done`;
 }
+
+/**
+ * One private dockerd for a whole test file: started in beforeAll, torn down (and checked
+ * for leftovers) in afterAll. `it` is test() with the logs' tails added to any failure.
+ */
+export function dockerSuite(options: HarnessOptions, timeoutMs: number) {
+  const suite = {
+    harness: undefined as DockerHarness | undefined,
+    /** The running harness; throws if beforeAll has not started it. */
+    get h(): DockerHarness {
+      if (!suite.harness) throw new Error('the docker harness is not running');
+      return suite.harness;
+    },
+    it: (name: string, body: () => Promise<void>, timeout = timeoutMs) => test(name, withDiagnostics(() => suite.harness, body), timeout),
+  };
+  beforeAll(async () => {
+    suite.harness = await DockerHarness.start(options);
+  }, 180_000);
+  afterAll(async () => {
+    await suite.harness?.teardownAndCheck();
+  }, 180_000);
+  return suite;
+}

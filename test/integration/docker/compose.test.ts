@@ -1,6 +1,6 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DockerHarness, IMAGE, PLUGIN, withDiagnostics } from '../../helpers/dockerd.js';
+import { dockerSuite, IMAGE, PLUGIN } from '../../helpers/dockerd.js';
 import { requireRootAndTools } from '../../helpers/root.js';
 
 // docker-compose (Debian's 1.29, v1) against the private dockerd: a `driver: ballast` volume with
@@ -11,17 +11,8 @@ requireRootAndTools('docker-compose');
 
 const T = 180_000;
 
-let h: DockerHarness;
-/** test(), with the logs' tails added to any failure. */
-const it = (name: string, body: () => Promise<void>, timeout = T) => test(name, withDiagnostics(() => h, body), timeout);
-
-beforeAll(async () => {
-  h = await DockerHarness.start({ name: 'compose' });
-}, 180_000);
-
-afterAll(async () => {
-  await h?.teardownAndCheck();
-}, 180_000);
+const suite = dockerSuite({ name: 'compose' }, T);
+const it = suite.it;
 
 const DRIVER_FILE = `version: "2.4"
 services:
@@ -53,61 +44,61 @@ const VOLUME_DRIVER_FILE = `app:
 
 describe('docker-compose with ballast volumes', () => {
   it('a `driver: ballast` volume with driver_opts: created by up, its data kept between runs, removed by down -v', async () => {
-    const file = join(h.dir, 'compose-driver.yml');
+    const file = join(suite.h.dir, 'compose-driver.yml');
     await writeFile(file, DRIVER_FILE);
     const project = 'ballastc1';
     const volume = `${project}_data`;
 
-    const up = await h.composeOk(project, file, ['up', '--exit-code-from', 'writer']);
+    const up = await suite.h.composeOk(project, file, ['up', '--exit-code-from', 'writer']);
     expect(up).toContain('from-compose');
-    const v = await h.inspectVolume(volume);
+    const v = await suite.h.inspectVolume(volume);
     expect(v).toMatchObject({ Driver: PLUGIN, Options: { size: '32M', fstype: 'ext4' } });
     expect(v.Labels).toMatchObject({ 'com.docker.compose.project': project, 'com.docker.compose.volume': 'data' });
     expect(v.Status).toMatchObject({ size: '32 MiB', fstype: 'ext4', attachment: 'detached' });
-    await h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 1, 'VolumeDriver.Unmount': 1 }, volume);
+    await suite.h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 1, 'VolumeDriver.Unmount': 1 }, volume);
 
     // A second up reuses the volume (same driver and options) and sees the first run's data.
-    await h.composeOk(project, file, ['up', '--exit-code-from', 'writer']);
-    expect((await h.run(['--rm', '-v', `${volume}:/data`, IMAGE, 'wc', '-l', '/data/runs'])).trim()).toMatch(/^2\b/);
-    await h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 3, 'VolumeDriver.Unmount': 3 }, volume);
-    expect(await h.ok(['network', 'ls', '--format', '{{.Name}}'])).not.toContain(project);
+    await suite.h.composeOk(project, file, ['up', '--exit-code-from', 'writer']);
+    expect((await suite.h.run(['--rm', '-v', `${volume}:/data`, IMAGE, 'wc', '-l', '/data/runs'])).trim()).toMatch(/^2\b/);
+    await suite.h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 3, 'VolumeDriver.Unmount': 3 }, volume);
+    expect(await suite.h.ok(['network', 'ls', '--format', '{{.Name}}'])).not.toContain(project);
 
-    await h.composeOk(project, file, ['down', '-v']);
-    await h.expectCounts({ 'VolumeDriver.Remove': 1 }, volume);
-    expect(await h.ok(['volume', 'ls', '-q'])).not.toContain(volume);
-    expect(await h.loopRootEntries()).not.toContain(volume);
-    expect(h.ballastLoops()).toEqual([]);
+    await suite.h.composeOk(project, file, ['down', '-v']);
+    await suite.h.expectCounts({ 'VolumeDriver.Remove': 1 }, volume);
+    expect(await suite.h.ok(['volume', 'ls', '-q'])).not.toContain(volume);
+    expect(await suite.h.loopRootEntries()).not.toContain(volume);
+    expect(suite.h.ballastLoops()).toEqual([]);
   });
 
   it('a service with `volume_driver: ballast` (v1 file): its anonymous and named volumes are ballast\'s; down -v removes the anonymous one', async () => {
-    const file = join(h.dir, 'compose-volume-driver.yml');
+    const file = join(suite.h.dir, 'compose-volume-driver.yml');
     await writeFile(file, VOLUME_DRIVER_FILE);
     const project = 'ballastc2';
 
-    const up = await h.composeOk(project, file, ['up', '--exit-code-from', 'app']);
+    const up = await suite.h.composeOk(project, file, ['up', '--exit-code-from', 'app']);
     expect(up).toContain('anonymous');
-    const containers = (await h.ok(['ps', '-aq', '--filter', `label=com.docker.compose.project=${project}`])).split('\n').filter(Boolean);
+    const containers = (await suite.h.ok(['ps', '-aq', '--filter', `label=com.docker.compose.project=${project}`])).split('\n').filter(Boolean);
     expect(containers).toHaveLength(1);
-    const mounts = (await h.inspectContainer(containers[0]!)).Mounts as Record<string, unknown>[];
+    const mounts = (await suite.h.inspectContainer(containers[0]!)).Mounts as Record<string, unknown>[];
     const anonymous = mounts.find((m) => m.Destination === '/data');
     const named = mounts.find((m) => m.Destination === '/named');
     expect(anonymous).toMatchObject({ Type: 'volume', Driver: PLUGIN });
     expect(named).toMatchObject({ Type: 'volume', Driver: PLUGIN, Name: 'ballastc2named' });
     const anon = String(anonymous!.Name);
     expect(anon).toMatch(/^[0-9a-f]{64}$/);
-    expect((await h.inspectVolume(anon)).Status).toMatchObject({ size: '64 MiB' }); // the configured default
-    await h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 1, 'VolumeDriver.Unmount': 1 }, anon);
-    await h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 1, 'VolumeDriver.Unmount': 1 }, 'ballastc2named');
+    expect((await suite.h.inspectVolume(anon)).Status).toMatchObject({ size: '64 MiB' }); // the configured default
+    await suite.h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 1, 'VolumeDriver.Unmount': 1 }, anon);
+    await suite.h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 1, 'VolumeDriver.Unmount': 1 }, 'ballastc2named');
 
-    await h.composeOk(project, file, ['down', '-v']);
-    await h.expectCounts({ 'VolumeDriver.Remove': 1 }, anon);
-    expect(await h.loopRootEntries()).not.toContain(anon);
+    await suite.h.composeOk(project, file, ['down', '-v']);
+    await suite.h.expectCounts({ 'VolumeDriver.Remove': 1 }, anon);
+    expect(await suite.h.loopRootEntries()).not.toContain(anon);
     // A named volume of a v1 file is not the project's: it stays, with its data.
-    expect((await h.run(['--rm', '-v', 'ballastc2named:/named', IMAGE, 'cat', '/named/f'])).trim()).toBe('named');
-    await h.ok(['volume', 'rm', 'ballastc2named']);
+    expect((await suite.h.run(['--rm', '-v', 'ballastc2named:/named', IMAGE, 'cat', '/named/f'])).trim()).toBe('named');
+    await suite.h.ok(['volume', 'rm', 'ballastc2named']);
   });
 
   it('nothing left behind: no ballast mount, loop device, staging dir or recorded reference', async () => {
-    await h.assertNoLeftovers();
+    await suite.h.assertNoLeftovers();
   });
 });

@@ -1,4 +1,4 @@
-import { DockerHarness, IMAGE, PLUGIN, describeResult, loopScript, sleep, waitFor, withDiagnostics } from '../../helpers/dockerd.js';
+import { dockerSuite, IMAGE, PLUGIN, describeResult, loopScript, sleep, waitFor } from '../../helpers/dockerd.js';
 
 // Restarts under running containers: dockerd restarting (a --restart always container comes
 // back with its volume and data) and ballast restarting or crashing (running containers keep
@@ -8,20 +8,11 @@ const T = 150_000;
 const MOUNT = 'VolumeDriver.Mount';
 const UNMOUNT = 'VolumeDriver.Unmount';
 
-let h: DockerHarness;
-/** test(), with the logs' tails added to any failure. */
-const it = (name: string, body: () => Promise<void>, timeout = T) => test(name, withDiagnostics(() => h, body), timeout);
-
-beforeAll(async () => {
-  h = await DockerHarness.start({ name: 'restarts' });
-}, 180_000);
-
-afterAll(async () => {
-  await h?.teardownAndCheck();
-}, 180_000);
+const suite = dockerSuite({ name: 'restarts' }, T);
+const it = suite.it;
 
 async function lineCount(container: string, file: string): Promise<number> {
-  return Number((await h.ok(['exec', container, 'sh', '-c', `wc -l < ${file}`])).trim());
+  return Number((await suite.h.ok(['exec', container, 'sh', '-c', `wc -l < ${file}`])).trim());
 }
 
 async function waitForMoreLines(container: string, file: string, than: number, what: string): Promise<number> {
@@ -33,94 +24,94 @@ async function waitForMoreLines(container: string, file: string, than: number, w
     what,
     30_000,
     200,
-    () => h.diagnostics(),
+    () => suite.h.diagnostics(),
   );
 }
 
 describe('restarts with containers running', () => {
   it('dockerd restart: a --restart always container comes back with its ballast volume and its data', async () => {
     const v = 'always1';
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', v]);
-    await h.run([
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', v]);
+    await suite.h.run([
       '-d', '--name', 'always1c', '--restart', 'always', '--stop-timeout', '5', '-v', `${v}:/data`, IMAGE,
       'sh', '-c', `echo boot >> /data/boots; ${loopScript('date >> /data/ticks', 0.2)}`,
     ]);
     await waitForMoreLines('always1c', '/data/ticks', 0, 'the container to write');
-    const marker = (await h.ok(['exec', 'always1c', 'sh', '-c', 'head -c 1000000 /dev/urandom > /data/marker && sync && sha256sum /data/marker'])).split(/\s+/)[0];
+    const marker = (await suite.h.ok(['exec', 'always1c', 'sh', '-c', 'head -c 1000000 /dev/urandom > /data/marker && sync && sha256sum /data/marker'])).split(/\s+/)[0];
     const ticksBefore = await lineCount('always1c', '/data/ticks');
-    const before = await h.baseline(v);
+    const before = await suite.h.baseline(v);
 
-    await h.restartDockerd();
+    await suite.h.restartDockerd();
     await waitFor(
-      async () => (await h.inspectContainer('always1c')).State.Running === true && (await lineCount('always1c', '/data/boots')) === 2,
+      async () => (await suite.h.inspectContainer('always1c')).State.Running === true && (await lineCount('always1c', '/data/boots')) === 2,
       'the --restart always container to come back',
       60_000,
       250,
-      () => h.diagnostics(),
+      () => suite.h.diagnostics(),
     );
     // Stopped by the old dockerd (Unmount), started by the new one (Mount): one of each.
-    await h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 1 }, v, before);
-    await h.expectCounts({ 'Plugin.Activate': 2, 'VolumeDriver.Capabilities': 2 });
-    expect((await h.ok(['exec', 'always1c', 'sha256sum', '/data/marker'])).split(/\s+/)[0]).toBe(marker);
+    await suite.h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 1 }, v, before);
+    await suite.h.expectCounts({ 'Plugin.Activate': 2, 'VolumeDriver.Capabilities': 2 });
+    expect((await suite.h.ok(['exec', 'always1c', 'sha256sum', '/data/marker'])).split(/\s+/)[0]).toBe(marker);
     const ticksAfter = await waitForMoreLines('always1c', '/data/ticks', ticksBefore, 'the container to write after the restart');
     expect(ticksAfter).toBeGreaterThan(ticksBefore);
-    expect(h.ballastMounts(v)).toHaveLength(1);
-    expect(h.ballastLoops(v)).toHaveLength(1);
-    expect((await h.inspectVolume(v)).Status?.attachment).toMatchObject({ mounts: 1 });
+    expect(suite.h.ballastMounts(v)).toHaveLength(1);
+    expect(suite.h.ballastLoops(v)).toHaveLength(1);
+    expect((await suite.h.inspectVolume(v)).Status?.attachment).toMatchObject({ mounts: 1 });
 
-    await h.ok(['rm', '-f', 'always1c']);
-    await h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 2 }, v, before);
-    expect(h.ballastMounts(v)).toEqual([]);
-    expect(h.ballastLoops(v)).toEqual([]);
-    await h.ok(['volume', 'rm', v]);
+    await suite.h.ok(['rm', '-f', 'always1c']);
+    await suite.h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 2 }, v, before);
+    expect(suite.h.ballastMounts(v)).toEqual([]);
+    expect(suite.h.ballastLoops(v)).toEqual([]);
+    await suite.h.ok(['volume', 'rm', v]);
   });
 
   for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
     it(`ballast restart (${signal}) under a running container: the mount stays, writes go on, a later stop unmounts cleanly`, async () => {
       const v = `br-${signal.toLowerCase()}`;
       const c = `${v}-c`;
-      await h.run(['-d', '--name', c, '--stop-timeout', '5', '--volume-driver', PLUGIN, '-v', `${v}:/data`, IMAGE, 'sh', '-c', loopScript('date >> /data/ticks', 0.1)]);
+      await suite.h.run(['-d', '--name', c, '--stop-timeout', '5', '--volume-driver', PLUGIN, '-v', `${v}:/data`, IMAGE, 'sh', '-c', loopScript('date >> /data/ticks', 0.1)]);
       await waitForMoreLines(c, '/data/ticks', 0, 'the container to write');
-      const loops = h.ballastLoops(v);
+      const loops = suite.h.ballastLoops(v);
       expect(loops).toHaveLength(1);
 
-      await h.stopBallast(signal);
-      expect(h.ballastRunning()).toBe(false);
+      await suite.h.stopBallast(signal);
+      expect(suite.h.ballastRunning()).toBe(false);
       // ballast never unmounts when it stops: the container's volume is still there.
-      expect(h.ballastMounts(v)).toHaveLength(1);
-      expect(h.ballastLoops(v)).toEqual(loops);
+      expect(suite.h.ballastMounts(v)).toHaveLength(1);
+      expect(suite.h.ballastLoops(v)).toEqual(loops);
       const whileDown = await waitForMoreLines(c, '/data/ticks', await lineCount(c, '/data/ticks'), 'writes while ballast is down');
 
-      await h.startBallast();
-      const status = (await h.inspectVolume(v)).Status;
+      await suite.h.startBallast();
+      const status = (await suite.h.inspectVolume(v)).Status;
       expect(status?.attachment).toMatchObject({ device: loops[0], mounts: 1 });
       expect(status?.lease).toMatchObject({ state: 'held' });
       const afterRestart = await waitForMoreLines(c, '/data/ticks', whileDown, 'writes after ballast came back');
 
-      await h.ok(['stop', c]);
-      await h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 1 }, v);
-      expect(h.ballastMounts(v)).toEqual([]);
-      expect(h.ballastLoops(v)).toEqual([]);
-      expect((await h.inspectVolume(v)).Status).toMatchObject({ attachment: 'detached', lease: { state: 'free' } });
+      await suite.h.ok(['stop', c]);
+      await suite.h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 1 }, v);
+      expect(suite.h.ballastMounts(v)).toEqual([]);
+      expect(suite.h.ballastLoops(v)).toEqual([]);
+      expect((await suite.h.inspectVolume(v)).Status).toMatchObject({ attachment: 'detached', lease: { state: 'free' } });
 
       // Everything written before, during and after the restart is on the volume.
-      const total = Number((await h.run(['--rm', '-v', `${v}:/data`, IMAGE, 'sh', '-c', 'wc -l < /data/ticks'])).trim());
+      const total = Number((await suite.h.run(['--rm', '-v', `${v}:/data`, IMAGE, 'sh', '-c', 'wc -l < /data/ticks'])).trim());
       expect(total).toBeGreaterThanOrEqual(afterRestart);
-      await h.ok(['rm', c]);
-      await h.ok(['volume', 'rm', v]);
+      await suite.h.ok(['rm', c]);
+      await suite.h.ok(['volume', 'rm', v]);
     });
   }
 
   it('docker run and volume create issued while ballast is down wait for it and succeed once it is back', async () => {
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'down1']);
-    await h.stopBallast();
-    const run = h.dockerBackground(['run', '--rm', '--network', 'none', '-v', 'down1:/data', IMAGE, 'sh', '-c', 'echo while-down > /data/f && cat /data/f'], { timeoutMs: 60_000 });
-    const create = h.dockerBackground(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'down2'], { timeoutMs: 60_000 });
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'down1']);
+    await suite.h.stopBallast();
+    const run = suite.h.dockerBackground(['run', '--rm', '--network', 'none', '-v', 'down1:/data', IMAGE, 'sh', '-c', 'echo while-down > /data/f && cat /data/f'], { timeoutMs: 60_000 });
+    const create = suite.h.dockerBackground(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'down2'], { timeoutMs: 60_000 });
     try {
       await sleep(1_500);
       expect(run.running()).toBe(true);
       expect(create.running()).toBe(true);
-      await h.startBallast();
+      await suite.h.startBallast();
       const [ran, created] = await Promise.all([run.done, create.done]);
       if (ran.code !== 0 || created.code !== 0) throw new Error(`${describeResult(ran)}\n${describeResult(created)}`);
       expect(ran.stdout.trim()).toBe('while-down');
@@ -128,13 +119,13 @@ describe('restarts with containers running', () => {
       run.kill();
       create.kill();
     }
-    await h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 1 }, 'down1');
-    expect((await h.inspectVolume('down2')).Status).toMatchObject({ size: '32 MiB' });
-    expect(h.ballastMounts()).toEqual([]);
-    await h.ok(['volume', 'rm', 'down1', 'down2']);
+    await suite.h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 1 }, 'down1');
+    expect((await suite.h.inspectVolume('down2')).Status).toMatchObject({ size: '32 MiB' });
+    expect(suite.h.ballastMounts()).toEqual([]);
+    await suite.h.ok(['volume', 'rm', 'down1', 'down2']);
   });
 
   it('nothing left behind: no ballast mount, loop device, staging dir or recorded reference', async () => {
-    await h.assertNoLeftovers();
+    await suite.h.assertNoLeftovers();
   });
 });

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { DockerHarness, IMAGE, PLUGIN, describeResult, loopScript, waitFor, withDiagnostics } from '../../helpers/dockerd.js';
+import { dockerSuite, IMAGE, PLUGIN, describeResult, loopScript, waitFor } from '../../helpers/dockerd.js';
 
 // Everyday use through the docker CLI: options, the three ways of naming a driver, data handed
 // from container to container, a checksum across unmount and remount, and bad input.
@@ -10,158 +10,149 @@ import { DockerHarness, IMAGE, PLUGIN, describeResult, loopScript, waitFor, with
 const T = 120_000;
 const MiB = 1024 ** 2;
 
-let h: DockerHarness;
-/** test(), with the logs' tails added to any failure. */
-const it = (name: string, body: () => Promise<void>, timeout = T) => test(name, withDiagnostics(() => h, body), timeout);
-
-beforeAll(async () => {
-  h = await DockerHarness.start({ name: 'volumes' });
-}, 180_000);
-
-afterAll(async () => {
-  await h?.teardownAndCheck();
-}, 180_000);
+const suite = dockerSuite({ name: 'volumes' }, T);
+const it = suite.it;
 
 /** Size of the filesystem mounted at /data, as a container sees it. */
 async function filesystemBytes(volumeArgs: string[]): Promise<number> {
-  const out = await h.run(['--rm', ...volumeArgs, IMAGE, 'stat', '-f', '-c', '%b %S', '/data']);
+  const out = await suite.h.run(['--rm', ...volumeArgs, IMAGE, 'stat', '-f', '-c', '%b %S', '/data']);
   const [blocks, size] = out.trim().split(/\s+/).map(Number);
   return blocks! * size!;
 }
 
 describe('ballast volumes through the docker CLI', () => {
   it('volume create --opt size=64M --opt profile=default: inspect shows the options and the size, and the filesystem has it', async () => {
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=64M', '--opt', 'profile=default', 'opts1']);
-    const v = await h.inspectVolume('opts1');
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=64M', '--opt', 'profile=default', 'opts1']);
+    const v = await suite.h.inspectVolume('opts1');
     expect(v).toMatchObject({ Name: 'opts1', Driver: PLUGIN, Scope: 'local', Options: { size: '64M', profile: 'default' } });
     expect(v.Status).toMatchObject({ size: '64 MiB', sizeBytes: 64 * MiB, profile: 'default', fstype: 'ext4', backend: 'loop' });
     const bytes = await filesystemBytes(['-v', 'opts1:/data']);
     expect(bytes).toBeGreaterThan(50 * MiB);
     expect(bytes).toBeLessThanOrEqual(64 * MiB);
-    await h.ok(['volume', 'rm', 'opts1']);
+    await suite.h.ok(['volume', 'rm', 'opts1']);
   });
 
   it('run --volume-driver ballast -v NAME:/data creates the volume with the defaults; later containers see the data', async () => {
-    await h.run(['--rm', '--volume-driver', PLUGIN, '-v', 'auto1:/data', IMAGE, 'sh', '-c', 'echo one > /data/msg']);
-    const v = await h.inspectVolume('auto1');
+    await suite.h.run(['--rm', '--volume-driver', PLUGIN, '-v', 'auto1:/data', IMAGE, 'sh', '-c', 'echo one > /data/msg']);
+    const v = await suite.h.inspectVolume('auto1');
     expect(v.Driver).toBe(PLUGIN);
     expect(v.Options ?? {}).toEqual({}); // -v cannot pass options
     expect(v.Status).toMatchObject({ size: '64 MiB', fstype: 'ext4' }); // the configured defaults
     // No --volume-driver now: dockerd knows the volume is ballast's.
-    await h.run(['--rm', '-v', 'auto1:/data', IMAGE, 'sh', '-c', 'echo two >> /data/msg']);
-    expect((await h.run(['--rm', '-v', 'auto1:/data', IMAGE, 'cat', '/data/msg'])).trim().split('\n')).toEqual(['one', 'two']);
-    await h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 3, 'VolumeDriver.Unmount': 3 }, 'auto1');
-    await h.ok(['volume', 'rm', 'auto1']);
+    await suite.h.run(['--rm', '-v', 'auto1:/data', IMAGE, 'sh', '-c', 'echo two >> /data/msg']);
+    expect((await suite.h.run(['--rm', '-v', 'auto1:/data', IMAGE, 'cat', '/data/msg'])).trim().split('\n')).toEqual(['one', 'two']);
+    await suite.h.expectCounts({ 'VolumeDriver.Create': 1, 'VolumeDriver.Mount': 3, 'VolumeDriver.Unmount': 3 }, 'auto1');
+    await suite.h.ok(['volume', 'rm', 'auto1']);
   });
 
   it('--mount type=volume,volume-driver=ballast,volume-opt=size=32M creates the volume with that size', async () => {
     const mount = 'type=volume,source=mnt1,target=/data,volume-driver=ballast,volume-opt=size=32M';
-    await h.run(['--rm', '--mount', mount, IMAGE, 'sh', '-c', 'echo via-mount > /data/f']);
-    const v = await h.inspectVolume('mnt1');
+    await suite.h.run(['--rm', '--mount', mount, IMAGE, 'sh', '-c', 'echo via-mount > /data/f']);
+    const v = await suite.h.inspectVolume('mnt1');
     expect(v).toMatchObject({ Driver: PLUGIN, Options: { size: '32M' } });
     expect(v.Status).toMatchObject({ size: '32 MiB', sizeBytes: 32 * MiB });
     const bytes = await filesystemBytes(['--mount', 'type=volume,source=mnt1,target=/data']);
     expect(bytes).toBeGreaterThan(24 * MiB);
     expect(bytes).toBeLessThanOrEqual(32 * MiB);
     // A read-only mount of the same volume reads it and cannot write.
-    const ro = await h.docker(['run', '--rm', '--network', 'none', '--mount', 'type=volume,source=mnt1,target=/data,readonly', IMAGE, 'sh', '-c', 'cat /data/f; echo x > /data/g']);
+    const ro = await suite.h.docker(['run', '--rm', '--network', 'none', '--mount', 'type=volume,source=mnt1,target=/data,readonly', IMAGE, 'sh', '-c', 'cat /data/f; echo x > /data/g']);
     expect(ro.stdout.trim()).toBe('via-mount');
     expect(ro.code).not.toBe(0);
     expect(ro.stderr).toMatch(/read-only/i);
-    await h.ok(['volume', 'rm', 'mnt1']);
+    await suite.h.ok(['volume', 'rm', 'mnt1']);
   });
 
   it('10 MB of random data keeps its sha256 across unmount, detach and a remount in a new container', async () => {
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=64M', 'blob1']);
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=64M', 'blob1']);
     const payload = randomBytes(10 * MiB);
     const expected = createHash('sha256').update(payload).digest('hex');
-    const file = join(h.dir, 'blob1.bin');
+    const file = join(suite.h.dir, 'blob1.bin');
     await writeFile(file, payload);
 
-    await h.run(['--rm', '-i', '-v', 'blob1:/data', IMAGE, 'sh', '-c', 'cat > /data/blob && sync'], { input: { file } });
+    await suite.h.run(['--rm', '-i', '-v', 'blob1:/data', IMAGE, 'sh', '-c', 'cat > /data/blob && sync'], { input: { file } });
     // Really gone from the kernel in between: no mount, no loop device.
-    expect(h.ballastMounts('blob1')).toEqual([]);
-    expect(h.ballastLoops('blob1')).toEqual([]);
-    expect((await h.inspectVolume('blob1')).Status).toMatchObject({ attachment: 'detached', lease: { state: 'free' } });
+    expect(suite.h.ballastMounts('blob1')).toEqual([]);
+    expect(suite.h.ballastLoops('blob1')).toEqual([]);
+    expect((await suite.h.inspectVolume('blob1')).Status).toMatchObject({ attachment: 'detached', lease: { state: 'free' } });
 
-    const out = await h.run(['--rm', '-v', 'blob1:/data:ro', IMAGE, 'sh', '-c', 'sha256sum /data/blob; wc -c < /data/blob']);
+    const out = await suite.h.run(['--rm', '-v', 'blob1:/data:ro', IMAGE, 'sh', '-c', 'sha256sum /data/blob; wc -c < /data/blob']);
     const [sumLine, size] = out.trim().split('\n');
     expect(sumLine!.split(/\s+/)[0]).toBe(expected);
     expect(Number(size)).toBe(10 * MiB);
-    await h.expectCounts({ 'VolumeDriver.Mount': 2, 'VolumeDriver.Unmount': 2 }, 'blob1');
-    await h.ok(['volume', 'rm', 'blob1']);
+    await suite.h.expectCounts({ 'VolumeDriver.Mount': 2, 'VolumeDriver.Unmount': 2 }, 'blob1');
+    await suite.h.ok(['volume', 'rm', 'blob1']);
   });
 
   it('two containers started at once on one volume share one mount; it goes when the last one stops', async () => {
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'shared1']);
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'shared1']);
     const started = await Promise.all(
       ['shared1a', 'shared1b'].map((name) =>
-        h.docker(['run', '-d', '--network', 'none', '--stop-timeout', '5', '--name', name, '-v', 'shared1:/data', IMAGE, 'sh', '-c', loopScript(`echo ${name} >> /data/log`, 0.2)]),
+        suite.h.docker(['run', '-d', '--network', 'none', '--stop-timeout', '5', '--name', name, '-v', 'shared1:/data', IMAGE, 'sh', '-c', loopScript(`echo ${name} >> /data/log`, 0.2)]),
       ),
     );
     for (const r of started) if (r.code !== 0) throw new Error(`docker run failed:\n${describeResult(r)}`);
-    expect(h.ballastMounts('shared1')).toHaveLength(1);
-    expect(h.ballastLoops('shared1')).toHaveLength(1);
-    expect((await h.inspectVolume('shared1')).Status?.attachment).toMatchObject({ mounts: 2 });
+    expect(suite.h.ballastMounts('shared1')).toHaveLength(1);
+    expect(suite.h.ballastLoops('shared1')).toHaveLength(1);
+    expect((await suite.h.inspectVolume('shared1')).Status?.attachment).toMatchObject({ mounts: 2 });
     await waitFor(
       async () => {
-        const log = await h.ok(['exec', 'shared1a', 'cat', '/data/log']);
+        const log = await suite.h.ok(['exec', 'shared1a', 'cat', '/data/log']);
         return log.includes('shared1a') && log.includes('shared1b');
       },
       'both containers to write to the one volume',
       20_000,
     );
 
-    await h.ok(['stop', 'shared1a']);
-    expect(h.ballastMounts('shared1')).toHaveLength(1);
-    expect((await h.inspectVolume('shared1')).Status?.attachment).toMatchObject({ mounts: 1 });
-    const n = Number((await h.ok(['exec', 'shared1b', 'sh', '-c', 'wc -l < /data/log'])).trim());
-    await waitFor(async () => Number((await h.ok(['exec', 'shared1b', 'sh', '-c', 'wc -l < /data/log'])).trim()) > n + 2, 'the other container to keep writing', 20_000);
+    await suite.h.ok(['stop', 'shared1a']);
+    expect(suite.h.ballastMounts('shared1')).toHaveLength(1);
+    expect((await suite.h.inspectVolume('shared1')).Status?.attachment).toMatchObject({ mounts: 1 });
+    const n = Number((await suite.h.ok(['exec', 'shared1b', 'sh', '-c', 'wc -l < /data/log'])).trim());
+    await waitFor(async () => Number((await suite.h.ok(['exec', 'shared1b', 'sh', '-c', 'wc -l < /data/log'])).trim()) > n + 2, 'the other container to keep writing', 20_000);
 
-    await h.ok(['stop', 'shared1b']);
-    expect(h.ballastMounts('shared1')).toEqual([]);
-    expect(h.ballastLoops('shared1')).toEqual([]);
-    await h.expectCounts({ 'VolumeDriver.Mount': 2, 'VolumeDriver.Unmount': 2 }, 'shared1');
-    await h.ok(['rm', 'shared1a', 'shared1b']);
-    await h.ok(['volume', 'rm', 'shared1']);
+    await suite.h.ok(['stop', 'shared1b']);
+    expect(suite.h.ballastMounts('shared1')).toEqual([]);
+    expect(suite.h.ballastLoops('shared1')).toEqual([]);
+    await suite.h.expectCounts({ 'VolumeDriver.Mount': 2, 'VolumeDriver.Unmount': 2 }, 'shared1');
+    await suite.h.ok(['rm', 'shared1a', 'shared1b']);
+    await suite.h.ok(['volume', 'rm', 'shared1']);
   });
 
   it('volume options readonly=true and mountopts=noatime,nodev reach the mount', async () => {
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', '--opt', 'readonly=true', 'ro1']);
-    const ro = await h.docker(['run', '--rm', '--network', 'none', '-v', 'ro1:/data', IMAGE, 'sh', '-c', 'grep " /data " /proc/mounts; touch /data/x']);
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', '--opt', 'readonly=true', 'ro1']);
+    const ro = await suite.h.docker(['run', '--rm', '--network', 'none', '-v', 'ro1:/data', IMAGE, 'sh', '-c', 'grep " /data " /proc/mounts; touch /data/x']);
     expect(ro.stdout).toMatch(/ \/data ext4 ro[, ]/);
     expect(ro.code).not.toBe(0);
     expect(ro.stderr).toMatch(/read-only file system/i);
-    expect((await h.inspectVolume('ro1')).Status).toMatchObject({ readonly: true });
+    expect((await suite.h.inspectVolume('ro1')).Status).toMatchObject({ readonly: true });
 
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', '--opt', 'mountopts=noatime,nodev', 'mo1']);
-    const line = await h.run(['--rm', '-v', 'mo1:/data', IMAGE, 'grep', ' /data ', '/proc/mounts']);
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', '--opt', 'mountopts=noatime,nodev', 'mo1']);
+    const line = await suite.h.run(['--rm', '-v', 'mo1:/data', IMAGE, 'grep', ' /data ', '/proc/mounts']);
     expect(line).toMatch(/ \/data ext4 rw,nodev,noatime/);
-    expect((await h.inspectVolume('mo1')).Status).toMatchObject({ mountopts: 'noatime,nodev' });
-    await h.ok(['volume', 'rm', 'ro1', 'mo1']);
+    expect((await suite.h.inspectVolume('mo1')).Status).toMatchObject({ mountopts: 'noatime,nodev' });
+    await suite.h.ok(['volume', 'rm', 'ro1', 'mo1']);
   });
 
   it('a new volume is empty to a container, as a local volume is (no lost+found)', async () => {
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'empty1']);
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'empty1']);
     try {
-      expect(await h.run(['--rm', '-v', 'empty1:/data', IMAGE, 'ls', '-A', '/data'])).toBe('');
+      expect(await suite.h.run(['--rm', '-v', 'empty1:/data', IMAGE, 'ls', '-A', '/data'])).toBe('');
     } finally {
-      await h.docker(['volume', 'rm', 'empty1']);
+      await suite.h.docker(['volume', 'rm', 'empty1']);
     }
   });
 
   it('first use on an image path with content copies that content into the new volume, as with a local volume', async () => {
     const expected = 'busybox:local for ballast tests';
     // The reference: dockerd copies image content into a new, empty local volume.
-    expect((await h.run(['--rm', '-v', 'copyup-local:/etc', IMAGE, 'cat', '/etc/image-release'])).trim()).toBe(expected);
-    await h.ok(['volume', 'rm', 'copyup-local']);
+    expect((await suite.h.run(['--rm', '-v', 'copyup-local:/etc', IMAGE, 'cat', '/etc/image-release'])).trim()).toBe(expected);
+    await suite.h.ok(['volume', 'rm', 'copyup-local']);
 
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'copyup1']);
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'copyup1']);
     try {
-      const first = await h.docker(['run', '--rm', '--network', 'none', '-v', 'copyup1:/etc', IMAGE, 'cat', '/etc/image-release']);
+      const first = await suite.h.docker(['run', '--rm', '--network', 'none', '-v', 'copyup1:/etc', IMAGE, 'cat', '/etc/image-release']);
       // dockerd did its part: a Mount/Unmount pair to copy at create time, then the container's own Mount.
-      await h.expectCounts({ 'VolumeDriver.Mount': 2, 'VolumeDriver.Unmount': 2 }, 'copyup1');
-      const listing = await h.run(['--rm', '-v', 'copyup1:/data', IMAGE, 'ls', '-A', '/data']);
+      await suite.h.expectCounts({ 'VolumeDriver.Mount': 2, 'VolumeDriver.Unmount': 2 }, 'copyup1');
+      const listing = await suite.h.run(['--rm', '-v', 'copyup1:/data', IMAGE, 'ls', '-A', '/data']);
       if (first.code !== 0 || first.stdout.trim() !== expected) {
         throw new Error(
           `the image's /etc was not copied into the new ballast volume (dockerd copies only into an empty volume);\n` +
@@ -169,23 +160,23 @@ describe('ballast volumes through the docker CLI', () => {
         );
       }
     } finally {
-      await h.docker(['volume', 'rm', 'copyup1']);
+      await suite.h.docker(['volume', 'rm', 'copyup1']);
     }
   });
 
   it('volume create of an existing name with other options: dockerd sees it exists and never sends Create (the volume keeps its size)', async () => {
-    await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'again1']);
-    expect((await h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=128M', 'again1'])).trim()).toBe('again1');
-    await h.expectCounts({ 'VolumeDriver.Create': 1 }, 'again1');
-    const v = await h.inspectVolume('again1');
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'again1']);
+    expect((await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=128M', 'again1'])).trim()).toBe('again1');
+    await suite.h.expectCounts({ 'VolumeDriver.Create': 1 }, 'again1');
+    const v = await suite.h.inspectVolume('again1');
     expect(v.Options).toEqual({ size: '32M' });
     expect(v.Status).toMatchObject({ size: '32 MiB' });
-    await h.ok(['volume', 'rm', 'again1']);
+    await suite.h.ok(['volume', 'rm', 'again1']);
   });
 
   it('bad input reaches the docker CLI as a clear error, and nothing is created on disk', async () => {
-    const loopBefore = await h.loopRootEntries();
-    const mountsBefore = await readdir(h.ballast.mountRoot);
+    const loopBefore = await suite.h.loopRootEntries();
+    const mountsBefore = await readdir(suite.h.ballast.mountRoot);
     const cases: [string[], RegExp][] = [
       [['--opt', 'bogus=1', 'bad1'], /unknown option "bogus": valid options are size, fstype, profile/],
       [['--opt', 'size=lots', 'bad2'], /option size=lots: expected a number of bytes/],
@@ -197,25 +188,25 @@ describe('ballast volumes through the docker CLI', () => {
       [['.hidden'], /invalid volume name "\.hidden"/],
     ];
     for (const [args, message] of cases) {
-      const stderr = await h.fails(['volume', 'create', '-d', PLUGIN, ...args]);
+      const stderr = await suite.h.fails(['volume', 'create', '-d', PLUGIN, ...args]);
       if (!message.test(stderr)) throw new Error(`docker volume create ${args.join(' ')}: stderr ${JSON.stringify(stderr)} does not match ${message}`);
     }
     // Options passed through --mount are checked the same way.
-    const mountErr = await h.fails([
+    const mountErr = await suite.h.fails([
       'run', '--rm', '--network', 'none', '--mount', 'type=volume,source=bad6,target=/data,volume-driver=ballast,volume-opt=bogus=1', IMAGE, 'true',
     ]);
     expect(mountErr).toMatch(/unknown option "bogus"/);
 
-    expect(await h.loopRootEntries()).toEqual(loopBefore);
-    expect(await readdir(h.ballast.mountRoot)).toEqual(mountsBefore);
-    expect(existsSync(join(h.ballast.loopRoot, 'b'))).toBe(false);
-    expect(existsSync(join(dirname(h.ballast.loopRoot), 'escape'))).toBe(false);
-    const names = (await h.ok(['volume', 'ls', '-q'])).split('\n');
+    expect(await suite.h.loopRootEntries()).toEqual(loopBefore);
+    expect(await readdir(suite.h.ballast.mountRoot)).toEqual(mountsBefore);
+    expect(existsSync(join(suite.h.ballast.loopRoot, 'b'))).toBe(false);
+    expect(existsSync(join(dirname(suite.h.ballast.loopRoot), 'escape'))).toBe(false);
+    const names = (await suite.h.ok(['volume', 'ls', '-q'])).split('\n');
     for (const name of ['bad1', 'bad2', 'bad3', 'bad4', 'bad5', 'bad6', 'a/../b', '../escape', '.hidden']) expect(names).not.toContain(name);
-    await h.removeAllContainers();
+    await suite.h.removeAllContainers();
   });
 
   it('nothing left behind: no ballast mount, loop device, staging dir or recorded reference', async () => {
-    await h.assertNoLeftovers();
+    await suite.h.assertNoLeftovers();
   });
 });
