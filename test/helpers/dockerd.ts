@@ -637,6 +637,25 @@ export class DockerHarness {
   // ---- diagnostics -----------------------------------------------------------------------
 
   /** The tail of ballast's and dockerd's logs, for failure messages. */
+  /** Lines in a file inside a running container. */
+  async lineCount(container: string, file: string): Promise<number> {
+    return Number((await this.ok(['exec', container, 'sh', '-c', `wc -l < ${file}`])).trim());
+  }
+
+  /** Waits (bounded) until a container's file has more than `than` lines; returns the count. */
+  async waitForMoreLines(container: string, file: string, than: number, what: string): Promise<number> {
+    return waitFor(
+      async () => {
+        const n = await this.lineCount(container, file);
+        return n > than ? n : 0;
+      },
+      what,
+      30_000,
+      200,
+      () => this.diagnostics(),
+    );
+  }
+
   async diagnostics(ballastLines = 40, dockerdLines = 25): Promise<string> {
     const ballast = (await this.logs())
       .slice(-ballastLines)

@@ -10,23 +10,6 @@ const MOUNT = 'VolumeDriver.Mount';
 const suite = dockerSuite({ name: 'crash' }, T);
 const it = suite.it;
 
-async function lineCount(container: string, file: string): Promise<number> {
-  return Number((await suite.h.ok(['exec', container, 'sh', '-c', `wc -l < ${file}`])).trim());
-}
-
-async function waitForMoreLines(container: string, file: string, than: number, what: string): Promise<number> {
-  return waitFor(
-    async () => {
-      const n = await lineCount(container, file);
-      return n > than ? n : 0;
-    },
-    what,
-    30_000,
-    200,
-    () => suite.h.diagnostics(),
-  );
-}
-
 describe('dockerd crashes under running containers', () => {
   it('dockerd crash (SIGKILL) under a --restart always container: it comes back holding one mount reference; rm unmounts cleanly', async () => {
     const v = 'crash1';
@@ -34,14 +17,14 @@ describe('dockerd crashes under running containers', () => {
       '-d', '--name', 'crash1c', '--restart', 'always', '--stop-timeout', '5', '--volume-driver', PLUGIN, '-v', `${v}:/data`, IMAGE,
       'sh', '-c', `echo boot >> /data/boots; ${loopScript('date >> /data/ticks', 0.2)}`,
     ]);
-    await waitForMoreLines('crash1c', '/data/ticks', 0, 'the container to write');
+    await suite.h.waitForMoreLines('crash1c', '/data/ticks', 0, 'the container to write');
     const oldId = (await suite.h.requests(MOUNT, v)).at(-1)!.mountId;
     const before = await suite.h.baseline(v);
 
     await suite.h.killDockerd();
     await suite.h.startDockerd();
     await waitFor(
-      async () => (await suite.h.inspectContainer('crash1c')).State.Running === true && (await lineCount('crash1c', '/data/boots')) === 2,
+      async () => (await suite.h.inspectContainer('crash1c')).State.Running === true && (await suite.h.lineCount('crash1c', '/data/boots')) === 2,
       'the --restart always container to come back after a dockerd crash',
       60_000,
       250,
@@ -54,7 +37,7 @@ describe('dockerd crashes under running containers', () => {
     expect((await suite.h.inspectVolume(v)).Status?.attachment).toMatchObject({ mounts: 1 });
     expect(suite.h.ballastMounts(v)).toHaveLength(1);
     expect(suite.h.ballastLoops(v)).toHaveLength(1);
-    await waitForMoreLines('crash1c', '/data/ticks', await lineCount('crash1c', '/data/ticks'), 'writes after the crash');
+    await suite.h.waitForMoreLines('crash1c', '/data/ticks', await suite.h.lineCount('crash1c', '/data/ticks'), 'writes after the crash');
 
     await suite.h.ok(['rm', '-f', 'crash1c']);
     await waitFor(() => suite.h.ballastMounts(v).length === 0, `ballast to unmount ${v} once its only container is gone`, 10_000, 100, () => suite.h.diagnostics());
@@ -66,7 +49,7 @@ describe('dockerd crashes under running containers', () => {
   it('dockerd crash under a container WITHOUT a restart policy: once that container is gone, its volume is released (not mounted and leased forever)', async () => {
     const v = 'crash2';
     await suite.h.run(['-d', '--name', 'crash2c', '--stop-timeout', '5', '--volume-driver', PLUGIN, '-v', `${v}:/data`, IMAGE, 'sh', '-c', loopScript('date >> /data/ticks', 0.2)]);
-    await waitForMoreLines('crash2c', '/data/ticks', 0, 'the container to write');
+    await suite.h.waitForMoreLines('crash2c', '/data/ticks', 0, 'the container to write');
 
     await suite.h.killDockerd();
     await suite.h.startDockerd();

@@ -11,23 +11,6 @@ const UNMOUNT = 'VolumeDriver.Unmount';
 const suite = dockerSuite({ name: 'restarts' }, T);
 const it = suite.it;
 
-async function lineCount(container: string, file: string): Promise<number> {
-  return Number((await suite.h.ok(['exec', container, 'sh', '-c', `wc -l < ${file}`])).trim());
-}
-
-async function waitForMoreLines(container: string, file: string, than: number, what: string): Promise<number> {
-  return waitFor(
-    async () => {
-      const n = await lineCount(container, file);
-      return n > than ? n : 0;
-    },
-    what,
-    30_000,
-    200,
-    () => suite.h.diagnostics(),
-  );
-}
-
 describe('restarts with containers running', () => {
   it('dockerd restart: a --restart always container comes back with its ballast volume and its data', async () => {
     const v = 'always1';
@@ -36,14 +19,14 @@ describe('restarts with containers running', () => {
       '-d', '--name', 'always1c', '--restart', 'always', '--stop-timeout', '5', '-v', `${v}:/data`, IMAGE,
       'sh', '-c', `echo boot >> /data/boots; ${loopScript('date >> /data/ticks', 0.2)}`,
     ]);
-    await waitForMoreLines('always1c', '/data/ticks', 0, 'the container to write');
+    await suite.h.waitForMoreLines('always1c', '/data/ticks', 0, 'the container to write');
     const marker = (await suite.h.ok(['exec', 'always1c', 'sh', '-c', 'head -c 1000000 /dev/urandom > /data/marker && sync && sha256sum /data/marker'])).split(/\s+/)[0];
-    const ticksBefore = await lineCount('always1c', '/data/ticks');
+    const ticksBefore = await suite.h.lineCount('always1c', '/data/ticks');
     const before = await suite.h.baseline(v);
 
     await suite.h.restartDockerd();
     await waitFor(
-      async () => (await suite.h.inspectContainer('always1c')).State.Running === true && (await lineCount('always1c', '/data/boots')) === 2,
+      async () => (await suite.h.inspectContainer('always1c')).State.Running === true && (await suite.h.lineCount('always1c', '/data/boots')) === 2,
       'the --restart always container to come back',
       60_000,
       250,
@@ -53,7 +36,7 @@ describe('restarts with containers running', () => {
     await suite.h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 1 }, v, before);
     await suite.h.expectCounts({ 'Plugin.Activate': 2, 'VolumeDriver.Capabilities': 2 });
     expect((await suite.h.ok(['exec', 'always1c', 'sha256sum', '/data/marker'])).split(/\s+/)[0]).toBe(marker);
-    const ticksAfter = await waitForMoreLines('always1c', '/data/ticks', ticksBefore, 'the container to write after the restart');
+    const ticksAfter = await suite.h.waitForMoreLines('always1c', '/data/ticks', ticksBefore, 'the container to write after the restart');
     expect(ticksAfter).toBeGreaterThan(ticksBefore);
     expect(suite.h.ballastMounts(v)).toHaveLength(1);
     expect(suite.h.ballastLoops(v)).toHaveLength(1);
@@ -71,7 +54,7 @@ describe('restarts with containers running', () => {
       const v = `br-${signal.toLowerCase()}`;
       const c = `${v}-c`;
       await suite.h.run(['-d', '--name', c, '--stop-timeout', '5', '--volume-driver', PLUGIN, '-v', `${v}:/data`, IMAGE, 'sh', '-c', loopScript('date >> /data/ticks', 0.1)]);
-      await waitForMoreLines(c, '/data/ticks', 0, 'the container to write');
+      await suite.h.waitForMoreLines(c, '/data/ticks', 0, 'the container to write');
       const loops = suite.h.ballastLoops(v);
       expect(loops).toHaveLength(1);
 
@@ -80,13 +63,13 @@ describe('restarts with containers running', () => {
       // ballast never unmounts when it stops: the container's volume is still there.
       expect(suite.h.ballastMounts(v)).toHaveLength(1);
       expect(suite.h.ballastLoops(v)).toEqual(loops);
-      const whileDown = await waitForMoreLines(c, '/data/ticks', await lineCount(c, '/data/ticks'), 'writes while ballast is down');
+      const whileDown = await suite.h.waitForMoreLines(c, '/data/ticks', await suite.h.lineCount(c, '/data/ticks'), 'writes while ballast is down');
 
       await suite.h.startBallast();
       const status = (await suite.h.inspectVolume(v)).Status;
       expect(status?.attachment).toMatchObject({ device: loops[0], mounts: 1 });
       expect(status?.lease).toMatchObject({ state: 'held' });
-      const afterRestart = await waitForMoreLines(c, '/data/ticks', whileDown, 'writes after ballast came back');
+      const afterRestart = await suite.h.waitForMoreLines(c, '/data/ticks', whileDown, 'writes after ballast came back');
 
       await suite.h.ok(['stop', c]);
       await suite.h.expectCounts({ [MOUNT]: 1, [UNMOUNT]: 1 }, v);
