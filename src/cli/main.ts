@@ -8,6 +8,7 @@ import type { VolumeView } from '../volumes/manager.js';
 import type { MountedVolume } from '../volumes/mount-state.js';
 import { callDaemon } from './client.js';
 import { serve } from './serve.js';
+import { runWatchdog } from './watchdog.js';
 
 const USAGE = `usage: ballast [--config FILE] COMMAND
 
@@ -17,6 +18,8 @@ commands:
   volume ls                    list volumes, their lease holder and where they are mounted
   volume inspect NAME          print one volume as JSON
   volume grow NAME SIZE        raise a volume's size; its filesystem grows at the next mount
+  volume release NAME --force  break the lease of a host known to be dead (refused while it renews)
+  fence-watchdog               (started by serve) fences mounted volumes if the daemon stops renewing
 
 options:
   --config FILE                configuration file (default /etc/ballast/config.yml; none: built-in defaults)
@@ -30,7 +33,7 @@ interface VolumesReply {
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, force: { type: 'boolean' } },
     allowPositionals: true,
   });
   if (values.help || positionals.length === 0) {
@@ -41,8 +44,11 @@ async function main(argv: string[]): Promise<number> {
   const [command, sub, ...rest] = positionals;
   switch (`${command} ${sub ?? ''}`.trim()) {
     case 'serve':
-      await serve(config, createLogger(config.log.level, config.log.file));
+      await serve(config, createLogger(config.log.level, config.log.file), values.config);
       return -1; // keeps running
+    case 'fence-watchdog':
+      await runWatchdog(config, createLogger(config.log.level, config.log.file).child({ process: 'fence-watchdog' }));
+      return 0;
     case 'config check':
       process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
       return 0;
@@ -69,6 +75,13 @@ async function main(argv: string[]): Promise<number> {
       const size = need(rest[1], 'volume grow NAME SIZE');
       const reply = await callDaemon<{ Volume: VolumeView }>(config.socket, 'Ballast.Grow', { Name: name, Size: size });
       process.stdout.write(`${name}: ${formatSize(Number(reply.Volume.status.sizeBytes))}; the filesystem grows at the next mount\n`);
+      return 0;
+    }
+    case 'volume release': {
+      const name = need(rest[0], 'volume release NAME --force');
+      if (!values.force) throw new Error('volume release breaks another host\'s lease: give --force if that host is known to be dead');
+      const reply = await callDaemon<{ Volume: VolumeView }>(config.socket, 'Ballast.Release', { Name: name });
+      process.stdout.write(`${name}: lease ${JSON.stringify(reply.Volume.status.lease)}\n`);
       return 0;
     }
     default:

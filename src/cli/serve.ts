@@ -9,6 +9,7 @@ import { startPluginServer, type PluginServer } from '../plugin/server.js';
 import { VolumeManager } from '../volumes/manager.js';
 import { MountStateStore } from '../volumes/mount-state.js';
 import { DockerApiUsage } from '../volumes/container-usage.js';
+import { startWatchdog } from './watchdog.js';
 
 export interface RunningDaemon {
   manager: VolumeManager;
@@ -16,7 +17,7 @@ export interface RunningDaemon {
 }
 
 /** Wires config -> drivers, attachers, lease, manager -> protocol server, and starts serving. */
-export async function startDaemon(config: Config, log: Logger): Promise<RunningDaemon> {
+export async function startDaemon(config: Config, log: Logger, configPath?: string): Promise<RunningDaemon> {
   const identity = await resolveHostIdentity(config.host.id);
   log.info('starting ballast', { hostId: identity.hostId, bootId: identity.bootId, socket: config.socket });
   await mkdir(config.state_dir, { recursive: true, mode: 0o700 });
@@ -32,6 +33,7 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
     state: new MountStateStore(config.state_dir),
     usage: new DockerApiUsage(config.docker.socket, log),
     log,
+    startWatchdog: () => startWatchdog(config, configPath, log),
   });
   await manager.start();
   const plugin = await startPluginServer(manager, config.socket, log);
@@ -39,13 +41,14 @@ export async function startDaemon(config: Config, log: Logger): Promise<RunningD
 }
 
 /** `ballast serve`: runs until SIGTERM or SIGINT, then drains requests and exits without unmounting. */
-export async function serve(config: Config, log: Logger): Promise<void> {
-  const daemon = await startDaemon(config, log);
+export async function serve(config: Config, log: Logger, configPath?: string): Promise<void> {
+  const daemon = await startDaemon(config, log, configPath);
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info('stopping: finishing in-flight requests; volumes stay mounted for running containers', { signal });
+    daemon.manager.stop();
     try {
       await daemon.plugin.close();
     } catch (err) {

@@ -49,6 +49,21 @@ export const configSchema = z.strictObject({
       restart_wait_seconds: z.number().positive().max(600).default(90),
     })
     .default({ socket: '/var/run/docker.sock', restart_wait_seconds: 90 }),
+  lease: z
+    .strictObject({
+      /** Another host may take this host's volumes after its lease went this long without renewal. */
+      seconds: z.number().positive().max(300).default(20),
+      /** How often this host renews its lease (one write per backend). */
+      renew_every: z.number().positive().max(60).default(2),
+      /** This host stops using its volumes (self-fence) after this long without a renewal. */
+      fence_after: z.number().positive().max(300).default(12),
+      /** How long a Mount waits for another host to release a volume (under Docker's 120 s). */
+      mount_wait: z.number().nonnegative().max(110).default(60),
+    })
+    .refine((l) => l.renew_every * 2 <= l.fence_after && l.fence_after < l.seconds, {
+      message: 'expected renew_every * 2 <= fence_after < seconds, so a host fences itself before others may take its volumes',
+    })
+    .default({ seconds: 20, renew_every: 2, fence_after: 12, mount_wait: 60 }),
   log: z
     .strictObject({
       level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),

@@ -5,7 +5,7 @@ import { z } from 'zod';
 import { BackendUnavailable, InvalidOption, StaleRevision, VolumeInUse, VolumeNotFound, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatSize } from '../config/size.js';
-import type { OwnershipRecord, Versioned } from '../ownership/types.js';
+import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../ownership/types.js';
 import { FREE_OWNERSHIP } from '../ownership/types.js';
 import { fsyncDirectory, writeFileAtomic, writeNewFile } from '../util/atomic-file.js';
 import type { Export } from '../export.js';
@@ -15,6 +15,7 @@ import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRec
 //   <root>/<name>/disk.img    sparse image, attached with losetup
 //   <root>/<name>/meta.json   { v, revision, volume } - the record, including the ownership lease
 //   <root>/<name>/meta.lock   guard file held for the few milliseconds of a compare-and-swap
+//   <root>/.hosts/<hostId>.json  each host's lease, written only by that host
 const IMAGE = 'disk.img';
 const META = 'meta.json';
 const GUARD = 'meta.lock';
@@ -22,7 +23,17 @@ const GUARD_WAIT_MS = 5_000;
 /** A guard older than this was left by a writer that died mid-write. */
 const GUARD_STALE_MS = 30_000;
 
-const holderSchema = z.object({ hostId: z.string(), bootId: z.string(), hostname: z.string() });
+const holderSchema = z.object({ hostId: z.string(), bootId: z.string(), hostname: z.string(), hostGeneration: z.number().int().default(0) });
+const hostLeaseSchema = z.object({
+  hostId: z.string(),
+  bootId: z.string(),
+  hostname: z.string(),
+  generation: z.number().int(),
+  renewSeq: z.number().int(),
+  leaseSeconds: z.number().positive(),
+  renewEverySeconds: z.number().positive(),
+  renewedAtWall: z.string(),
+});
 const ownershipSchema = z.discriminatedUnion('state', [
   z.object({ state: z.literal('free'), generation: z.number().int(), updatedAt: z.string() }),
   z.object({ state: z.literal('held'), holder: holderSchema, generation: z.number().int(), updatedAt: z.string() }),
@@ -56,7 +67,7 @@ function isErrno(err: unknown, ...codes: string[]): boolean {
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** File-backed volumes: the successor of Flocker's loopback backend. */
-export class LoopDriver implements BackendDriver {
+export class LoopDriver implements BackendDriver, HostLeaseStore {
   readonly kind = 'loop';
   readonly scope: 'local' | 'global';
   private readonly root: string;
@@ -188,6 +199,47 @@ export class LoopDriver implements BackendDriver {
 
   async unexport(): Promise<void> {
     // A file on a shared root needs no unmapping: the lease alone decides who attaches it.
+  }
+
+  private hostLeasePath(hostId: string): string {
+    return join(this.root, '.hosts', `${hostId}.json`);
+  }
+
+  async readHostLease(hostId: string): Promise<HostLease | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.hostLeasePath(hostId), 'utf8');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined;
+      throw new BackendUnavailable(`cannot read the host lease of ${hostId} under ${this.root}: ${errorMessage(err)}`);
+    }
+    const parsed = hostLeaseSchema.safeParse(JSON.parse(text));
+    if (!parsed.success) throw new BackendUnavailable(`the host lease of ${hostId} under ${this.root} is damaged`);
+    return parsed.data;
+  }
+
+  async listHostLeases(): Promise<HostLease[]> {
+    let entries: string[];
+    try {
+      entries = await readdir(join(this.root, '.hosts'));
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return [];
+      throw new BackendUnavailable(`cannot list host leases under ${this.root}: ${errorMessage(err)}`);
+    }
+    const leases = await Promise.all(
+      entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).map((e) => this.readHostLease(e.slice(0, -5)).catch(() => undefined)),
+    );
+    return leases.filter((l): l is HostLease => l !== undefined);
+  }
+
+  /** One atomic replace: only the host itself writes its lease, so no compare-and-swap is needed. */
+  async writeHostLease(lease: HostLease): Promise<void> {
+    try {
+      await mkdir(join(this.root, '.hosts'), { recursive: true, mode: 0o700 });
+      await writeFileAtomic(this.hostLeasePath(lease.hostId), `${JSON.stringify(lease)}\n`);
+    } catch (err) {
+      throw new BackendUnavailable(`cannot write the host lease of ${lease.hostId} under ${this.root}: ${errorMessage(err)}`);
+    }
   }
 
   private async readSidecar(name: string): Promise<Sidecar | undefined> {

@@ -1,8 +1,19 @@
 import { LeaseHeld, StaleRevision, VolumeNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { HostIdentity, OwnershipRecord, OwnershipStore } from './types.js';
+import type { HostLeaseKeeper } from './host-lease.js';
+import type { HolderAssessment, HostMonitor } from './host-monitor.js';
+import type { HostIdentity, HostLeaseStore, OwnershipRecord, OwnershipStore } from './types.js';
 
 const CAS_ATTEMPTS = 8;
+
+type Held = Extract<OwnershipRecord, { state: 'held' }>;
+
+/** Host leases of a backend shared by several hosts: what makes takeover of a dead holder possible. */
+export interface HostLiveness {
+  store: HostLeaseStore;
+  keeper: HostLeaseKeeper;
+  monitor: HostMonitor;
+}
 
 export function describeHolder(record: OwnershipRecord): string {
   return record.state === 'held' ? `host ${record.holder.hostId} (${record.holder.hostname})` : 'nobody';
@@ -11,12 +22,14 @@ export function describeHolder(record: OwnershipRecord): string {
 /**
  * The per-volume ownership lease, over a backend's compare-and-swap metadata. A volume is
  * held by at most one host; every acquisition raises the generation (the fencing token).
+ * With host leases, a holder that stopped renewing for its lease time is taken over.
  */
 export class OwnershipLease {
   constructor(
     private readonly store: OwnershipStore,
     private readonly me: HostIdentity,
     private readonly log: Logger,
+    private readonly liveness?: HostLiveness,
   ) {}
 
   /** True when `record` is held by this host in this boot. */
@@ -24,20 +37,23 @@ export class OwnershipLease {
     return record.state === 'held' && record.holder.hostId === this.me.hostId && record.holder.bootId === this.me.bootId;
   }
 
-  /** Takes the volume for this host, or returns the record if this host already holds it. */
+  /** Takes the volume for this host (taking it over from a dead holder), or returns it if already ours. */
   async acquire(name: string): Promise<OwnershipRecord> {
     return this.retryOnStale(name, async () => {
       const current = await this.read(name);
       const record = current.value;
       if (this.heldByMe(record)) return record;
-      if (record.state === 'held' && record.holder.hostId !== this.me.hostId) throw this.heldError(name, record);
-      if (record.state === 'held') {
+      if (record.state === 'held' && record.holder.hostId !== this.me.hostId) {
+        const assessment = await this.assess(record);
+        if (!assessment?.dead) throw this.heldError(name, record, assessment);
+        this.log.warn('taking over a volume from a dead holder', { volume: name, from: record.holder.hostId, reason: assessment.reason, generation: record.generation + 1 });
+      } else if (record.state === 'held') {
         // Same host id, other boot id: this host rebooted; what it held before is re-acquired.
         this.log.warn('re-acquiring a volume held by this host before a reboot', { volume: name, oldBootId: record.holder.bootId });
       }
       const next: OwnershipRecord = {
         state: 'held',
-        holder: { hostId: this.me.hostId, bootId: this.me.bootId, hostname: this.me.hostname },
+        holder: { hostId: this.me.hostId, bootId: this.me.bootId, hostname: this.me.hostname, hostGeneration: this.liveness?.keeper.generation ?? 0 },
         generation: record.generation + 1,
         updatedAt: new Date().toISOString(),
       };
@@ -63,18 +79,51 @@ export class OwnershipLease {
     });
   }
 
+  /**
+   * Breaks another host's hold on a volume, for an operator who knows that host is dead.
+   * Refused while the holder still renews its host lease: the loop backend cannot fence a
+   * live holder at the storage, so taking its volume would let two hosts write it.
+   */
+  async forceRelease(name: string): Promise<OwnershipRecord> {
+    return this.retryOnStale(name, async () => {
+      const current = await this.read(name);
+      const record = current.value;
+      if (record.state !== 'held') return record;
+      if (record.holder.hostId !== this.me.hostId) {
+        const assessment = await this.assess(record);
+        if (assessment && !assessment.dead) throw this.heldError(name, record, assessment);
+      }
+      const next: OwnershipRecord = { state: 'free', generation: record.generation + 1, updatedAt: new Date().toISOString() };
+      await this.store.writeOwnership(name, current.revision, next);
+      this.log.warn('ownership force-released by the operator', { volume: name, from: record.holder.hostId, generation: next.generation });
+      return next;
+    });
+  }
+
   /** Throws LeaseHeld when another host holds the volume (used before Remove). */
   async assertNotHeldElsewhere(name: string): Promise<void> {
     const current = await this.store.readOwnership(name);
     if (current && current.value.state === 'held' && current.value.holder.hostId !== this.me.hostId) {
-      throw this.heldError(name, current.value);
+      throw this.heldError(name, current.value, await this.assess(current.value));
     }
   }
 
-  private heldError(name: string, record: Extract<OwnershipRecord, { state: 'held' }>): LeaseHeld {
+  /** What this host sees of the holder's liveness; undefined without host leases. */
+  async assess(record: Held): Promise<HolderAssessment | undefined> {
+    if (!this.liveness) return undefined;
+    const hostLease = await this.liveness.store.readHostLease(record.holder.hostId);
+    this.liveness.monitor.observe(record.holder.hostId, hostLease);
+    return this.liveness.monitor.assess(record.holder);
+  }
+
+  private heldError(name: string, record: Held, assessment: HolderAssessment | undefined): LeaseHeld {
+    const host = record.holder.hostId;
+    if (!assessment) {
+      return new LeaseHeld(`volume ${name} is in use on ${describeHolder(record)} since ${record.updatedAt}; it can be used here once that host unmounts it`);
+    }
     return new LeaseHeld(
-      `volume ${name} is in use on ${describeHolder(record)} since ${record.updatedAt}; ` +
-        `it can be used here once that host unmounts it`,
+      `volume ${name} is in use on ${describeHolder(record)} (lease renewed ${Math.round(assessment.quietSeconds)} s ago); ` +
+        `it moves when ${host} releases it or ${Math.ceil(assessment.takeableInSeconds)} s after ${host} stops renewing`,
     );
   }
 

@@ -9,6 +9,33 @@ export interface Holder {
   hostId: string;
   bootId: string;
   hostname: string;
+  /** The holder's host-lease generation when it took the volume (0 on backends without host leases). */
+  hostGeneration: number;
+}
+
+/**
+ * A host's liveness record in one backend (sanlock's delta lease): the host advances
+ * `renewSeq` every `renewEverySeconds`; others judge it dead when it has not moved for
+ * `leaseSeconds` on their own monotonic clock. `generation` rises when the host comes back
+ * with a new boot id: everything it held in an earlier boot is lost.
+ */
+export interface HostLease {
+  hostId: string;
+  bootId: string;
+  hostname: string;
+  generation: number;
+  renewSeq: number;
+  leaseSeconds: number;
+  renewEverySeconds: number;
+  /** For people reading the file; never compared across hosts. */
+  renewedAtWall: string;
+}
+
+/** Where a backend keeps host leases: one record per host, written only by that host. */
+export interface HostLeaseStore {
+  readHostLease(hostId: string): Promise<HostLease | undefined>;
+  listHostLeases(): Promise<HostLease[]>;
+  writeHostLease(lease: HostLease): Promise<void>;
 }
 
 /**

@@ -33,5 +33,9 @@ export function adminRoutes(manager: VolumeManager, log: Logger): express.Router
     if (bytes === undefined) throw new Error(`size ${Size}: expected ${SIZE_SYNTAX}`);
     return { Volume: await manager.grow(Name, bytes), Err: '' };
   }));
+  router.post('/Ballast.Release', reply('Release', async (body) => {
+    const { Name } = z.object({ Name: z.string() }).parse(body);
+    return { Volume: await manager.forceRelease(Name), Err: '' };
+  }));
   return router;
 }

@@ -9,6 +9,7 @@ import { VolumeAlreadyExists, type BackendDriver, type VolumeRecord } from '../d
 import {
   BackendUnavailable,
   InvalidOption,
+  LeaseHeld,
   OperationError,
   VolumeExists,
   VolumeInUse,
@@ -17,8 +18,11 @@ import {
 } from '../errors.js';
 import type { Export } from '../export.js';
 import type { Logger } from '../log.js';
-import { describeHolder, OwnershipLease } from '../ownership/lease.js';
-import type { HostIdentity } from '../ownership/types.js';
+import { HostLeaseKeeper } from '../ownership/host-lease.js';
+import { HostMonitor } from '../ownership/host-monitor.js';
+import { describeHolder, OwnershipLease, type HostLiveness } from '../ownership/lease.js';
+import type { HostIdentity, HostLeaseStore } from '../ownership/types.js';
+import { LeaseUpkeep } from './lease-upkeep.js';
 import type { ContainerUsage } from './container-usage.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { addRef, markStale, removeRef, totalRefs, type MountedVolume, type MountStateStore } from './mount-state.js';
@@ -37,8 +41,14 @@ export interface VolumeManagerDeps {
   /** Asked after dockerd restarts which volumes running containers still use. */
   usage: ContainerUsage;
   log: Logger;
-  /** Injected for tests: how to wait between attempts to reach the Docker API. */
+  /** Starts the fence watchdog process if it is not running (shared backends only). */
+  startWatchdog?: () => void;
+  /** Injected for tests: how to wait between attempts (Docker API, a held lease). */
   sleep?: (ms: number) => Promise<void>;
+}
+
+function isHostLeaseStore(driver: BackendDriver): driver is BackendDriver & HostLeaseStore {
+  return 'writeHostLease' in driver && 'readHostLease' in driver;
 }
 
 /** What Get and List report about a volume. */
@@ -56,6 +66,9 @@ export interface VolumeView {
 export class VolumeManager {
   private readonly locks: KeyedMutex;
   private readonly leases = new Map<BackendDriver, OwnershipLease>();
+  /** Host leases of the backends several hosts share. */
+  readonly liveness = new Map<BackendDriver, HostLiveness>();
+  readonly upkeep: LeaseUpkeep;
   private mounted = new Map<string, MountedVolume>();
   /** Last record seen per volume: Get answers from it when the backend is down. */
   private readonly known = new Map<string, { driver: BackendDriver; record: VolumeRecord }>();
@@ -65,9 +78,17 @@ export class VolumeManager {
 
   constructor(private readonly deps: VolumeManagerDeps) {
     this.locks = new KeyedMutex(deps.config.timeouts.volume_lock_seconds * 1000);
+    const { lease } = deps.config;
     for (const driver of new Set(deps.drivers.values())) {
-      this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log));
+      let liveness: HostLiveness | undefined;
+      if (driver.scope === 'global' && isHostLeaseStore(driver)) {
+        const timing = { leaseSeconds: lease.seconds, renewEverySeconds: lease.renew_every };
+        liveness = { store: driver, keeper: new HostLeaseKeeper(driver, deps.identity, timing, deps.log), monitor: new HostMonitor(lease.seconds) };
+        this.liveness.set(driver, liveness);
+      }
+      this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log, liveness));
     }
+    this.upkeep = new LeaseUpkeep(this, deps);
   }
 
   private get log(): Logger {
@@ -77,7 +98,13 @@ export class VolumeManager {
   /** Loads the persisted references and reconciles them with the kernel and the backends. */
   async start(): Promise<void> {
     this.mounted = await this.deps.state.load();
+    await this.upkeep.start();
     await this.reconcile();
+  }
+
+  /** Stops renewing host leases (graceful shutdown). The watchdog keeps guarding mounted volumes. */
+  stop(): void {
+    this.upkeep.stop();
   }
 
   /** Plugin.Activate: a second one means dockerd restarted, so every mount ID it held is stale. */
@@ -142,6 +169,10 @@ export class VolumeManager {
     assertVolumeName(name);
     return this.op('mount', name, async () => {
       const current = this.mounted.get(name);
+      if (current?.fenced) {
+        throw new VolumeInUse(`volume ${name} was fenced on this host (${current.fenced}); stop the containers that use it, then it can be mounted again`);
+      }
+      this.upkeep.assertCanMount(name);
       if (current && (await this.isStillMounted(current))) {
         addRef(current, id);
         await this.deps.state.save(this.mounted);
@@ -155,6 +186,7 @@ export class VolumeManager {
       addRef(mountedVolume, id);
       this.mounted.set(name, mountedVolume);
       await this.deps.state.save(this.mounted);
+      this.upkeep.volumeMounted();
       return mountedVolume.mountpoint;
     });
   }
@@ -243,7 +275,7 @@ export class VolumeManager {
     const steps: Step[] = [
       {
         name: 'acquire ownership',
-        run: async () => void (generation = (await lease.acquire(name)).generation),
+        run: async () => void (generation = (await this.acquireWaiting(lease, name)).generation),
         undo: () => lease.release(name),
       },
       { name: 'export', run: async () => void (exp = await driver.export(name)), undo: () => driver.unexport(name) },
@@ -308,6 +340,25 @@ export class VolumeManager {
     return false;
   }
 
+  /**
+   * Acquires the volume, waiting (bounded by lease.mount_wait) while another live host holds
+   * it: the holder may be about to release it, or its lease may be about to expire.
+   */
+  private async acquireWaiting(lease: OwnershipLease, name: string) {
+    const sleep = this.deps.sleep ?? ((ms: number) => new Promise((r) => setTimeout(r, ms)));
+    const deadline = performance.now() + this.deps.config.lease.mount_wait * 1000;
+    for (;;) {
+      try {
+        return await lease.acquire(name);
+      } catch (err) {
+        const remaining = deadline - performance.now();
+        if (!(err instanceof LeaseHeld) || this.liveness.size === 0 || remaining <= 0) throw err;
+        this.log.debug('volume held by another host; waiting', { volume: name, remainingMs: Math.round(remaining), holder: err.message });
+        await sleep(Math.min(1_000, remaining));
+      }
+    }
+  }
+
   /** Last reference gone: umount, detach, unexport, release. Every step runs; failures are reported together. */
   private async unmountAndDetach(name: string, volume: MountedVolume): Promise<void> {
     const found = this.known.get(name) ?? (await this.findVolume(name));
@@ -333,6 +384,7 @@ export class VolumeManager {
     }
     this.mounted.delete(name);
     await this.deps.state.save(this.mounted);
+    if (volume.fenced) await this.upkeep.forgetFenced(name);
     if (failures.length) throw new BackendUnavailable(`volume ${name} was unmounted but cleanup failed: ${failures.join('; ')}`);
     this.log.info('volume unmounted', { volume: name });
   }
@@ -407,6 +459,30 @@ export class VolumeManager {
         if (totalRefs(current) === 0) await this.unmountAndDetach(name, current);
       });
     }
+  }
+
+  /** The operator's `ballast volume release NAME --force`: break a dead host's hold. */
+  async forceRelease(name: string): Promise<VolumeView> {
+    assertVolumeName(name);
+    return this.op('release', name, async () => {
+      if (this.mounted.has(name)) throw new VolumeInUse(`volume ${name} is mounted on this host; unmount it here instead`);
+      const found = await this.findVolume(name);
+      if (!found) throw new VolumeNotFound(name);
+      await this.leaseOf(found.driver).forceRelease(name);
+      const again = await this.findVolume(name);
+      return this.view(found.driver, again!.record);
+    });
+  }
+
+  /** For the lease upkeep: the driver a mounted volume lives on, and its lease. */
+  async ownerOf(name: string): Promise<{ driver: BackendDriver; lease: OwnershipLease } | undefined> {
+    const found = this.known.get(name) ?? (await this.findVolume(name));
+    return found && { driver: found.driver, lease: this.leaseOf(found.driver) };
+  }
+
+  /** For the lease upkeep: runs `body` under the volume's lock. */
+  withVolumeLock<T>(name: string, body: () => Promise<T>): Promise<T> {
+    return this.locks.run(name, body);
   }
 
   // ---- helpers -------------------------------------------------------------------------
@@ -493,8 +569,15 @@ export class VolumeManager {
           : 'detached',
         lease:
           ownership.state === 'held'
-            ? { state: 'held', holder: describeHolder(ownership), generation: ownership.generation, since: ownership.updatedAt }
+            ? {
+                state: 'held',
+                holder: describeHolder(ownership),
+                generation: ownership.generation,
+                since: ownership.updatedAt,
+                ...this.upkeep.leaseAge(driver, ownership.holder.hostId),
+              }
             : { state: 'free', generation: ownership.generation },
+        ...(local?.fenced ? { fenced: local.fenced } : {}),
         health: unhealthy ? `unavailable: ${unhealthy}` : 'ok',
       },
     };

@@ -14,6 +14,8 @@ export interface MountedVolume {
   /** IDs recorded before dockerd restarted: a Mount with one re-arms it to 1 instead of adding. */
   staleIds: string[];
   generation: number;
+  /** Set once the filesystem was shut down because this host may have lost the volume: why. */
+  fenced?: string;
 }
 
 export function totalRefs(volume: MountedVolume): number {
@@ -56,6 +58,7 @@ const stateSchema = z.object({
       refs: z.record(z.string(), z.number().int().positive()),
       staleIds: z.array(z.string()),
       generation: z.number().int(),
+      fenced: z.string().optional(),
     }),
   ),
 });

@@ -41,7 +41,7 @@ describe('LoopDriver', () => {
 
   it('writes ownership only by compare-and-swap on the revision', async () => {
     await driver.create(spec('v'));
-    const held = { state: 'held' as const, holder: { hostId: 'a', bootId: 'b', hostname: 'h' }, generation: 1, updatedAt: 'now' };
+    const held = { state: 'held' as const, holder: { hostId: 'a', bootId: 'b', hostname: 'h', hostGeneration: 0 }, generation: 1, updatedAt: 'now' };
     expect(await driver.writeOwnership('v', 1, held)).toBe(2);
     await expect(driver.writeOwnership('v', 1, { state: 'free', generation: 1, updatedAt: 'x' })).rejects.toThrow(StaleRevision);
     expect((await driver.readOwnership('v'))?.value).toEqual(held);
@@ -49,7 +49,7 @@ describe('LoopDriver', () => {
 
   it('refuses to destroy a held volume and destroys a free one completely', async () => {
     await driver.create(spec('v'));
-    await driver.writeOwnership('v', 1, { state: 'held', holder: { hostId: 'a', bootId: 'b', hostname: 'h' }, generation: 1, updatedAt: 'x' });
+    await driver.writeOwnership('v', 1, { state: 'held', holder: { hostId: 'a', bootId: 'b', hostname: 'h', hostGeneration: 0 }, generation: 1, updatedAt: 'x' });
     await expect(driver.destroy('v')).rejects.toThrow(VolumeInUse);
     await driver.writeOwnership('v', 2, { state: 'free', generation: 1, updatedAt: 'x' });
     await driver.destroy('v');

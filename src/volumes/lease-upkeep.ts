@@ -1,0 +1,136 @@
+import { BackendUnavailable, errorMessage } from '../errors.js';
+import type { BackendDriver } from '../drivers/index.js';
+import { describeHolder } from '../ownership/lease.js';
+import { FenceFiles } from './fence-files.js';
+import type { MountedVolume } from './mount-state.js';
+import type { VolumeManager, VolumeManagerDeps } from './manager.js';
+
+/**
+ * On backends shared by several hosts: renews this host's lease every lease.renew_every,
+ * tells the fence watchdog the daemon is alive, and fences (shuts down the filesystem of)
+ * every mounted volume this host may have lost: when it could not renew for
+ * lease.fence_after, or when another host took the volume over.
+ */
+export class LeaseUpkeep {
+  private timer?: NodeJS.Timeout;
+  private beatSeq = 0;
+  private checking = false;
+  private readonly files: FenceFiles;
+
+  constructor(
+    private readonly manager: VolumeManager,
+    private readonly deps: VolumeManagerDeps,
+  ) {
+    this.files = new FenceFiles(deps.config.state_dir);
+  }
+
+  private get active(): boolean {
+    return this.manager.liveness.size > 0;
+  }
+
+  private get log() {
+    return this.deps.log;
+  }
+
+  async start(): Promise<void> {
+    if (!this.active) return;
+    for (const { keeper } of this.manager.liveness.values()) {
+      await keeper.register().catch((err) => this.log.error('cannot register the host lease; retrying at every renewal', { error: errorMessage(err) }));
+    }
+    await this.beatIfAllRenewed();
+    this.timer = setInterval(() => void this.tick(), this.deps.config.lease.renew_every * 1000);
+    if (this.manager.mountedVolumes().size > 0) this.deps.startWatchdog?.();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** One renewal round; the check of mounted volumes runs beside it and never delays renewals. */
+  async tick(): Promise<void> {
+    for (const { keeper } of this.manager.liveness.values()) await keeper.renew();
+    await this.beatIfAllRenewed();
+    if (this.checking) return;
+    this.checking = true;
+    await this.checkMounted()
+      .catch((err) => this.log.error('lease check of mounted volumes failed', { error: errorMessage(err) }))
+      .finally(() => (this.checking = false));
+  }
+
+  /** Refuses new mounts while this host cannot renew its lease: it may be about to lose everything. */
+  assertCanMount(name: string): void {
+    for (const { keeper } of this.manager.liveness.values()) {
+      const quiet = keeper.secondsSinceRenewal();
+      if (quiet > this.deps.config.lease.fence_after) {
+        throw new BackendUnavailable(`this host has not renewed its lease for ${Math.round(quiet)} s (backend unreachable?); refusing to mount ${name} until it can`);
+      }
+    }
+  }
+
+  volumeMounted(): void {
+    if (this.active) this.deps.startWatchdog?.();
+  }
+
+  /** Lease age for Status: how long ago the holder renewed, as this host saw it (no I/O). */
+  leaseAge(driver: BackendDriver, hostId: string): { renewedSecondsAgo?: number } {
+    const liveness = this.manager.liveness.get(driver);
+    if (!liveness) return {};
+    const quiet = hostId === this.deps.identity.hostId ? liveness.keeper.secondsSinceRenewal() : liveness.monitor.quietSeconds(hostId);
+    return quiet === undefined || !Number.isFinite(quiet) ? {} : { renewedSecondsAgo: Math.round(quiet * 10) / 10 };
+  }
+
+  async forgetFenced(name: string): Promise<void> {
+    const fenced = await this.files.readFenced();
+    if (!(name in fenced)) return;
+    delete fenced[name];
+    await this.files.writeFenced(fenced);
+  }
+
+  private async beatIfAllRenewed(): Promise<void> {
+    const renewEvery = this.deps.config.lease.renew_every;
+    const all = [...this.manager.liveness.values()].every(({ keeper }) => keeper.secondsSinceRenewal() < renewEvery);
+    if (!all) return;
+    this.beatSeq += 1;
+    await this.files.beat(this.beatSeq).catch((err) => this.log.error('cannot write the watchdog heartbeat', { error: errorMessage(err) }));
+  }
+
+  private async checkMounted(): Promise<void> {
+    const mounted = this.manager.mountedVolumes();
+    const byWatchdog = await this.files.readFenced();
+    for (const [name, volume] of mounted) {
+      if (volume.fenced) continue;
+      if (byWatchdog[name]) {
+        await this.markFenced(name, volume, `fenced by the watchdog at ${byWatchdog[name].at}: ${byWatchdog[name].reason}`);
+        continue;
+      }
+      const owner = await this.manager.ownerOf(name).catch(() => undefined);
+      const liveness = owner && this.manager.liveness.get(owner.driver);
+      if (!owner || !liveness) continue;
+      const quiet = liveness.keeper.secondsSinceRenewal();
+      if (quiet > this.deps.config.lease.fence_after) {
+        await this.fence(name, volume, `this host could not renew its lease for ${Math.round(quiet)} s`);
+        continue;
+      }
+      const ownership = (await owner.driver.readOwnership(name).catch(() => undefined))?.value;
+      if (ownership && !owner.lease.heldByMe(ownership)) await this.fence(name, volume, `the volume was taken over by ${describeHolder(ownership)}`);
+    }
+  }
+
+  /** Shuts the volume's filesystem down: every later write on this host fails, nothing reaches the device. */
+  async fence(name: string, volume: MountedVolume, reason: string): Promise<void> {
+    this.log.error('FENCING a volume: its filesystem is shut down, writes on this host now fail', { volume: name, reason });
+    try {
+      await this.deps.filesystem.shutdown(volume.mountpoint);
+    } catch (err) {
+      this.log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) });
+    }
+    await this.markFenced(name, volume, reason);
+  }
+
+  private async markFenced(name: string, volume: MountedVolume, reason: string): Promise<void> {
+    volume.fenced = reason;
+    await this.deps.state.save(this.manager.mountedVolumes());
+    this.log.warn('volume marked fenced: new mounts refused until its containers stop', { volume: name, reason });
+  }
+}
