@@ -14,6 +14,8 @@ export class FakeHost implements Exec {
   private readonly formatted = new Map<string, { fstype: string; bytes: number }>(); // file -> filesystem
   private readonly mounts = new Map<string, string>(); // mountpoint -> device
   private nextLoop = 0;
+  /** Mount points whose filesystem was shut down (xfs_io shutdown): the fence. */
+  readonly shutDown = new Set<string>();
   /** Commands (by prefix) that fail with the given exit code and stderr. */
   readonly failures: { prefix: string; exitCode: number; stderr: string }[] = [];
 
@@ -102,6 +104,9 @@ export class FakeHost implements Exec {
         if (fs) fs.bytes = this.deviceBytes(last);
         return ok();
       }
+      case 'xfs_io':
+        this.shutDown.add(last);
+        return ok();
       case 'fsck':
       case 'e2fsck':
       case 'xfs_growfs':

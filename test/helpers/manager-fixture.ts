@@ -50,8 +50,12 @@ export interface ManagerFixture {
 export const HOST_A: HostIdentity = { hostId: 'node-a', bootId: 'boot-a1', hostname: 'a' };
 
 /** A VolumeManager over a real loop driver in a temp dir and a FakeHost for every command. */
-export async function managerFixture(extraConfig: Record<string, unknown> = {}, identity = HOST_A): Promise<ManagerFixture> {
+export async function managerFixture(
+  extraConfig: Record<string, unknown> | ((dir: string) => Record<string, unknown>) = {},
+  identity = HOST_A,
+): Promise<ManagerFixture> {
   const dir = await mkdtemp(join(tmpdir(), 'ballast-unit-'));
+  const extra = typeof extraConfig === 'function' ? extraConfig(dir) : extraConfig;
   const config = parseConfig(
     {
       socket: join(dir, 'ballast.sock'),
@@ -59,13 +63,14 @@ export async function managerFixture(extraConfig: Record<string, unknown> = {}, 
       mount_root: join(dir, 'mounts'),
       backends: { loop: { root: join(dir, 'loop') } },
       docker: { socket: join(dir, 'docker.sock'), restart_wait_seconds: 0.05 },
-      ...extraConfig,
+      ...extra,
     },
     'test config',
   );
   const host = new FakeHost(join(dir, 'mountinfo'));
   const usage = new FakeUsage();
   const build = async (id: HostIdentity) => {
+    fixture?.manager.stop();
     const log = silentLogger();
     const manager = new VolumeManager({
       config,
@@ -82,15 +87,19 @@ export async function managerFixture(extraConfig: Record<string, unknown> = {}, 
     await manager.start();
     return manager;
   };
-  const fixture: ManagerFixture = {
+  let fixture: ManagerFixture | undefined;
+  fixture = {
     dir,
     config,
     host,
     identity,
     usage,
     manager: await build(identity),
-    restart: async (id = identity) => (fixture.manager = await build(id)),
-    cleanup: () => rm(dir, { recursive: true, force: true }),
+    restart: async (id = identity) => (fixture!.manager = await build(id)),
+    cleanup: async () => {
+      fixture!.manager.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
   };
   return fixture;
 }

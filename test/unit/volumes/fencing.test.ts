@@ -1,0 +1,111 @@
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LoopDriver } from '../../../src/drivers/loop-driver.js';
+import { silentLogger } from '../../../src/log.js';
+import { HostLeaseKeeper } from '../../../src/ownership/host-lease.js';
+import { HostMonitor } from '../../../src/ownership/host-monitor.js';
+import { OwnershipLease } from '../../../src/ownership/lease.js';
+import { managerFixture, type ManagerFixture } from '../../helpers/manager-fixture.js';
+
+// A shared loop root with a very short lease, so that real time (not a fake clock) passes it.
+const LEASE = { seconds: 0.6, renew_every: 0.05, fence_after: 0.3, mount_wait: 0 };
+const sharedConfig = (dir: string) => ({ backends: { loop: { root: join(dir, 'loop'), shared: true } }, lease: LEASE });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('fencing on a shared root (real loop driver, FakeHost commands)', () => {
+  let f: ManagerFixture;
+  const root = () => join(f.dir, 'loop');
+  beforeEach(async () => (f = await managerFixture(sharedConfig)));
+  afterEach(() => f.cleanup());
+
+  /** Another host, node-b, whose clock we run by hand. */
+  function hostB() {
+    const store = new LoopDriver({ root: root(), shared: true }, silentLogger());
+    const clock = { now: 0 };
+    const me = { hostId: 'node-b', bootId: 'b', hostname: 'b' };
+    const keeper = new HostLeaseKeeper(store, me, { leaseSeconds: LEASE.seconds, renewEverySeconds: LEASE.renew_every }, silentLogger(), () => clock.now);
+    const lease = new OwnershipLease(store, me, silentLogger(), { store, keeper, monitor: new HostMonitor(LEASE.seconds, () => clock.now) });
+    return { lease, keeper, clock };
+  }
+
+  it('reports Scope global and keeps renewing this host\'s lease', async () => {
+    expect(f.manager.scope()).toBe('global');
+    const before = (await new LoopDriver({ root: root(), shared: true }, silentLogger()).readHostLease('node-a'))!.renewSeq;
+    await sleep(300);
+    const after = (await new LoopDriver({ root: root(), shared: true }, silentLogger()).readHostLease('node-a'))!.renewSeq;
+    expect(after).toBeGreaterThan(before + 2);
+  });
+
+  it('shuts down the filesystem of a volume another host took over, refuses new mounts, and never frees the new holder\'s lease', async () => {
+    await f.manager.create('v', {});
+    const mp = await f.manager.mount('v', 'c1');
+    const b = hostB();
+    await expect(b.lease.acquire('v')).rejects.toThrow(/in use on host node-a/);
+    // node-a stops renewing as far as node-b can tell: simulate by stopping node-a's upkeep.
+    f.manager.stop();
+    b.clock.now += LEASE.seconds + 0.1;
+    await b.lease.acquire('v');
+    await f.manager.upkeep.tick(); // node-a's next round notices
+    expect([...f.host.shutDown]).toEqual([mp]);
+    expect(f.host.calls).toContain(`xfs_io -x -c shutdown -f ${mp}`);
+    await expect(f.manager.mount('v', 'c2')).rejects.toThrow(/volume v was fenced on this host \(the volume was taken over by host node-b \(b\)\)/);
+    expect((await f.manager.get('v')).status.fenced).toMatch(/taken over by host node-b/);
+    await f.manager.unmount('v', 'c1'); // Docker stops the container: clean up locally
+    expect(f.host.mountPoints).toEqual([]);
+    expect(f.host.attachedDevices).toEqual([]);
+    expect((await b.lease.acquire('v')).state).toBe('held'); // still node-b's
+  });
+
+  it('fences its own volumes and refuses mounts when it cannot renew for fence_after', async () => {
+    await f.manager.create('v', {});
+    const mp = await f.manager.mount('v', 'c1');
+    await f.manager.create('w', {});
+    // Break the host-lease directory: renewals now fail.
+    await rm(join(root(), '.hosts'), { recursive: true });
+    await writeFile(join(root(), '.hosts'), 'not a directory');
+    await sleep(LEASE.fence_after * 1000 + 200);
+    await f.manager.upkeep.tick();
+    expect(f.host.shutDown.has(mp)).toBe(true);
+    await expect(f.manager.mount('w', 'x')).rejects.toThrow(/this host has not renewed its lease for \d+ s .*refusing to mount w/);
+    // The backend comes back: new mounts work again.
+    await rm(join(root(), '.hosts'));
+    await mkdir(join(root(), '.hosts'));
+    await f.manager.upkeep.tick();
+    await f.manager.mount('w', 'x');
+  });
+
+  it('waits for a live holder to release, within lease.mount_wait', async () => {
+    f.manager.stop();
+    f = await (async () => {
+      await f.cleanup();
+      return managerFixture((dir) => ({ ...sharedConfig(dir), lease: { ...LEASE, mount_wait: 5 } }));
+    })();
+    await f.manager.create('v', {});
+    const b = hostB();
+    await b.keeper.register();
+    await b.lease.acquire('v');
+    const renewing = setInterval(() => void b.keeper.renew(), 50);
+    try {
+      const mounting = f.manager.mount('v', 'c1');
+      await sleep(300);
+      await b.lease.release('v');
+      expect(await mounting).toBe(join(f.dir, 'mounts', 'v'));
+    } finally {
+      clearInterval(renewing);
+    }
+  });
+
+  it('gives up after mount_wait with the holder named', async () => {
+    await f.manager.create('v', {});
+    const b = hostB();
+    await b.keeper.register();
+    await b.lease.acquire('v');
+    const renewing = setInterval(() => void b.keeper.renew(), 50);
+    try {
+      await expect(f.manager.mount('v', 'c1')).rejects.toThrow(/mount v: volume v is in use on host node-b \(b\) \(lease renewed \d s ago\); it moves when node-b releases it/);
+      expect(f.host.calls).toEqual([]);
+    } finally {
+      clearInterval(renewing);
+    }
+  });
+});
