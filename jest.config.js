@@ -9,6 +9,8 @@ const common = {
   modulePathIgnorePatterns: ['<rootDir>/dist/'],
 };
 export default {
+  // Integration tests wait on real leases, daemons and dockerd; each bounds its own waits.
+  testTimeout: 180_000,
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     { ...common, displayName: 'plugin', testMatch: ['<rootDir>/test/plugin/**/*.test.ts'] },

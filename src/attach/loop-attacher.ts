@@ -1,3 +1,5 @@
+import { constants } from 'node:fs';
+import { open } from 'node:fs/promises';
 import type { Export } from '../export.js';
 import type { Exec } from './exec.js';
 import type { Attacher } from './types.js';
@@ -15,15 +17,39 @@ export function parseLosetupJson(stdout: string): { device: string; file: string
     .map((row) => ({ device: String(row.name), file: String(row['back-file']).replace(/ \(deleted\)$/, '') }));
 }
 
-/** Attaches image files as loop devices with losetup, reusing a device already bound to the file. */
+/**
+ * True when nothing has the block device open exclusively: no filesystem is mounted from
+ * it in any mount namespace (a mount claims its device kernel-wide, and O_EXCL fails with EBUSY).
+ */
+export async function deviceIsUnclaimed(device: string): Promise<boolean> {
+  try {
+    const handle = await open(device, constants.O_RDONLY | constants.O_EXCL);
+    await handle.close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Attaches image files as loop devices with losetup, reusing an idle device already bound to the file. */
 export class LoopAttacher implements Attacher {
   readonly transport = 'loop';
 
-  constructor(private readonly exec: Exec) {}
+  constructor(
+    private readonly exec: Exec,
+    private readonly isUnclaimed: (device: string) => Promise<boolean> = deviceIsUnclaimed,
+  ) {}
 
-  /** --nooverlap makes losetup return the device already bound to the file instead of binding another. */
+  /**
+   * Reuses a device bound to the file only if no filesystem is mounted from it: on a shared
+   * root seen by one kernel (hosts as namespaces), a device still mounted by a fenced former
+   * holder must not be shared with the new one.
+   */
   async attach(exp: Export): Promise<string> {
-    const { stdout } = await this.exec.run(['losetup', '--find', '--show', '--nooverlap', exp.file]);
+    for (const device of await this.devicesFor(exp.file)) {
+      if (await this.isUnclaimed(device)) return device;
+    }
+    const { stdout } = await this.exec.run(['losetup', '--find', '--show', exp.file]);
     const device = stdout.trim();
     if (!/^\/dev\/loop\d+$/.test(device)) throw new Error(`losetup printed no loop device for ${exp.file}: ${JSON.stringify(stdout)}`);
     return device;

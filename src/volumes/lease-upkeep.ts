@@ -1,7 +1,7 @@
 import { BackendUnavailable, errorMessage } from '../errors.js';
 import type { BackendDriver } from '../drivers/index.js';
 import { describeHolder } from '../ownership/lease.js';
-import { FenceFiles } from './fence-files.js';
+import { FenceFiles, type FencedVolumes } from './fence-files.js';
 import type { MountedVolume } from './mount-state.js';
 import type { VolumeManager, VolumeManagerDeps } from './manager.js';
 
@@ -38,6 +38,7 @@ export class LeaseUpkeep {
       await keeper.register().catch((err) => this.log.error('cannot register the host lease; retrying at every renewal', { error: errorMessage(err) }));
     }
     await this.beatIfAllRenewed();
+    await this.checkMounted(); // before serving: learn what was lost while the daemon was away
     this.timer = setInterval(() => void this.tick(), this.deps.config.lease.renew_every * 1000);
     if (this.manager.mountedVolumes().size > 0) this.deps.startWatchdog?.();
   }
@@ -96,25 +97,36 @@ export class LeaseUpkeep {
   }
 
   private async checkMounted(): Promise<void> {
-    const mounted = this.manager.mountedVolumes();
     const byWatchdog = await this.files.readFenced();
-    for (const [name, volume] of mounted) {
-      if (volume.fenced) continue;
-      if (byWatchdog[name]) {
-        await this.markFenced(name, volume, `fenced by the watchdog at ${byWatchdog[name].at}: ${byWatchdog[name].reason}`);
-        continue;
-      }
-      const owner = await this.manager.ownerOf(name).catch(() => undefined);
-      const liveness = owner && this.manager.liveness.get(owner.driver);
-      if (!owner || !liveness) continue;
-      const quiet = liveness.keeper.secondsSinceRenewal();
-      if (quiet > this.deps.config.lease.fence_after) {
-        await this.fence(name, volume, `this host could not renew its lease for ${Math.round(quiet)} s`);
-        continue;
-      }
-      const ownership = (await owner.driver.readOwnership(name).catch(() => undefined))?.value;
-      if (ownership && !owner.lease.heldByMe(ownership)) await this.fence(name, volume, `the volume was taken over by ${describeHolder(ownership)}`);
+    for (const [name, volume] of this.manager.mountedVolumes()) await this.check(name, volume, byWatchdog);
+  }
+
+  /**
+   * Fences `volume` if this host may have lost it: the watchdog fenced it, this host could
+   * not renew for fence_after, or the ownership record names another holder. Returns true
+   * when the volume is (now) fenced.
+   */
+  async check(name: string, volume: MountedVolume, byWatchdog?: FencedVolumes): Promise<boolean> {
+    if (volume.fenced) return true;
+    const fencedByWatchdog = (byWatchdog ?? (await this.files.readFenced()))[name];
+    if (fencedByWatchdog) {
+      await this.markFenced(name, volume, `fenced by the watchdog at ${fencedByWatchdog.at}: ${fencedByWatchdog.reason}`);
+      return true;
     }
+    const owner = await this.manager.ownerOf(name).catch(() => undefined);
+    const liveness = owner && this.manager.liveness.get(owner.driver);
+    if (!owner || !liveness) return false;
+    const quiet = liveness.keeper.secondsSinceRenewal();
+    if (quiet > this.deps.config.lease.fence_after) {
+      await this.fence(name, volume, `this host could not renew its lease for ${Math.round(quiet)} s`);
+      return true;
+    }
+    const ownership = (await owner.driver.readOwnership(name).catch(() => undefined))?.value;
+    if (ownership && !owner.lease.heldByMe(ownership)) {
+      await this.fence(name, volume, `the volume was taken over by ${describeHolder(ownership)}`);
+      return true;
+    }
+    return false;
   }
 
   /** Shuts the volume's filesystem down: every later write on this host fails, nothing reaches the device. */

@@ -169,6 +169,7 @@ export class VolumeManager {
     assertVolumeName(name);
     return this.op('mount', name, async () => {
       const current = this.mounted.get(name);
+      if (current) await this.upkeep.check(name, current); // another host may have taken it
       if (current?.fenced) {
         throw new VolumeInUse(`volume ${name} was fenced on this host (${current.fenced}); stop the containers that use it, then it can be mounted again`);
       }

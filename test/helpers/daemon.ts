@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, writeFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, writeFile, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -61,6 +61,7 @@ export class BallastProcess {
       backends: { loop: { root: daemon.loopRoot } },
       ...options.config,
     };
+    await mkdir(dir, { recursive: true });
     await writeFile(daemon.configPath, dump(config));
     return daemon;
   }
@@ -117,6 +118,32 @@ export class BallastProcess {
     return (await this.logs()).filter(
       (l) => l.message === 'request' && l.request === method && (volume === undefined || l.volume === volume),
     ).length;
+  }
+
+  /** The fence watchdog `ballast serve` spawned (detached, it outlives the daemon), if it runs. */
+  async watchdogPid(): Promise<number | undefined> {
+    try {
+      const pid = Number(await readFile(join(this.stateDir, 'watchdog.pid'), 'utf8'));
+      process.kill(pid, 0);
+      return pid;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Stops the fence watchdog by the PID the daemon recorded for it. */
+  async stopWatchdog(): Promise<void> {
+    const pid = await this.watchdogPid();
+    if (pid === undefined) return;
+    process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100; i += 1) {
+      try {
+        process.kill(pid, 0);
+      } catch {
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
   }
 
   async removeDir(): Promise<void> {

@@ -73,8 +73,6 @@ export class FakeHost implements Exec {
           return ok(JSON.stringify({ loopdevices: rows }));
         }
         if (argv.includes('--find')) {
-          const bound = [...this.loops].find(([, f]) => f === last);
-          if (bound && argv.includes('--nooverlap')) return ok(`${bound[0]}\n`);
           const device = `/dev/loop${this.nextLoop++}`;
           this.loops.set(device, last);
           return ok(`${device}\n`);

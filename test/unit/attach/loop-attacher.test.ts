@@ -14,14 +14,31 @@ describe('parseLosetupJson', () => {
 describe('LoopAttacher', () => {
   const query = `losetup --json --list --associated ${FILE} --output NAME,BACK-FILE`;
 
-  it('attaches with one losetup that reuses a device already bound to the file', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --find', stdout: '/dev/loop7\n' });
-    expect(await new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop7');
-    expect(exec.commands).toEqual([`losetup --find --show --nooverlap ${FILE}`]);
+  const unclaimed = (...free: string[]) => async (device: string) => free.includes(device);
+
+  it('attaches a file that has no device yet', async () => {
+    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([]) }, { match: 'losetup --find', stdout: '/dev/loop7\n' });
+    expect(await new LoopAttacher(exec, unclaimed()).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop7');
+    expect(exec.commands).toEqual([query, `losetup --find --show ${FILE}`]);
+  });
+
+  it('reuses an idle device already bound to the file', async () => {
+    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([{ name: '/dev/loop2', 'back-file': FILE }]) });
+    expect(await new LoopAttacher(exec, unclaimed('/dev/loop2')).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop2');
+    expect(exec.commands).toEqual([query]);
+  });
+
+  it('binds a new device rather than share one a (fenced) former holder still has mounted', async () => {
+    const exec = new FakeExec().reply(
+      { match: 'losetup --json', stdout: listing([{ name: '/dev/loop2', 'back-file': FILE }]) },
+      { match: 'losetup --find', stdout: '/dev/loop3\n' },
+    );
+    expect(await new LoopAttacher(exec, unclaimed()).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop3');
+    expect(exec.commands).toEqual([query, `losetup --find --show ${FILE}`]);
   });
 
   it('refuses output that is not a loop device', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --find', stdout: 'something else' });
+    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([]) }, { match: 'losetup --find', stdout: 'something else' });
     await expect(new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).rejects.toThrow(/printed no loop device/);
   });
 
@@ -35,14 +52,14 @@ describe('LoopAttacher', () => {
   });
 
   it('fails with the command and its stderr when losetup fails', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --find', exitCode: 1, stderr: 'losetup: cannot find an unused loop device' });
+    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([]) }, { match: 'losetup --find', exitCode: 1, stderr: 'losetup: cannot find an unused loop device' });
     await expect(new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).rejects.toThrow(
-      /command 'losetup --find --show --nooverlap .*disk\.img' exited with code 1: losetup: cannot find an unused loop device/,
+      /command 'losetup --find --show .*disk\.img' exited with code 1: losetup: cannot find an unused loop device/,
     );
   });
 
   it('reports a timed-out command as such', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --find', timedOut: true });
+    const exec = new FakeExec().reply({ match: 'losetup --json', timedOut: true });
     await expect(new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).rejects.toThrow(/timed out/);
   });
 });
