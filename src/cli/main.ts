@@ -28,6 +28,7 @@ options:
 interface VolumesReply {
   Volumes: VolumeView[];
   Mounted: Record<string, MountedVolume>;
+  Hosts: Record<string, unknown>[];
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -67,7 +68,9 @@ async function main(argv: string[]): Promise<number> {
       const reply = await callDaemon<VolumesReply>(config.socket, 'Ballast.Volumes');
       const volume = reply.Volumes.find((v) => v.name === name);
       if (!volume) throw new Error(`volume ${name} does not exist`);
-      process.stdout.write(`${JSON.stringify({ ...volume, mountedHere: reply.Mounted[name] ?? null }, null, 2)}\n`);
+      // The holder's lease as this host sees it, beside every host lease on the backend: a
+      // holder is takeable once its renewedSecondsAgoHere passes its leaseSeconds.
+      process.stdout.write(`${JSON.stringify({ ...volume, mountedHere: reply.Mounted[name] ?? null, hostLeases: reply.Hosts }, null, 2)}\n`);
       return 0;
     }
     case 'volume grow': {

@@ -52,6 +52,7 @@ export class LeaseUpkeep {
   async tick(): Promise<void> {
     for (const { keeper } of this.manager.liveness.values()) await keeper.renew();
     await this.beatIfAllRenewed();
+    await this.observeHosts();
     if (this.checking) return;
     this.checking = true;
     await this.checkMounted()
@@ -86,6 +87,18 @@ export class LeaseUpkeep {
     if (!(name in fenced)) return;
     delete fenced[name];
     await this.files.writeFenced(fenced);
+  }
+
+  /**
+   * Reads every host lease each round, so this host's view of who is alive is always
+   * current: a holder counts as dead lease.seconds after its renewSeq stopped moving, not
+   * lease.seconds after someone first asked.
+   */
+  private async observeHosts(): Promise<void> {
+    for (const { store, monitor } of this.manager.liveness.values()) {
+      const leases = await store.listHostLeases().catch(() => undefined);
+      for (const lease of leases ?? []) monitor.observe(lease.hostId, lease);
+    }
   }
 
   private async beatIfAllRenewed(): Promise<void> {

@@ -475,6 +475,20 @@ export class VolumeManager {
     });
   }
 
+  /** Every host lease on the shared backends, and how long ago each renewed as this host sees it. */
+  async hosts(): Promise<Record<string, unknown>[]> {
+    const rows: Record<string, unknown>[] = [];
+    for (const { store, monitor, keeper } of this.liveness.values()) {
+      for (const lease of await store.listHostLeases()) {
+        const self = lease.hostId === this.deps.identity.hostId;
+        monitor.observe(lease.hostId, lease);
+        const quiet = self ? keeper.secondsSinceRenewal() : monitor.quietSeconds(lease.hostId);
+        rows.push({ ...lease, renewedSecondsAgoHere: quiet === undefined ? null : Math.round(quiet * 10) / 10, self });
+      }
+    }
+    return rows;
+  }
+
   /** For the lease upkeep: the driver a mounted volume lives on, and its lease. */
   async ownerOf(name: string): Promise<{ driver: BackendDriver; lease: OwnershipLease } | undefined> {
     const found = this.known.get(name) ?? (await this.findVolume(name));
