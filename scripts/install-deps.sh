@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Runtime: loop devices, filesystems. Tests: a real Docker engine, compose, a busybox image source.
-DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps)
+# Runtime: loop devices, filesystems. Tests: a real Docker engine, compose, a busybox image source;
+# multi-host tests: sqlite3 (copied into a test image) and iptables (a FORWARD rule for their bridge).
+DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

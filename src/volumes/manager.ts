@@ -72,7 +72,6 @@ export class VolumeManager {
   private mounted = new Map<string, MountedVolume>();
   /** Last record seen per volume: Get answers from it when the backend is down. */
   private readonly known = new Map<string, { driver: BackendDriver; record: VolumeRecord }>();
-  private activations = 0;
   /** The stale-ID prune started by the latest dockerd restart, for tests and shutdown. */
   staleIdPrune: Promise<void> = Promise.resolve();
 
@@ -107,11 +106,15 @@ export class VolumeManager {
     this.upkeep.stop();
   }
 
-  /** Plugin.Activate: a second one means dockerd restarted, so every mount ID it held is stale. */
+  /**
+   * Plugin.Activate comes once from each dockerd process (a dockerd that merely reconnects
+   * after a ballast restart does not send it). So any mount ID recorded before an Activate
+   * belongs to an earlier dockerd - one that restarted, or crashed together with ballast -
+   * and is stale.
+   */
   async activate(): Promise<void> {
-    this.activations += 1;
-    if (this.activations < 2) return;
-    this.log.info('dockerd activated the plugin again (it restarted): marking mount IDs stale and reconciling');
+    if (this.mounted.size === 0) return;
+    this.log.info('dockerd activated the plugin (a new dockerd): marking earlier mount IDs stale and reconciling');
     for (const volume of this.mounted.values()) markStale(volume);
     await this.deps.state.save(this.mounted);
     await this.reconcile();

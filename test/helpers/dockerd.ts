@@ -17,6 +17,10 @@ import { requireRootAndTools } from './root.js';
 // /run/docker/plugins/ballast.sock is private, and dockerd can be stopped and started again while
 // the namespace, ballast and ballast's mounts survive. Every process started here has its PID
 // tracked and a parent-death signal (setpriv --pdeathsig), so a crashed jest takes it down too.
+//
+// With the `netns` and `hostname` options the same harness is one host of a multi-host cluster
+// (test/helpers/multihost.ts): the holder is started inside that network namespace with a UTS
+// namespace of its own, and nsPrefix() enters all three namespaces.
 
 export const DOCKER_BIN = process.env.BALLAST_TEST_DOCKER ?? 'docker';
 export const COMPOSE_BIN = process.env.BALLAST_TEST_COMPOSE ?? 'docker-compose';
@@ -28,7 +32,7 @@ export const PLUGIN_SOCKET = '/run/docker/plugins/ballast.sock';
 const APPLETS = [
   'sh', 'ash', 'ls', 'cat', 'echo', 'printf', 'md5sum', 'sha256sum', 'dd', 'head', 'tail', 'sleep', 'mkdir', 'rm',
   'wc', 'test', '[', 'true', 'false', 'sync', 'stat', 'date', 'touch', 'grep', 'cp', 'mv', 'seq', 'df', 'id', 'env',
-  'tee', 'kill', 'cut', 'sort', 'uniq', 'tr', 'xargs', 'find', 'du', 'mount',
+  'tee', 'kill', 'cut', 'sort', 'uniq', 'tr', 'xargs', 'find', 'du', 'mount', 'hostname', 'awk', 'expr',
 ];
 
 export interface CommandResult {
@@ -190,6 +194,22 @@ export interface HarnessOptions {
   startBallast?: boolean;
   /** Extra keys for ballast's config (merged over the harness defaults). */
   ballastConfig?: Record<string, unknown>;
+  /** The harness dir (created if missing); default a new temp dir. */
+  dir?: string;
+  /**
+   * One "host" of a multi-host cluster (test/helpers/multihost.ts): the namespace holder is
+   * started inside this network namespace (a name under /run/netns), and dockerd, ballast and
+   * every command run through nsPrefix() join it.
+   */
+  netns?: string;
+  /** A UTS namespace of its own with this hostname (dockerd's node name, ballast's hostname). */
+  hostname?: string;
+  /** ballast's loop root when it is not the harness's own DIR/ballast/loop (a root shared by hosts). */
+  loopRoot?: string;
+  /** dockerd --cgroup-parent: a name unique to this harness, whose cgroups teardown removes. */
+  cgroupParent?: string;
+  /** A busybox:local tarball made once (buildBusyboxTar) for several harnesses; default: build one. */
+  busyboxTar?: string;
 }
 
 export interface TeardownReport {
@@ -237,7 +257,10 @@ export class DockerHarness {
   /** Creates the namespace, starts dockerd (and ballast unless told not to) and imports busybox:local. */
   static async start(options: HarnessOptions): Promise<DockerHarness> {
     requireRootAndTools('dockerd', DOCKER_BIN, 'unshare', 'nsenter', 'setpriv', 'losetup', 'mkfs.ext4', 'blkid', 'busybox');
-    const dir = await mkdtemp(join(tmpdir(), `ballast-docker-${options.name}-`));
+    if (options.netns) requireRootAndTools('ip', 'hostname');
+    let dir = options.dir;
+    if (dir) mkdirSync(dir, { recursive: true });
+    else dir = await mkdtemp(join(tmpdir(), `ballast-docker-${options.name}-`));
     const h = new DockerHarness(dir, options);
     try {
       for (const d of [h.dataRoot, h.execRoot, h.pluginSpecDir, h.cliConfig, join(dir, 'ballast')]) mkdirSync(d, { recursive: true });
@@ -246,7 +269,12 @@ export class DockerHarness {
         dir: join(dir, 'ballast'),
         prefix: h.nsPrefix(),
         socket: PLUGIN_SOCKET,
-        config: { defaults: { size: '64M' }, docker: { socket: h.dockerSocket }, ...options.ballastConfig },
+        config: {
+          defaults: { size: '64M' },
+          docker: { socket: h.dockerSocket },
+          ...(options.loopRoot ? { backends: { loop: { root: options.loopRoot } } } : {}),
+          ...options.ballastConfig,
+        },
       });
       await h.startDockerd();
       if (options.startBallast !== false) await h.startBallast();
@@ -270,9 +298,29 @@ export class DockerHarness {
     return `/proc/${this.nsPid}/mountinfo`;
   }
 
-  /** argv prefix that runs a command inside the private mount namespace. */
+  /**
+   * argv prefix that runs a command inside the private mount namespace (and, for a cluster
+   * host, its network and UTS namespaces).
+   */
   nsPrefix(): string[] {
-    return ['nsenter', `--mount=/proc/${this.nsPid}/ns/mnt`, 'setpriv', '--pdeathsig', 'SIGTERM'];
+    const pid = this.nsPid;
+    return [
+      'nsenter',
+      `--mount=/proc/${pid}/ns/mnt`,
+      ...(this.options.netns ? [`--net=/proc/${pid}/ns/net`] : []),
+      ...(this.options.hostname ? [`--uts=/proc/${pid}/ns/uts`] : []),
+      'setpriv', '--pdeathsig', 'SIGTERM',
+    ];
+  }
+
+  /** The host's name in a cluster (its hostname), or the harness name. */
+  get label(): string {
+    return this.options.hostname ?? this.options.name;
+  }
+
+  /** ballast's loop root (shared by every host of a cluster). */
+  get loopRoot(): string {
+    return this.options.loopRoot ?? this.ballast.loopRoot;
   }
 
   private async startHolder(): Promise<void> {
@@ -283,12 +331,19 @@ export class DockerHarness {
       'mount -t tmpfs -o mode=0755,size=16m ballast-test-plugins /run/docker/plugins',
       'mount -t tmpfs -o mode=0711,size=64m ballast-test-containerd /run/containerd',
       `mount --bind '${this.etcDir}' /etc/docker`,
+      ...(this.options.hostname ? [`hostname '${this.options.hostname}'`] : []),
       'echo ready',
       'exec sleep infinity',
     ].join('\n');
-    const holder = spawn('setpriv', ['--pdeathsig', 'SIGKILL', 'unshare', '--mount', '--propagation', 'private', 'sh', '-c', script], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    // A cluster host: the holder enters the host's network namespace with nsenter (not
+    // `ip netns exec`, which remounts /sys: dockerd then finds no cgroups) before unsharing.
+    const argv = [
+      'setpriv', '--pdeathsig', 'SIGKILL',
+      ...(this.options.netns ? ['nsenter', `--net=/run/netns/${this.options.netns}`] : []),
+      'unshare', '--mount', ...(this.options.hostname ? ['--uts'] : []), '--propagation', 'private',
+      'sh', '-c', script,
+    ];
+    const holder = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     this.holder = holder;
     let out = '';
     holder.stdout?.on('data', (c: Buffer) => (out += c.toString()));
@@ -322,6 +377,7 @@ export class DockerHarness {
       '--bridge', 'none',
       '--iptables=false',
       '--ip-masq=false',
+      ...(this.options.cgroupParent ? ['--cgroup-parent', this.options.cgroupParent] : []),
     ];
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', logFd, logFd] });
     closeSync(logFd);
@@ -398,7 +454,42 @@ export class DockerHarness {
 
   /** Like BallastProcess.stop, with a timer that does not keep jest waiting after the exit. */
   async stopBallast(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    await stopChild(this.ballast?.child, signal, 15_000);
+    const child = this.ballast?.child;
+    // A ballast stopped with SIGSTOP (a "hung" host) would not act on SIGTERM until continued.
+    if (alive(child) && signal !== 'SIGKILL') child!.kill('SIGCONT');
+    await stopChild(child, signal, 15_000);
+  }
+
+  /**
+   * The fence watchdog ballast spawned (detached: it outlives the daemon on purpose), by the
+   * PID ballast wrote to STATE_DIR/watchdog.pid; only a live `fence-watchdog` process inside
+   * this harness's namespace counts.
+   */
+  watchdogPid(): number | undefined {
+    let pid = 0;
+    try {
+      pid = Number(readFileSync(join(this.ballast.stateDir, 'watchdog.pid'), 'utf8').trim());
+    } catch {
+      return undefined;
+    }
+    if (!(pid > 0) || !this.inNamespace(pid)) return undefined;
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('fence-watchdog') ? pid : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** SIGKILL to the fence watchdog, if one runs; waits (bounded) for it to go. */
+  async stopWatchdog(): Promise<void> {
+    const pid = this.watchdogPid();
+    if (pid === undefined) return;
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      return;
+    }
+    await waitFor(() => !this.inNamespace(pid), `the fence watchdog (${pid}) to exit`, 10_000, 50);
   }
 
   async restartBallast(): Promise<void> {
@@ -496,13 +587,13 @@ export class DockerHarness {
 
   /** Loop devices backed by files under ballast's loop root (or one volume's dir). */
   ballastLoops(volume?: string): string[] {
-    return loopDevicesUnder(volume ? join(this.ballast.loopRoot, volume) : this.ballast.loopRoot);
+    return loopDevicesUnder(volume ? join(this.loopRoot, volume) : this.loopRoot);
   }
 
   /** Entries of the loop root (volume dirs and any staging leftovers). */
   async loopRootEntries(): Promise<string[]> {
     try {
-      return (await readdir(this.ballast.loopRoot)).sort();
+      return (await readdir(this.loopRoot)).sort();
     } catch {
       return [];
     }
@@ -606,7 +697,7 @@ export class DockerHarness {
       ? (JSON.parse(readFileSync(join(this.ballast.stateDir, 'mounts.json'), 'utf8')) as { volumes: Record<string, unknown> })
       : { volumes: {} };
     if (mounts.length) problems.push(`mounts left under ${this.ballast.mountRoot}: ${mounts.join(', ')}`);
-    if (loops.length) problems.push(`loop devices left for ${this.ballast.loopRoot}: ${loops.join(', ')}`);
+    if (loops.length) problems.push(`loop devices left for ${this.loopRoot}: ${loops.join(', ')}`);
     if (entries.length) problems.push(`entries left in the loop root: ${entries.join(', ')}`);
     if (Object.keys(state.volumes).length) problems.push(`ballast still records mounts: ${JSON.stringify(state.volumes)}`);
     if (mountsUnder(this.dir).length) problems.push(`mounts visible on the HOST under ${this.dir}: ${mountsUnder(this.dir).join(', ')}`);
@@ -617,21 +708,13 @@ export class DockerHarness {
 
   /** busybox:local from the machine's static busybox: no registry involved. */
   async importBusybox(): Promise<void> {
-    const root = join(this.dir, 'busybox-root');
-    mkdirSync(join(root, 'bin'), { recursive: true });
-    mkdirSync(join(root, 'tmp'), { recursive: true });
-    mkdirSync(join(root, 'etc'), { recursive: true });
-    // Image content at a path a volume can be mounted on: dockerd copies it into a new volume.
-    writeFileSync(join(root, 'etc', 'image-release'), 'busybox:local for ballast tests\n');
-    const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
-    if (!busybox) throw new Error('no /bin/busybox: run scripts/install-deps.sh (busybox-static)');
-    copyFileSync(busybox, join(root, 'bin/busybox'));
-    for (const applet of APPLETS) symlinkSync('busybox', join(root, 'bin', applet));
-    const tar = join(this.dir, 'busybox.tar');
-    const tarred = await runCommand(['tar', '-C', root, '-cf', tar, '.'], { timeoutMs: 30_000 });
-    if (tarred.code !== 0) throw new Error(`tar failed: ${describeResult(tarred)}`);
-    await this.ok(['import', '-', IMAGE], { input: { file: tar }, timeoutMs: 60_000 });
-    await rm(root, { recursive: true, force: true });
+    const tar = this.options.busyboxTar ?? (await buildBusyboxTar(this.dir));
+    await this.importImage(tar, IMAGE);
+  }
+
+  /** `docker import` of a root filesystem tarball as `name`. */
+  async importImage(tar: string, name: string): Promise<void> {
+    await this.ok(['import', '-', name], { input: { file: tar }, timeoutMs: 60_000 });
   }
 
   // ---- diagnostics -----------------------------------------------------------------------
@@ -657,6 +740,7 @@ export class DockerHarness {
   }
 
   async diagnostics(ballastLines = 40, dockerdLines = 25): Promise<string> {
+    const who = this.options.hostname ? ` of ${this.options.hostname}` : '';
     const ballast = (await this.logs())
       .slice(-ballastLines)
       .map((l) => {
@@ -676,7 +760,7 @@ export class DockerHarness {
     } catch {
       dockerd = '  (no dockerd log)';
     }
-    return `--- ballast log tail (${this.ballast?.logPath}) ---\n${ballast}\n--- dockerd log tail (${this.dockerdLog}) ---\n${dockerd}`;
+    return `--- ballast log tail${who} (${this.ballast?.logPath}) ---\n${ballast}\n--- dockerd log tail${who} (${this.dockerdLog}) ---\n${dockerd}`;
   }
 
   // ---- teardown --------------------------------------------------------------------------
@@ -709,7 +793,8 @@ export class DockerHarness {
         const cgroup = readFileSync(`/proc/${entry}/cgroup`, 'utf8');
         const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
         if (/^\d+ \(.*\) Z/.test(stat)) continue;
-        if (ids.some((id) => cgroup.includes(`/docker/${id}`) || cgroup.includes(`docker-${id}.scope`))) pids.push(Number(entry));
+        // /docker/ID, /PARENT/ID with --cgroup-parent, or docker-ID.scope: IDs are 64 hex digits.
+        if (ids.some((id) => cgroup.includes(`/${id}`) || cgroup.includes(`docker-${id}.scope`))) pids.push(Number(entry));
       } catch {
         // gone
       }
@@ -751,6 +836,8 @@ export class DockerHarness {
     if (alive(this.dockerd)) await attempt('remove containers', () => this.removeAllContainers());
     await attempt('stop dockerd', () => this.stopDockerd());
     await attempt('stop ballast', () => this.stopBallast());
+    // Expected to outlive ballast (it fences when ballast dies): stopped here, not a stray.
+    await attempt('stop the fence watchdog', () => this.stopWatchdog());
     // Anything dockerd started (containerd, shims) lives in the namespace: it must be gone now.
     await attempt('wait for the namespace to empty', () =>
       waitFor(() => this.pidsInNamespace().length === 0, 'processes in the test namespace to exit', 15_000, 100),
@@ -789,6 +876,19 @@ export class DockerHarness {
         }
       }
     }
+    // The cgroup parent named for this harness alone (cluster hosts), in every hierarchy.
+    const parent = this.options.cgroupParent;
+    if (parent) {
+      let controllers: string[] = [];
+      try {
+        controllers = readdirSync('/sys/fs/cgroup');
+      } catch {
+        // no cgroup fs
+      }
+      for (const dir of [...controllers.map((c) => join('/sys/fs/cgroup', c, parent)), join('/sys/fs/cgroup', parent)]) {
+        if (existsSync(dir)) await attempt(`remove cgroup ${dir}`, async () => removeCgroupTree(dir));
+      }
+    }
     // The namespace is gone with its last process; its mounts go with it. Let the kernel finish.
     await attempt('wait for the namespace mounts to go', () =>
       waitFor(() => mountsUnder(this.dir).length === 0, 'host mounts under the test dir to go', 5_000, 100).catch(() => true),
@@ -818,6 +918,38 @@ export class DockerHarness {
   }
 }
 
+/** rmdir of a cgroup and the (empty) cgroups below it, deepest first. */
+function removeCgroupTree(path: string): void {
+  for (const entry of readdirSync(path, { withFileTypes: true })) {
+    if (entry.isDirectory()) removeCgroupTree(join(path, entry.name));
+  }
+  rmdirSync(path);
+}
+
+/**
+ * A root filesystem tarball for busybox:local (the machine's static busybox and its applets),
+ * written to DIR/busybox.tar; `extra(root)` may add files before it is packed.
+ */
+export async function buildBusyboxTar(dir: string, options: { name?: string; extra?: (root: string) => Promise<void> | void } = {}): Promise<string> {
+  const name = options.name ?? 'busybox';
+  const root = join(dir, `${name}-root`);
+  mkdirSync(join(root, 'bin'), { recursive: true });
+  mkdirSync(join(root, 'tmp'), { recursive: true });
+  mkdirSync(join(root, 'etc'), { recursive: true });
+  // Image content at a path a volume can be mounted on: dockerd copies it into a new volume.
+  writeFileSync(join(root, 'etc', 'image-release'), `${name}:local for ballast tests\n`);
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((p) => existsSync(p));
+  if (!busybox) throw new Error('no /bin/busybox: run scripts/install-deps.sh (busybox-static)');
+  copyFileSync(busybox, join(root, 'bin/busybox'));
+  for (const applet of APPLETS) symlinkSync('busybox', join(root, 'bin', applet));
+  await options.extra?.(root);
+  const tar = join(dir, `${name}.tar`);
+  const tarred = await runCommand(['tar', '-C', root, '-cf', tar, '.'], { timeoutMs: 30_000 });
+  if (tarred.code !== 0) throw new Error(`tar failed: ${describeResult(tarred)}`);
+  await rm(root, { recursive: true, force: true });
+  return tar;
+}
+
 export interface VolumeInspect {
   Name: string;
   Driver: string;
@@ -832,7 +964,7 @@ export interface VolumeInspect {
  * Wraps a test body so that any failure (a plain expect() included) carries the tail of
  * ballast's and dockerd's logs, unless the message already has them.
  */
-export function withDiagnostics(harness: () => DockerHarness | undefined, body: () => Promise<void>): () => Promise<void> {
+export function withDiagnostics(harness: () => { diagnostics(): Promise<string> } | undefined, body: () => Promise<void>): () => Promise<void> {
   return async () => {
     try {
       await body();

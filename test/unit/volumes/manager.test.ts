@@ -260,12 +260,11 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await manager.mount('v', 'new'); // usable again
     });
 
-    it('after a second Activate (dockerd restarted), a Mount with an old ID re-arms it instead of adding', async () => {
+    it('after an Activate (a new dockerd), a Mount with an old ID re-arms it instead of adding', async () => {
       await f.manager.create('v', {});
       await f.manager.mount('v', 'c1');
       await f.manager.mount('v', 'c1'); // a docker cp that never finished before the restart
       f.usage.answer = new Set(['v']);
-      await f.manager.activate();
       await f.manager.activate(); // dockerd came back
       await f.manager.mount('v', 'c1'); // restart policy: same persisted ID
       await f.manager.unmount('v', 'c1');
@@ -273,10 +272,7 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
     });
 
     describe('after dockerd restarted', () => {
-      const restartDockerd = async () => {
-        await f.manager.activate();
-        await f.manager.activate();
-      };
+      const restartDockerd = () => f.manager.activate();
 
       it('tears down a volume whose container died with dockerd (no Unmount will ever come)', async () => {
         await f.manager.create('v', {});
@@ -298,6 +294,17 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
         expect(f.host.mountPoints).toHaveLength(1);
         await f.manager.unmount('v', 'live'); // its Unmount arrives later
         expect(f.host.mountPoints).toEqual([]);
+      });
+
+      it('also after ballast and dockerd crashed together (a restarted ballast sees its first Activate)', async () => {
+        await f.manager.create('v', {});
+        await f.manager.mount('v', 'died');
+        const manager = await f.restart(); // ballast restarted: references loaded from its state
+        f.usage.answer = new Set();
+        await manager.activate(); // the new dockerd's one Activate
+        await manager.staleIdPrune;
+        expect(f.host.mountPoints).toEqual([]);
+        expect(await ownership('v')).toMatchObject({ state: 'free' });
       });
 
       it('keeps IDs re-armed by a Mount since the restart and drops only the dead ones', async () => {
