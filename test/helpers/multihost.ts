@@ -1,11 +1,9 @@
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { dump } from 'js-yaml';
 import { cleanUpUnder, loopDevicesUnder, mountsUnder } from './cleanup.js';
-import { BALLAST_BIN } from './daemon.js';
 import {
   buildBusyboxTar,
   describeResult,
@@ -33,8 +31,6 @@ import { requireRootAndTools } from './root.js';
 /**
  * Host leases for tests: takeover 6 s after a holder stops renewing, renewal every second,
  * self-fence after 4 s without renewal, a Mount waits up to 20 s for a holder to let go.
- * Used when the built ballast accepts the `lease` config key (BALLAST_TEST_LEASE=0 turns it off,
- * =1 forces it on without asking ballast).
  */
 export const LEASE = { seconds: 6, renew_every: 1, fence_after: 4, mount_wait: 20 };
 export type LeaseSettings = typeof LEASE;
@@ -46,11 +42,6 @@ export interface ClusterOptions {
   name: string;
   /** Number of hosts, h1..hN (default 2). */
   hosts?: number;
-  /**
-   * Host leases: 'auto' (default) uses LEASE when the built ballast accepts the key, 'require'
-   * fails the start when it does not (tests of takeover and fencing), 'off' never sets it.
-   */
-  lease?: 'auto' | 'require' | 'off';
   /** Merged over LEASE (e.g. a shorter mount_wait). */
   leaseSettings?: Partial<LeaseSettings>;
   /** Extra ballast config keys, for every host or per host name. Merged last. */
@@ -67,21 +58,6 @@ export interface ClusterTeardownReport {
   errors: string[];
 }
 
-/** What `ballast config check` says about a key it does not know (zod strictObject). */
-const NO_LEASE_KEY = /Unrecognized key: "lease"/;
-
-/** Whether the built ballast accepts the `lease` config key (asks `ballast config check`). */
-export async function ballastHasLeases(dir: string): Promise<boolean> {
-  if (process.env.BALLAST_TEST_LEASE === '0') return false;
-  if (process.env.BALLAST_TEST_LEASE === '1') return true;
-  const file = join(dir, 'lease-probe.yml');
-  writeFileSync(file, dump({ lease: LEASE }));
-  const result = await runCommand([process.execPath, BALLAST_BIN, '--config', file, 'config', 'check'], { timeoutMs: 20_000 });
-  if (result.code === 0) return true;
-  if (NO_LEASE_KEY.test(result.stderr + result.stdout)) return false;
-  throw new Error(`ballast config check failed:\n${describeResult(result)}`);
-}
-
 /** Runs a command that must succeed (network setup); throws with its output otherwise. */
 async function must(argv: string[], timeoutMs = 15_000): Promise<string> {
   const result = await runCommand(argv, { timeoutMs });
@@ -96,8 +72,8 @@ export class Cluster {
   /** The first three octets of the hosts' /24, e.g. "10.250.37". */
   readonly subnet: string;
   readonly hosts: DockerHarness[] = [];
-  /** The lease settings the hosts run with; undefined when ballast runs without the key. */
-  lease?: LeaseSettings;
+  /** The lease settings the hosts run with. */
+  lease: LeaseSettings;
   /** Hosts in the swarm, manager first. */
   swarmNodes: DockerHarness[] = [];
   private readonly names: string[];
@@ -117,6 +93,7 @@ export class Cluster {
     this.bridge = `btbr${this.id}`;
     this.subnet = `10.250.${20 + (process.pid % 200)}`;
     this.names = Array.from({ length: options.hosts ?? 2 }, (_, i) => `h${i + 1}`);
+    this.lease = { ...LEASE, ...options.leaseSettings };
   }
 
   static async start(options: ClusterOptions): Promise<Cluster> {
@@ -125,14 +102,6 @@ export class Cluster {
     const c = new Cluster(dir, options);
     try {
       mkdirSync(c.sharedRoot, { recursive: true });
-      const mode = options.lease ?? 'auto';
-      if (mode !== 'off') {
-        const supported = await ballastHasLeases(dir);
-        if (!supported && mode === 'require') {
-          throw new Error('this test needs host leases, but the built ballast does not accept the `lease` config key (npm run build?)');
-        }
-        if (supported) c.lease = { ...LEASE, ...options.leaseSettings };
-      }
       await c.createNetwork();
       c.busyboxTar = await buildBusyboxTar(dir);
       if (options.sqliteImage) c.sqliteTar = await buildSqliteTar(dir);
@@ -198,7 +167,7 @@ export class Cluster {
       ballastConfig: {
         host: { id: name },
         backends: { loop: { root: this.sharedRoot, shared: true } },
-        ...(this.lease ? { lease: this.lease } : {}),
+        lease: this.lease,
         ...extra,
       },
     });

@@ -23,7 +23,7 @@ import { join } from 'node:path';
 // live, so the test sees the failures and the first success.
 
 const T = 180_000;
-const suite = clusterSuite({ name: 'crash', hosts: 2, lease: 'require', leaseSettings: { mount_wait: 2 } }, T);
+const suite = clusterSuite({ name: 'crash', hosts: 2, leaseSettings: { mount_wait: 2 } }, T);
 const it = suite.it;
 
 describe('h1 crashes (kill -9 of ballast and dockerd) with a volume mounted and written', () => {
@@ -32,7 +32,7 @@ describe('h1 crashes (kill -9 of ballast and dockerd) with a volume mounted and 
   it('h2 takes over only after the lease expired, sees every acknowledged write, and h1 writes nothing more', async () => {
     const c = suite.c;
     const { h1, h2 } = c;
-    const lease = c.lease!;
+    const lease = c.lease;
     const acks = ackDir(c, 'crash-h1');
     const acked = join(acks, 'acked');
     await h1.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', v]);

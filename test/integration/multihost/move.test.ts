@@ -72,9 +72,8 @@ describe('a volume moves between hosts', () => {
     const before = await h1.ok(['exec', 'mv-hold', 'sh', '-c', CHECK]);
     const ticksBefore = await h1.lineCount('mv-hold', '/data/ticks');
 
-    // A Mount waits up to lease.mount_wait for the holder to let go (unknown without the test's
-    // lease settings: then Docker's own 2-minute bound).
-    const bound = lease ? lease.mount_wait * 1000 + 20_000 : 130_000;
+    // A Mount waits up to lease.mount_wait for the holder to let go.
+    const bound = lease.mount_wait * 1000 + 20_000;
     const started = Date.now();
     const attempt = await h2.docker(['run', '--rm', '--network', 'none', '--volume-driver', PLUGIN, '-v', `${v}:/data`, IMAGE, 'sh', '-c', 'echo h2 >> /data/ticks'], {
       timeoutMs: bound + 10_000,

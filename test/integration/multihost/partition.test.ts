@@ -23,7 +23,7 @@ import {
 // live, so the test sees the failures and the first success.
 
 const T = 180_000;
-const suite = clusterSuite({ name: 'partition', hosts: 2, lease: 'require', leaseSettings: { mount_wait: 2 } }, T);
+const suite = clusterSuite({ name: 'partition', hosts: 2, leaseSettings: { mount_wait: 2 } }, T);
 const it = suite.it;
 
 function processState(pid: number): string {
@@ -36,7 +36,7 @@ describe("h1's ballast hangs (SIGSTOP) with a volume mounted and written", () =>
   it('h1 fences itself before h2 takes over; h2 sees every acknowledged write and nothing after; after SIGCONT h1 stays fenced', async () => {
     const c = suite.c;
     const { h1, h2 } = c;
-    const lease = c.lease!;
+    const lease = c.lease;
     const acks = ackDir(c, 'partition-h1');
     const acked = join(acks, 'acked');
     const failed = join(acks, 'failed');
