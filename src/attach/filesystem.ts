@@ -2,6 +2,7 @@ import type { Fstype } from '../config/schema.js';
 import { CommandFailed } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Exec } from './exec.js';
+import { MountTable } from './mountinfo.js';
 
 export interface FilesystemTimeouts {
   /** mkfs, fsck and grow scale with the volume: they get a longer bound than other commands. */
@@ -37,6 +38,7 @@ export class Filesystem {
     private readonly exec: Exec,
     private readonly log: Logger,
     private readonly timeouts: FilesystemTimeouts,
+    private readonly mounts: MountTable = new MountTable(),
   ) {}
 
   /** What the device holds; undefined when it is blank (blkid exit 2: nothing found). */
@@ -82,7 +84,13 @@ export class Filesystem {
    * too) after flushing its log: from then on every write fails with EIO and nothing more
    * reaches the device. The self-fence of a host that may have lost its lease. umount still works.
    */
-  async shutdown(target: string): Promise<void> {
+  async shutdown(target: string, device: string): Promise<void> {
+    // The ioctl acts on whatever filesystem holds `target`: on a bare directory that would be
+    // the host's own. Only ever shut down a mount of the volume's device.
+    const entry = await this.mounts.find(target);
+    if (entry?.source !== device) {
+      throw new Error(`refusing to shut down ${target}: it is not a mount of ${device} (found ${entry ? entry.source : 'no mount'})`);
+    }
     await this.exec.run(['xfs_io', '-x', '-c', 'shutdown -f', target]);
   }
 

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { CommandRunner, Filesystem } from '../attach/index.js';
+import { CommandRunner, Filesystem, MountTable } from '../attach/index.js';
 import type { Config } from '../config/schema.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -48,7 +48,7 @@ export async function runWatchdog(config: Config, log: Logger): Promise<void> {
   const files = new FenceFiles(config.state_dir);
   const state = new MountStateStore(config.state_dir);
   const exec = new CommandRunner(log, config.timeouts.command_seconds * 1000);
-  const filesystem = new Filesystem(exec, log, { slowMs: config.timeouts.filesystem_seconds * 1000 });
+  const filesystem = new Filesystem(exec, log, { slowMs: config.timeouts.filesystem_seconds * 1000 }, new MountTable());
   let lastBeat = await files.readBeat();
   let changedAt = monotonicSeconds();
   log.info('fence watchdog running', { pid: process.pid, fenceAfter: config.lease.fence_after });
@@ -69,7 +69,7 @@ export async function runWatchdog(config: Config, log: Logger): Promise<void> {
       if (volume.fenced || fenced[name]) continue;
       const reason = `the daemon renewed no lease for ${Math.round(quiet)} s (stopped, hung or cut off from the backend)`;
       log.error('FENCING a volume: its filesystem is shut down, writes on this host now fail', { volume: name, reason });
-      await filesystem.shutdown(volume.mountpoint).catch((err) => log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) }));
+      await filesystem.shutdown(volume.mountpoint, volume.device).catch((err) => log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) }));
       fenced[name] = { at: new Date().toISOString(), reason };
       changed = true;
     }

@@ -60,8 +60,9 @@ export const configSchema = z.strictObject({
       /** How long a Mount waits for another host to release a volume (under Docker's 120 s). */
       mount_wait: z.number().nonnegative().max(110).default(60),
     })
-    .refine((l) => l.renew_every * 2 <= l.fence_after && l.fence_after < l.seconds, {
-      message: 'expected renew_every * 2 <= fence_after < seconds, so a host fences itself before others may take its volumes',
+    .refine((l) => l.renew_every * 2 <= l.fence_after && l.fence_after + 1 <= l.seconds, {
+      // The extra second covers the watchdog's poll and the shutdown itself.
+      message: 'expected renew_every * 2 <= fence_after <= seconds - 1, so a host fences itself before others may take its volumes',
     })
     .default({ seconds: 20, renew_every: 2, fence_after: 12, mount_wait: 60 }),
   log: z

@@ -70,8 +70,11 @@ export class LeaseUpkeep {
     }
   }
 
-  volumeMounted(): void {
-    if (this.active) this.deps.startWatchdog?.();
+  /** A fresh mount: whatever the watchdog fenced under this name before is history. */
+  async volumeMounted(name: string): Promise<void> {
+    if (!this.active) return;
+    await this.forgetFenced(name);
+    this.deps.startWatchdog?.();
   }
 
   /** Lease age for Status: how long ago the holder renewed, as this host saw it (no I/O). */
@@ -111,13 +114,20 @@ export class LeaseUpkeep {
 
   private async checkMounted(): Promise<void> {
     const byWatchdog = await this.files.readFenced();
-    for (const [name, volume] of this.manager.mountedVolumes()) await this.check(name, volume, byWatchdog);
+    for (const name of [...this.manager.mountedVolumes().keys()]) {
+      // Under the volume's lock: an Unmount frees the record before it forgets the mount,
+      // and a check in between would take that for a loss.
+      await this.manager.withVolumeLock(name, async () => {
+        const volume = this.manager.mountedVolumes().get(name);
+        if (volume) await this.check(name, volume, byWatchdog);
+      });
+    }
   }
 
   /**
    * Fences `volume` if this host may have lost it: the watchdog fenced it, this host could
    * not renew for fence_after, or the ownership record names another holder. Returns true
-   * when the volume is (now) fenced.
+   * when the volume is (now) fenced. The caller holds the volume's lock.
    */
   async check(name: string, volume: MountedVolume, byWatchdog?: FencedVolumes): Promise<boolean> {
     if (volume.fenced) return true;
@@ -135,7 +145,8 @@ export class LeaseUpkeep {
       return true;
     }
     const ownership = (await owner.driver.readOwnership(name).catch(() => undefined))?.value;
-    if (ownership && !owner.lease.heldByMe(ownership)) {
+    // "free" while mounted here is not a loss: only a host that holds the record can write.
+    if (ownership?.state === 'held' && !owner.lease.heldByMe(ownership)) {
       await this.fence(name, volume, `the volume was taken over by ${describeHolder(ownership)}`);
       return true;
     }
@@ -146,7 +157,7 @@ export class LeaseUpkeep {
   async fence(name: string, volume: MountedVolume, reason: string): Promise<void> {
     this.log.error('FENCING a volume: its filesystem is shut down, writes on this host now fail', { volume: name, reason });
     try {
-      await this.deps.filesystem.shutdown(volume.mountpoint);
+      await this.deps.filesystem.shutdown(volume.mountpoint, volume.device);
     } catch (err) {
       this.log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) });
     }

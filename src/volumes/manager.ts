@@ -190,7 +190,7 @@ export class VolumeManager {
       addRef(mountedVolume, id);
       this.mounted.set(name, mountedVolume);
       await this.deps.state.save(this.mounted);
-      this.upkeep.volumeMounted();
+      await this.upkeep.volumeMounted(name);
       return mountedVolume.mountpoint;
     });
   }
@@ -408,6 +408,7 @@ export class VolumeManager {
           this.log.warn('recorded mount vanished; dropping its references', { volume: name, refs: volume.refs });
           await this.attacherFor(volume.export).detach(volume.export, volume.device).catch(() => undefined);
           this.mounted.delete(name);
+          await this.upkeep.forgetFenced(name);
           return;
         }
         if (totalRefs(volume) === 0) await this.unmountAndDetach(name, volume).catch(() => undefined);

@@ -77,7 +77,7 @@ export async function managerFixture(
       identity: id,
       drivers: createDrivers(config, log),
       attachers: createAttachers(host),
-      filesystem: new Filesystem(host, log, { slowMs: 1000 }),
+      filesystem: new Filesystem(host, log, { slowMs: 1000 }, new MountTable(host.mountinfoPath)),
       mountTable: new MountTable(host.mountinfoPath),
       state: new MountStateStore(config.state_dir),
       usage,

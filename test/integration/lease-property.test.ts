@@ -20,7 +20,7 @@ requireRootAndTools('losetup', 'mkfs.ext4', 'mount', 'xfs_io', 'e2fsck');
 
 const SEED = Number(process.env.BALLAST_PROPERTY_SEED ?? 20261122);
 const STEPS = Number(process.env.BALLAST_PROPERTY_STEPS ?? 120);
-const LEASE = { seconds: 2, renew_every: 0.25, fence_after: 1.2, mount_wait: 0 };
+const LEASE = { seconds: 2, renew_every: 0.25, fence_after: 1, mount_wait: 0 };
 const HOSTS = ['h1', 'h2', 'h3'];
 const VOLUMES = ['p1', 'p2'];
 

@@ -1,4 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Filesystem, parseBlkidExport } from '../../../src/attach/filesystem.js';
+import { MountTable } from '../../../src/attach/mountinfo.js';
 import { silentLogger } from '../../../src/log.js';
 import { FakeExec } from '../../helpers/fake-exec.js';
 
@@ -48,6 +52,23 @@ describe('Filesystem', () => {
   it('counts unmounting something not mounted as done, but not a busy filesystem', async () => {
     await fs(new FakeExec().reply({ match: 'umount', exitCode: 32, stderr: 'umount: /m/v: not mounted.' })).unmount('/m/v');
     await expect(fs(new FakeExec().reply({ match: 'umount', exitCode: 32, stderr: 'umount: /m/v: target is busy.' })).unmount('/m/v')).rejects.toThrow(/busy/);
+  });
+
+  it('shuts down only a filesystem mounted from the given device, never the directory\'s parent', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ballast-fs-'));
+    try {
+      const mountinfo = join(dir, 'mountinfo');
+      writeFileSync(mountinfo, '22 1 0:21 / / rw - ext4 /dev/vda rw\n100 22 7:0 / /m/v rw - ext4 /dev/loop3 rw\n');
+      const exec = new FakeExec();
+      const filesystem = new Filesystem(exec, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo));
+      await filesystem.shutdown('/m/v', '/dev/loop3');
+      expect(exec.commands).toEqual(['xfs_io -x -c shutdown -f /m/v']);
+      await expect(filesystem.shutdown('/m/w', '/dev/loop4')).rejects.toThrow(/refusing to shut down \/m\/w: it is not a mount of \/dev\/loop4 \(found no mount\)/);
+      await expect(filesystem.shutdown('/m/v', '/dev/loop9')).rejects.toThrow(/found \/dev\/loop3/);
+      expect(exec.commands).toHaveLength(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('grows ext4 offline after a forced check, and xfs online by mount point', async () => {

@@ -8,7 +8,7 @@ import { OwnershipLease } from '../../../src/ownership/lease.js';
 import { managerFixture, type ManagerFixture } from '../../helpers/manager-fixture.js';
 
 // A shared loop root with a very short lease, so that real time (not a fake clock) passes it.
-const LEASE = { seconds: 0.6, renew_every: 0.05, fence_after: 0.3, mount_wait: 0 };
+const LEASE = { seconds: 1.4, renew_every: 0.05, fence_after: 0.3, mount_wait: 0 };
 const sharedConfig = (dir: string) => ({ backends: { loop: { root: join(dir, 'loop'), shared: true } }, lease: LEASE });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -54,6 +54,19 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
     expect(f.host.mountPoints).toEqual([]);
     expect(f.host.attachedDevices).toEqual([]);
     expect((await b.lease.acquire('v')).state).toBe('held'); // still node-b's
+  });
+
+  it('does not fence a volume whose record reads free (its own Unmount in progress), nor over a stale watchdog entry', async () => {
+    await f.manager.create('v', {});
+    const store = new LoopDriver({ root: root(), shared: true }, silentLogger());
+    // A watchdog entry left from an earlier mount of v on this host.
+    await writeFile(join(f.dir, 'state', 'fenced.json'), JSON.stringify({ v: { at: 'earlier', reason: 'old' } }));
+    await f.manager.mount('v', 'c1');
+    const current = (await store.readOwnership('v'))!;
+    await store.writeOwnership('v', current.revision, { state: 'free', generation: current.value.generation, updatedAt: 'x' });
+    await f.manager.upkeep.tick();
+    expect(f.host.shutDown.size).toBe(0);
+    expect((await f.manager.get('v')).status.fenced).toBeUndefined();
   });
 
   it('fences its own volumes and refuses mounts when it cannot renew for fence_after', async () => {
