@@ -1,5 +1,3 @@
-import { join } from 'node:path';
-import { mkdir, rmdir } from 'node:fs/promises';
 import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/size.js';
 import type { Attacher } from '../attach/types.js';
@@ -9,7 +7,6 @@ import { VolumeAlreadyExists, type BackendDriver, type VolumeRecord } from '../d
 import {
   BackendUnavailable,
   InvalidOption,
-  LeaseHeld,
   OperationError,
   VolumeExists,
   VolumeInUse,
@@ -28,7 +25,7 @@ import { KeyedMutex } from './keyed-mutex.js';
 import { addRef, markStale, removeRef, totalRefs, type MountedVolume, type MountStateStore } from './mount-state.js';
 import { assertVolumeName } from './names.js';
 import { optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
-import { runSteps, type Step } from './steps.js';
+import { MountSequence } from './mount-sequence.js';
 
 export interface VolumeManagerDeps {
   config: Config;
@@ -69,6 +66,7 @@ export class VolumeManager {
   /** Host leases of the backends several hosts share. */
   readonly liveness = new Map<BackendDriver, HostLiveness>();
   readonly upkeep: LeaseUpkeep;
+  private readonly sequence: MountSequence;
   private mounted = new Map<string, MountedVolume>();
   /** Last record seen per volume: Get answers from it when the backend is down. */
   private readonly known = new Map<string, { driver: BackendDriver; record: VolumeRecord }>();
@@ -88,6 +86,7 @@ export class VolumeManager {
       this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log, liveness));
     }
     this.upkeep = new LeaseUpkeep(this, deps);
+    this.sequence = new MountSequence(deps);
   }
 
   private get log(): Logger {
@@ -269,123 +268,13 @@ export class VolumeManager {
   private async attachAndMount(name: string): Promise<MountedVolume> {
     const found = await this.findVolume(name);
     if (!found) throw new VolumeNotFound(name);
-    const { driver, record } = found;
-    const lease = this.leaseOf(driver);
-    const mountpoint = this.mountpointOf(name);
-    let exp: Export | undefined;
-    let device = '';
-    let generation = 0;
-    let fresh = false;
-    const steps: Step[] = [
-      {
-        name: 'acquire ownership',
-        run: async () => void (generation = (await this.acquireWaiting(lease, name)).generation),
-        undo: () => lease.release(name),
-      },
-      { name: 'export', run: async () => void (exp = await driver.export(name)), undo: () => driver.unexport(name) },
-      {
-        name: 'attach',
-        run: async () => void (device = await this.attacherFor(exp!).attach(exp!)),
-        undo: () => this.attacherFor(exp!).detach(exp!, device),
-      },
-      { name: 'prepare filesystem', run: async () => void (fresh = await this.prepareFilesystem(record, device)) },
-      {
-        name: 'create mountpoint',
-        run: async () => void (await mkdir(mountpoint, { recursive: true, mode: 0o755 })),
-        undo: () => rmdir(mountpoint),
-      },
-      {
-        name: 'mount',
-        run: () => this.deps.filesystem.mount(device, mountpoint, record.fstype, record.mountOpts, record.readonly),
-        undo: () => this.deps.filesystem.unmount(mountpoint),
-      },
-      {
-        name: 'grow filesystem',
-        run: async () => {
-          if (!record.readonly && record.fstype === 'xfs') await this.deps.filesystem.growXfsOnline(mountpoint);
-        },
-      },
-      {
-        // mkfs.ext4 and e2fsck make lost+found; Docker copies image content only into an empty
-        // volume, and database images refuse a non-empty data directory. rmdir spares a non-empty one.
-        name: 'empty a fresh filesystem',
-        run: async () => {
-          if (fresh) await rmdir(join(mountpoint, 'lost+found')).catch(() => undefined);
-        },
-      },
-    ];
-    await runSteps(steps, this.log);
-    this.log.info('volume mounted', { volume: name, device, mountpoint, generation });
-    return { device, mountpoint, export: exp!, refs: {}, staleIds: [], generation };
+    return this.sequence.mount({ ...found, lease: this.leaseOf(found.driver), shared: this.liveness.has(found.driver) });
   }
 
-  /** Makes, grows or checks the filesystem; true when mkfs or e2fsck may have just created lost+found. */
-  private async prepareFilesystem(record: VolumeRecord, device: string): Promise<boolean> {
-    const fs = this.deps.filesystem;
-    const detected = await fs.detect(device);
-    if (!detected) {
-      this.log.info('blank volume: creating its filesystem', { volume: record.name, fstype: record.fstype });
-      await fs.format(device, record.fstype, record.mkfsOpts, record.name);
-      return true;
-    }
-    if (detected.partitionTable || !detected.type) {
-      throw new VolumeInUse(`volume ${record.name} holds a partition table (${detected.partitionTable ?? 'unknown'}), not a filesystem; ballast will not format over it`);
-    }
-    if (detected.type !== record.fstype) {
-      throw new VolumeInUse(`volume ${record.name} holds an ${detected.type} filesystem but was created as ${record.fstype}; ballast will not format over it`);
-    }
-    if (record.readonly) return false;
-    if (record.fstype === 'ext4' && (await fs.deviceBytes(device)) > (await fs.ext4Bytes(device))) {
-      this.log.info('volume grew: growing its filesystem before mounting', { volume: record.name });
-      await fs.growExt4Offline(device);
-      return true;
-    }
-    await fs.check(device);
-    return false;
-  }
-
-  /**
-   * Acquires the volume, waiting (bounded by lease.mount_wait) while another live host holds
-   * it: the holder may be about to release it, or its lease may be about to expire.
-   */
-  private async acquireWaiting(lease: OwnershipLease, name: string) {
-    const sleep = this.deps.sleep ?? ((ms: number) => new Promise((r) => setTimeout(r, ms)));
-    const deadline = performance.now() + this.deps.config.lease.mount_wait * 1000;
-    for (;;) {
-      try {
-        return await lease.acquire(name);
-      } catch (err) {
-        const remaining = deadline - performance.now();
-        if (!(err instanceof LeaseHeld) || this.liveness.size === 0 || remaining <= 0) throw err;
-        this.log.debug('volume held by another host; waiting', { volume: name, remainingMs: Math.round(remaining), holder: err.message });
-        await sleep(Math.min(1_000, remaining));
-      }
-    }
-  }
-
-  /** Last reference gone: umount, detach, unexport, release. Every step runs; failures are reported together. */
+  /** Last reference gone: tear down, forget the mount, report what failed. */
   private async unmountAndDetach(name: string, volume: MountedVolume): Promise<void> {
     const found = this.known.get(name) ?? (await this.findVolume(name));
-    const failures: string[] = [];
-    const attempt = async (step: string, fn: () => Promise<unknown>) => {
-      try {
-        await fn();
-      } catch (err) {
-        failures.push(`${step}: ${errorMessage(err)}`);
-        this.log.error('teardown step failed', { volume: name, step, error: errorMessage(err) });
-      }
-    };
-    await attempt('umount', () => this.deps.filesystem.unmount(volume.mountpoint));
-    if (failures.length) {
-      // The filesystem is still mounted: keep the device and the lease, so nothing else can take it.
-      throw new VolumeInUse(`volume ${name} could not be unmounted from ${volume.mountpoint}: ${failures.join('; ')}`);
-    }
-    await rmdir(volume.mountpoint).catch(() => undefined);
-    await attempt('detach', () => this.attacherFor(volume.export).detach(volume.export, volume.device));
-    if (found) {
-      await attempt('unexport', () => found.driver.unexport(name));
-      await attempt('release ownership', () => this.leaseOf(found.driver).release(name));
-    }
+    const failures = await this.sequence.unmount(name, volume, found && { driver: found.driver, lease: this.leaseOf(found.driver) });
     this.mounted.delete(name);
     await this.deps.state.save(this.mounted);
     if (volume.fenced) await this.upkeep.forgetFenced(name);
@@ -406,7 +295,7 @@ export class VolumeManager {
       await this.locks.run(name, async () => {
         if (!(await this.isStillMounted(volume))) {
           this.log.warn('recorded mount vanished; dropping its references', { volume: name, refs: volume.refs });
-          await this.attacherFor(volume.export).detach(volume.export, volume.device).catch(() => undefined);
+          await this.sequence.attacherFor(volume.export).detach(volume.export, volume.device).catch(() => undefined);
           this.mounted.delete(name);
           await this.upkeep.forgetFenced(name);
           return;
@@ -545,16 +434,6 @@ export class VolumeManager {
     const lease = this.leases.get(driver);
     if (!lease) throw new Error('driver without a lease: not created through createDrivers');
     return lease;
-  }
-
-  private attacherFor(exp: Export): Attacher {
-    const attacher = this.deps.attachers.get(exp.transport);
-    if (!attacher) throw new Error(`no attacher for transport ${exp.transport}`);
-    return attacher;
-  }
-
-  private mountpointOf(name: string): string {
-    return join(this.deps.config.mount_root, name);
   }
 
   private mountpointIfMounted(name: string): string {

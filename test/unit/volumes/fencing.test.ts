@@ -31,7 +31,7 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
   it('reports Scope global and keeps renewing this host\'s lease', async () => {
     expect(f.manager.scope()).toBe('global');
     const before = (await new LoopDriver({ root: root(), shared: true }, silentLogger()).readHostLease('node-a'))!.renewSeq;
-    await sleep(300);
+    await sleep(600);
     const after = (await new LoopDriver({ root: root(), shared: true }, silentLogger()).readHostLease('node-a'))!.renewSeq;
     expect(after).toBeGreaterThan(before + 2);
   });

@@ -1,0 +1,176 @@
+import { mkdir, rmdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Attacher } from '../attach/types.js';
+import type { Filesystem } from '../attach/filesystem.js';
+import type { Config } from '../config/schema.js';
+import type { BackendDriver, VolumeRecord } from '../drivers/index.js';
+import { LeaseHeld, VolumeInUse, errorMessage } from '../errors.js';
+import type { Export } from '../export.js';
+import type { Logger } from '../log.js';
+import type { OwnershipLease } from '../ownership/lease.js';
+import type { MountedVolume } from './mount-state.js';
+import { runSteps, type Step } from './steps.js';
+
+export interface MountSequenceDeps {
+  config: Config;
+  filesystem: Filesystem;
+  attachers: Map<Export['transport'], Attacher>;
+  log: Logger;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** Where the volume lives and who may own it: what a sequence works on. */
+export interface VolumeHome {
+  driver: BackendDriver;
+  record: VolumeRecord;
+  lease: OwnershipLease;
+  /** True when other hosts share the backend, so waiting for a holder can end. */
+  shared: boolean;
+}
+
+/**
+ * The two command sequences of a volume on this host, each step explicit (os-brick style):
+ * lease, export, attach, filesystem, mount - and back. The caller holds the volume's lock.
+ */
+export class MountSequence {
+  constructor(private readonly deps: MountSequenceDeps) {}
+
+  private get log(): Logger {
+    return this.deps.log;
+  }
+
+  mountpointOf(name: string): string {
+    return join(this.deps.config.mount_root, name);
+  }
+
+  attacherFor(exp: Export): Attacher {
+    const attacher = this.deps.attachers.get(exp.transport);
+    if (!attacher) throw new Error(`no attacher for transport ${exp.transport}`);
+    return attacher;
+  }
+
+  /** Runs every step or, when one fails, undoes the ones done: Docker never sends Unmount for a failed Mount. */
+  async mount(home: VolumeHome): Promise<MountedVolume> {
+    const { driver, record, lease } = home;
+    const name = record.name;
+    const mountpoint = this.mountpointOf(name);
+    const fs = this.deps.filesystem;
+    let exp: Export | undefined;
+    let device = '';
+    let generation = 0;
+    let fresh = false;
+    const steps: Step[] = [
+      {
+        name: 'acquire ownership',
+        run: async () => void (generation = (await this.acquireWaiting(home)).generation),
+        undo: () => lease.release(name),
+      },
+      { name: 'export', run: async () => void (exp = await driver.export(name)), undo: () => driver.unexport(name) },
+      {
+        name: 'attach',
+        run: async () => void (device = await this.attacherFor(exp!).attach(exp!)),
+        undo: () => this.attacherFor(exp!).detach(exp!, device),
+      },
+      { name: 'prepare filesystem', run: async () => void (fresh = await this.prepareFilesystem(record, device)) },
+      {
+        name: 'create mountpoint',
+        run: async () => void (await mkdir(mountpoint, { recursive: true, mode: 0o755 })),
+        undo: () => rmdir(mountpoint),
+      },
+      {
+        name: 'mount',
+        run: () => fs.mount(device, mountpoint, record.fstype, record.mountOpts, record.readonly),
+        undo: () => fs.unmount(mountpoint),
+      },
+      {
+        name: 'grow filesystem',
+        run: async () => {
+          if (!record.readonly && record.fstype === 'xfs') await fs.growXfsOnline(mountpoint);
+        },
+      },
+      {
+        // mkfs.ext4 and e2fsck make lost+found; Docker copies image content only into an empty
+        // volume, and database images refuse a non-empty data directory. rmdir spares a non-empty one.
+        name: 'empty a fresh filesystem',
+        run: async () => {
+          if (fresh) await rmdir(join(mountpoint, 'lost+found')).catch(() => undefined);
+        },
+      },
+    ];
+    await runSteps(steps, this.log);
+    this.log.info('volume mounted', { volume: name, device, mountpoint, generation });
+    return { device, mountpoint, export: exp!, refs: {}, staleIds: [], generation };
+  }
+
+  /**
+   * Last reference gone: umount, detach, unexport, release. If umount fails, nothing else
+   * happens (the filesystem is still in use: keep its device and lease). Otherwise every step
+   * runs and the failures come back together.
+   */
+  async unmount(name: string, volume: MountedVolume, home: Omit<VolumeHome, 'record' | 'shared'> | undefined): Promise<string[]> {
+    const failures: string[] = [];
+    const attempt = async (step: string, fn: () => Promise<unknown>) => {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(`${step}: ${errorMessage(err)}`);
+        this.log.error('teardown step failed', { volume: name, step, error: errorMessage(err) });
+      }
+    };
+    await attempt('umount', () => this.deps.filesystem.unmount(volume.mountpoint));
+    if (failures.length) {
+      throw new VolumeInUse(`volume ${name} could not be unmounted from ${volume.mountpoint}: ${failures.join('; ')}`);
+    }
+    await rmdir(volume.mountpoint).catch(() => undefined);
+    await attempt('detach', () => this.attacherFor(volume.export).detach(volume.export, volume.device));
+    if (home) {
+      await attempt('unexport', () => home.driver.unexport(name));
+      await attempt('release ownership', () => home.lease.release(name));
+    }
+    return failures;
+  }
+
+  /** Makes, grows or checks the filesystem; true when mkfs or e2fsck may have just created lost+found. */
+  private async prepareFilesystem(record: VolumeRecord, device: string): Promise<boolean> {
+    const fs = this.deps.filesystem;
+    const detected = await fs.detect(device);
+    if (!detected) {
+      this.log.info('blank volume: creating its filesystem', { volume: record.name, fstype: record.fstype });
+      await fs.format(device, record.fstype, record.mkfsOpts, record.name);
+      return true;
+    }
+    if (detected.partitionTable || !detected.type) {
+      throw new VolumeInUse(`volume ${record.name} holds a partition table (${detected.partitionTable ?? 'unknown'}), not a filesystem; ballast will not format over it`);
+    }
+    if (detected.type !== record.fstype) {
+      throw new VolumeInUse(`volume ${record.name} holds an ${detected.type} filesystem but was created as ${record.fstype}; ballast will not format over it`);
+    }
+    if (record.readonly) return false;
+    if (record.fstype === 'ext4' && (await fs.deviceBytes(device)) > (await fs.ext4Bytes(device))) {
+      this.log.info('volume grew: growing its filesystem before mounting', { volume: record.name });
+      await fs.growExt4Offline(device);
+      return true;
+    }
+    await fs.check(device);
+    return false;
+  }
+
+  /**
+   * Acquires the volume, waiting (bounded by lease.mount_wait) while another live host holds
+   * it on a shared backend: the holder may be about to release it, or its lease to expire.
+   */
+  private async acquireWaiting({ lease, record, shared }: VolumeHome) {
+    const sleep = this.deps.sleep ?? ((ms: number) => new Promise((r) => setTimeout(r, ms)));
+    const deadline = performance.now() + this.deps.config.lease.mount_wait * 1000;
+    for (;;) {
+      try {
+        return await lease.acquire(record.name);
+      } catch (err) {
+        const remaining = deadline - performance.now();
+        if (!(err instanceof LeaseHeld) || !shared || remaining <= 0) throw err;
+        this.log.debug('volume held by another host; waiting', { volume: record.name, remainingMs: Math.round(remaining), holder: err.message });
+        await sleep(Math.min(1_000, remaining));
+      }
+    }
+  }
+}
