@@ -2,11 +2,7 @@
 // contention, moving a volume between hosts, takeover after a kill -9 (real daemons, real loop
 // devices), and a 50-daemon / 2,000-volume scale simulation. Prints figures beside their
 // baselines and as ratios; asserts nothing. Needs root. See bench/README.md.
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
-import { cpus, release, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { mountsUnder } from '../test/helpers/cleanup.js';
-import { CleanupStack, cleanUpUnder, cleanupProblems, loopDevicesUnder, runAllCleanups } from './lib/cleanup.js';
+import { exitWith, out, progress, runBench } from './lib/bench-run.js';
 import { run } from './lib/proc.js';
 import { max, median, min, ms, percentile, ratio, table } from './lib/stats.js';
 import { mountBench, type MountBenchResult } from './lease-mount.js';
@@ -32,8 +28,6 @@ const settings = {
   deadlineSeconds: intFromEnv('BENCH_DEADLINE_SECONDS', 300),
 };
 
-const out = (text = '') => process.stdout.write(`${text}\n`);
-const progress = (line: string) => process.stderr.write(`  .. ${line}\n`);
 const sec = (v: number) => (Number.isFinite(v) ? v.toFixed(2) : '-');
 
 async function preflight(): Promise<void> {
@@ -179,83 +173,25 @@ function printScale(r: ScaleBenchResult): void {
 }
 
 async function main(): Promise<number> {
-  const wallStarted = performance.now();
   await preflight();
-  const root = await mkdtemp(join(tmpdir(), 'ballast-lease-'));
-  const global = new CleanupStack();
-  let failed = false;
-  global.push(`remove ${root}`, () => rm(root, { recursive: true, force: true }));
-  global.push('keep the logs', async () => {
-    if (!failed && process.env.BENCH_KEEP_LOGS !== '1') return;
-    const kept = await mkdtemp(join(tmpdir(), 'ballast-lease-logs-'));
-    const logs = (await readdir(root, { recursive: true })).filter((f) => f.endsWith('.log'));
-    for (const file of logs) await cp(join(root, file), join(kept, file.replaceAll('/', '_')));
-    process.stderr.write(`bench: logs kept in ${kept}\n`);
+  return runBench({
+    prefix: 'ballast-lease',
+    title: 'ballast lease benchmark',
+    intro: ['Figures only, nothing asserted. A ratio is figure / baseline. Several "hosts" are daemons on this one machine.'],
+    deadlineSeconds: settings.deadlineSeconds,
+    cleanOk: 'daemons and watchdogs stopped by PID, nothing mounted or attached under the work dir, work dir removed',
+    body: async (root) => {
+      if (settings.skipMount) out('1-3. skipped (BENCH_LEASE_SKIP_MOUNT=1)\n');
+      else {
+        const r = await mountBench(root, { runs: settings.runs, moveRuns: settings.moveRuns, takeoverRuns: settings.takeoverRuns, size: '1G', log: progress });
+        printMount(r);
+        printMove(r);
+        printTakeover(r);
+      }
+      if (settings.skipScale) out('4. skipped (BENCH_LEASE_SKIP_SCALE=1)');
+      else printScale(await scaleBench(root, { hosts: settings.hosts, perHost: settings.perHost, steadySeconds: settings.steadySeconds, startWidth: 4, log: progress }));
+    },
   });
-  global.push(`unmount and detach what is left under ${root}`, async () => {
-    const left = await cleanUpUnder(root);
-    if (left.mounts.length || left.loops.length) throw new Error(`had to clean up mounts [${left.mounts.join(', ')}] and loop devices [${left.loops.join(', ')}]`);
-  });
-
-  let stopping = false;
-  const abort = async (why: string, code: number) => {
-    if (stopping) return;
-    stopping = true;
-    failed = true;
-    process.stderr.write(`\nbench: ${why}; cleaning up...\n`);
-    await runAllCleanups();
-    if (cleanupProblems.length) process.stderr.write(`cleanup problems:\n  ${cleanupProblems.join('\n  ')}\n`);
-    process.exit(code);
-  };
-  process.on('SIGINT', () => void abort('interrupted', 130));
-  process.on('SIGTERM', () => void abort('terminated', 143));
-  const watchdog = setTimeout(() => void abort(`still running after ${settings.deadlineSeconds} s`, 1), settings.deadlineSeconds * 1000);
-  watchdog.unref();
-
-  out(`ballast lease benchmark, ${new Date().toISOString()}`);
-  out(`node ${process.version}, Linux ${release()}, ${cpus().length} CPUs; work dir ${root}`);
-  out('Figures only, nothing asserted. A ratio is figure / baseline. Several "hosts" are daemons on this one machine.');
-  out();
-
-  try {
-    if (settings.skipMount) out('1-3. skipped (BENCH_LEASE_SKIP_MOUNT=1)\n');
-    else {
-      const r = await mountBench(root, { runs: settings.runs, moveRuns: settings.moveRuns, takeoverRuns: settings.takeoverRuns, size: '1G', log: progress });
-      printMount(r);
-      printMove(r);
-      printTakeover(r);
-    }
-    if (settings.skipScale) out('4. skipped (BENCH_LEASE_SKIP_SCALE=1)');
-    else printScale(await scaleBench(root, { hosts: settings.hosts, perHost: settings.perHost, steadySeconds: settings.steadySeconds, startWidth: 4, log: progress }));
-  } catch (err) {
-    failed = true;
-    out(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  } finally {
-    await global.run();
-    clearTimeout(watchdog);
-  }
-  const leftMounts = mountsUnder(root);
-  const leftLoops = await loopDevicesUnder(root).catch(() => ['(losetup failed)']);
-  if (cleanupProblems.length || leftMounts.length || leftLoops.length) {
-    out('cleanup: PROBLEMS');
-    for (const p of cleanupProblems) out(`  - ${p}`);
-    if (leftMounts.length) out(`  - mounts still there: ${leftMounts.join(', ')}`);
-    if (leftLoops.length) out(`  - loop devices still attached: ${leftLoops.join(', ')}`);
-    failed = true;
-  } else {
-    out('cleanup: ok (daemons and watchdogs stopped by PID, nothing mounted or attached under the work dir, work dir removed)');
-  }
-  out(`total wall time ${((performance.now() - wallStarted) / 1000).toFixed(1)} s`);
-  return failed ? 1 : 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  async (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    await runAllCleanups();
-    process.exitCode = 1;
-  },
-);
+exitWith(main);

@@ -1,12 +1,10 @@
 // `npm run bench`: ballast's benchmark. Prints figures beside their baselines and as ratios;
 // asserts nothing. Needs root, docker.io (dockerd), busybox-static and e2fsprogs. See bench/README.md.
-import { cp, mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
-import { cpus, release, tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { mountsUnder } from '../test/helpers/cleanup.js';
-import { CleanupStack, cleanUpUnder, cleanupProblems, loopDevicesUnder, runAllCleanups } from './lib/cleanup.js';
 import { MKFS_EXT4 } from './lib/mkfs.js';
+import { exitWith, out, progress, runBench } from './lib/bench-run.js';
 import { run } from './lib/proc.js';
 import { max, median, min, ms, percentile, ratio, table } from './lib/stats.js';
 import { pluginBench, type PluginBenchResult } from './plugin-bench.js';
@@ -33,8 +31,6 @@ const settings = {
   deadlineSeconds: intFromEnv('BENCH_DEADLINE_SECONDS', 480),
 };
 
-const out = (text = '') => process.stdout.write(`${text}\n`);
-const progress = (line: string) => process.stderr.write(`  .. ${line}\n`);
 
 async function preflight(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the bench needs root (loop devices, mounts, dockerd)');
@@ -122,84 +118,22 @@ function printDocker(r: DockerBenchResult, runs: number): void {
 }
 
 async function main(): Promise<number> {
-  const wallStarted = performance.now();
   await preflight();
   const drift = await mkfsDrift();
-  const root = await mkdtemp(join(tmpdir(), 'ballast-bench-'));
-  const global = new CleanupStack();
-  let failed = false;
-  global.push(`remove ${root}`, () => rm(root, { recursive: true, force: true }));
-  global.push('keep the logs', async () => {
-    // On failure, or when asked (BENCH_KEEP_LOGS=1), the daemons' logs outlive the work dir.
-    if (!failed && process.env.BENCH_KEEP_LOGS !== '1') return;
-    const kept = await mkdtemp(join(tmpdir(), 'ballast-bench-logs-'));
-    const logs = (await readdir(root, { recursive: true })).filter((f) => f.endsWith('.log'));
-    for (const file of logs) await cp(join(root, file), join(kept, file.replaceAll('/', '_')));
-    process.stderr.write(`bench: logs kept in ${kept}\n`);
+  return runBench({
+    prefix: 'ballast-bench',
+    title: 'ballast benchmark',
+    intro: ['Figures only, nothing asserted. Times in ms; a ratio is ballast / baseline (1.00x = no overhead).', ...(drift ? [`WARNING: ${drift}`] : [])],
+    deadlineSeconds: settings.deadlineSeconds,
+    cleanOk: 'processes stopped, nothing mounted or attached under the work dir, work dir removed',
+    body: async (root) => {
+      const plugin = await pluginBench(root, { ...settings, log: progress });
+      printProtocol(plugin);
+      printCreateMount(plugin, settings.createMountRuns);
+      if (settings.skipDocker) out('3. docker run: skipped (BENCH_SKIP_DOCKER=1)');
+      else printDocker(await dockerBench(root, { runs: settings.dockerRuns, log: progress }), settings.dockerRuns);
+    },
   });
-  global.push(`unmount and detach what is left under ${root}`, async () => {
-    const left = await cleanUpUnder(root);
-    if (left.mounts.length || left.loops.length) throw new Error(`had to clean up mounts [${left.mounts.join(', ')}] and loop devices [${left.loops.join(', ')}]`);
-  });
-
-  let stopping = false;
-  const abort = async (why: string, code: number) => {
-    if (stopping) return;
-    stopping = true;
-    failed = true;
-    process.stderr.write(`\nbench: ${why}; cleaning up...\n`);
-    await runAllCleanups();
-    if (cleanupProblems.length) process.stderr.write(`cleanup problems:\n  ${cleanupProblems.join('\n  ')}\n`);
-    process.exit(code);
-  };
-  // `on`, not `once`: a second signal (timeout(1) and npm forward theirs) must not kill the bench mid-cleanup.
-  process.on('SIGINT', () => void abort('interrupted', 130));
-  process.on('SIGTERM', () => void abort('terminated', 143));
-  const watchdog = setTimeout(() => void abort(`still running after ${settings.deadlineSeconds} s`, 1), settings.deadlineSeconds * 1000);
-  watchdog.unref();
-
-  out(`ballast benchmark, ${new Date().toISOString()}`);
-  out(`node ${process.version}, Linux ${release()}, ${cpus().length} CPUs; work dir ${root}`);
-  out('Figures only, nothing asserted. Times in ms; a ratio is ballast / baseline (1.00x = no overhead).');
-  if (drift) out(`WARNING: ${drift}`);
-  out();
-
-  try {
-    const plugin = await pluginBench(root, { ...settings, log: progress });
-    printProtocol(plugin);
-    printCreateMount(plugin, settings.createMountRuns);
-    if (settings.skipDocker) out('3. docker run: skipped (BENCH_SKIP_DOCKER=1)');
-    else printDocker(await dockerBench(root, { runs: settings.dockerRuns, log: progress }), settings.dockerRuns);
-  } catch (err) {
-    failed = true;
-    out(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-  } finally {
-    // Check before the last sweep, so leftovers are reported, not silently swept.
-    await global.run();
-    clearTimeout(watchdog);
-  }
-  const leftMounts = mountsUnder(root);
-  const leftLoops = await loopDevicesUnder(root).catch(() => ['(losetup failed)']);
-  if (cleanupProblems.length || leftMounts.length || leftLoops.length) {
-    out('cleanup: PROBLEMS');
-    for (const p of cleanupProblems) out(`  - ${p}`);
-    if (leftMounts.length) out(`  - mounts still there: ${leftMounts.join(', ')}`);
-    if (leftLoops.length) out(`  - loop devices still attached: ${leftLoops.join(', ')}`);
-    failed = true;
-  } else {
-    out('cleanup: ok (processes stopped, nothing mounted or attached under the work dir, work dir removed)');
-  }
-  out(`total wall time ${((performance.now() - wallStarted) / 1000).toFixed(1)} s`);
-  return failed ? 1 : 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  async (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    await runAllCleanups();
-    process.exitCode = 1;
-  },
-);
+exitWith(main);
