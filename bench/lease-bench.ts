@@ -2,19 +2,11 @@
 // contention, moving a volume between hosts, takeover after a kill -9 (real daemons, real loop
 // devices), and a 50-daemon / 2,000-volume scale simulation. Prints figures beside their
 // baselines and as ratios; asserts nothing. Needs root. See bench/README.md.
-import { exitWith, out, progress, runBench } from './lib/bench-run.js';
+import { exitWith, intFromEnv, out, progress, runBench } from './lib/bench-run.js';
 import { run } from './lib/proc.js';
 import { max, median, min, ms, percentile, ratio, table } from './lib/stats.js';
 import { mountBench, type MountBenchResult } from './lease-mount.js';
 import { scaleBench, type ScaleBenchResult } from './lease-scale.js';
-
-function intFromEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name}=${raw}: expected a positive integer`);
-  return value;
-}
 
 const settings = {
   runs: intFromEnv('BENCH_LEASE_RUNS', 10),

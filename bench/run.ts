@@ -4,21 +4,13 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MKFS_EXT4 } from './lib/mkfs.js';
-import { exitWith, out, progress, runBench } from './lib/bench-run.js';
+import { exitWith, intFromEnv, out, progress, runBench } from './lib/bench-run.js';
 import { run } from './lib/proc.js';
 import { max, median, min, ms, percentile, ratio, table } from './lib/stats.js';
 import { pluginBench, type PluginBenchResult } from './plugin-bench.js';
 import { dockerBench, type DockerBenchResult } from './docker-bench.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
-
-function intFromEnv(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`${name}=${raw}: expected a positive integer`);
-  return value;
-}
 
 const settings = {
   volumes: intFromEnv('BENCH_VOLUMES', 1000),

@@ -7,6 +7,15 @@ import { CleanupStack, cleanUpUnder, cleanupProblems, loopDevicesUnder, runAllCl
 export const out = (text = '') => process.stdout.write(`${text}\n`);
 export const progress = (line: string) => process.stderr.write(`  .. ${line}\n`);
 
+/** A positive integer setting from the environment (run sizes), or the default. */
+export function intFromEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name}=${raw}: expected a positive integer`);
+  return value;
+}
+
 export interface BenchRun {
   /** Temp-dir prefix, e.g. "ballast-bench". */
   prefix: string;
