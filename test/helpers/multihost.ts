@@ -8,6 +8,7 @@ import {
   buildBusyboxTar,
   describeResult,
   DockerHarness,
+  IMAGE,
   PLUGIN,
   runCommand,
   sleep,
@@ -609,4 +610,37 @@ export function checkSequence(lines: string[], tag: string): number {
     if (l !== `${tag} ${i + 1}`) throw new Error(`line ${i + 1} of ${tag}'s log is "${l}", expected "${tag} ${i + 1}"`);
   });
   return mine.length;
+}
+
+/**
+ * Starts a container on h1 that appends acknowledged (fsynced) lines to volume `v`, waits for
+ * 20 of them, checks that h2 cannot mount `v` meanwhile (the error names h1), and waits for 20
+ * more. Returns the ack directory and the file of acknowledged numbers.
+ */
+export async function writeAckedOnH1(c: Cluster, v: string, container: string): Promise<{ acks: string; acked: string }> {
+  const { h1, h2 } = c;
+  const acks = ackDir(c, `${container}-h1`);
+  const acked = join(acks, 'acked');
+  await h1.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', v]);
+  await h1.run(['-d', '--name', container, '--stop-timeout', '5', '-v', `${v}:/data`, '-v', `${acks}:/acks`, IMAGE, 'sh', '-c', ackedWriterScript('h1')]);
+  await waitFor(() => readNumbers(acked).length >= 20, 'h1 to acknowledge 20 writes', 30_000, 100, () => c.diagnostics());
+  const live = await h2.fails(['run', '--rm', '--network', 'none', '--volume-driver', PLUGIN, '-v', `${v}:/data`, IMAGE, 'true']);
+  if (!new RegExp(`volume ${v} is in use on host h1\\b.*lease renewed`).test(live)) throw new Error(`h2's refusal does not name h1's live lease: ${live}`);
+  const seen = readNumbers(acked).length;
+  await waitFor(() => readNumbers(acked).length >= seen + 20, 'h1 to keep writing', 30_000, 100);
+  return { acks, acked };
+}
+
+/**
+ * After a takeover: h2's copy of the log holds every line h1 acknowledged, in order, and at
+ * most one more (written, not yet acknowledged, when the fence came). Returns what was
+ * acknowledged and the log's checksum on h2, for later comparisons.
+ */
+export async function expectAckedWritesOnH2(c: Cluster, container: string, acked: string): Promise<{ ackedAtTakeover: number[]; sumAtTakeover: string }> {
+  const ackedAtTakeover = readNumbers(acked);
+  const lastAcked = Math.max(...ackedAtTakeover);
+  const onH2 = (await c.h2.ok(['exec', container, 'cat', '/data/log'])).split('\n').filter(Boolean);
+  const n = checkSequence(onH2, 'h1');
+  if (n < lastAcked || n > lastAcked + 1) throw new Error(`h2 holds ${n} of h1's lines; h1 acknowledged ${lastAcked}`);
+  return { ackedAtTakeover, sumAtTakeover: await c.h2.ok(['exec', container, 'md5sum', '/data/log']) };
 }

@@ -87,17 +87,19 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
     await f.manager.mount('w', 'x');
   });
 
-  it('waits for a live holder to release, within lease.mount_wait', async () => {
-    f.manager.stop();
-    f = await (async () => {
-      await f.cleanup();
-      return managerFixture((dir) => ({ ...sharedConfig(dir), lease: { ...LEASE, mount_wait: 5 } }));
-    })();
+  /** Volume v, held by node-b, which keeps renewing until the returned timer is cleared. */
+  async function heldByLiveB() {
     await f.manager.create('v', {});
     const b = hostB();
     await b.keeper.register();
     await b.lease.acquire('v');
-    const renewing = setInterval(() => void b.keeper.renew(), 50);
+    return { b, renewing: setInterval(() => void b.keeper.renew(), 50) };
+  }
+
+  it('waits for a live holder to release, within lease.mount_wait', async () => {
+    await f.cleanup();
+    f = await managerFixture((dir) => ({ ...sharedConfig(dir), lease: { ...LEASE, mount_wait: 5 } }));
+    const { b, renewing } = await heldByLiveB();
     try {
       const mounting = f.manager.mount('v', 'c1');
       await sleep(300);
@@ -109,11 +111,7 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
   });
 
   it('gives up after mount_wait with the holder named', async () => {
-    await f.manager.create('v', {});
-    const b = hostB();
-    await b.keeper.register();
-    await b.lease.acquire('v');
-    const renewing = setInterval(() => void b.keeper.renew(), 50);
+    const { renewing } = await heldByLiveB();
     try {
       await expect(f.manager.mount('v', 'c1')).rejects.toThrow(/mount v: volume v is in use on host node-b \(b\) \(lease renewed \d s ago\); it moves when node-b releases it/);
       expect(f.host.calls).toEqual([]);
