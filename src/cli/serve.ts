@@ -48,7 +48,7 @@ export async function serve(config: Config, log: Logger, configPath?: string): P
     if (stopping) return;
     stopping = true;
     log.info('stopping: finishing in-flight requests; volumes stay mounted for running containers', { signal });
-    daemon.manager.stop();
+    await daemon.manager.stop();
     try {
       await daemon.plugin.close();
     } catch (err) {

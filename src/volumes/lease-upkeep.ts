@@ -13,6 +13,7 @@ import type { VolumeManager, VolumeManagerDeps } from './manager.js';
  */
 export class LeaseUpkeep {
   private timer?: NodeJS.Timeout;
+  private readonly rounds = new Set<Promise<void>>();
   private beatSeq = 0;
   private checking = false;
   private readonly files: FenceFiles;
@@ -43,13 +44,21 @@ export class LeaseUpkeep {
     if (this.manager.mountedVolumes().size > 0) this.deps.startWatchdog?.();
   }
 
-  stop(): void {
+  /** Stops the rounds and waits for the one in flight, so nothing writes state after stop. */
+  async stop(): Promise<void> {
     clearInterval(this.timer);
     this.timer = undefined;
+    await Promise.all(this.rounds);
   }
 
   /** One renewal round; the check of mounted volumes runs beside it and never delays renewals. */
-  async tick(): Promise<void> {
+  tick(): Promise<void> {
+    const round = this.renewAndCheck().finally(() => this.rounds.delete(round));
+    this.rounds.add(round);
+    return round;
+  }
+
+  private async renewAndCheck(): Promise<void> {
     for (const { keeper } of this.manager.liveness.values()) await keeper.renew();
     await this.beatIfAllRenewed();
     await this.observeHosts();

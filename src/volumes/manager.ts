@@ -101,8 +101,8 @@ export class VolumeManager {
   }
 
   /** Stops renewing host leases (graceful shutdown). The watchdog keeps guarding mounted volumes. */
-  stop(): void {
-    this.upkeep.stop();
+  async stop(): Promise<void> {
+    await this.upkeep.stop();
   }
 
   /**

@@ -70,7 +70,7 @@ export async function managerFixture(
   const host = new FakeHost(join(dir, 'mountinfo'));
   const usage = new FakeUsage();
   const build = async (id: HostIdentity) => {
-    fixture?.manager.stop();
+    await fixture?.manager.stop();
     const log = silentLogger();
     const manager = new VolumeManager({
       config,
@@ -97,7 +97,7 @@ export async function managerFixture(
     manager: await build(identity),
     restart: async (id = identity) => (fixture!.manager = await build(id)),
     cleanup: async () => {
-      fixture!.manager.stop();
+      await fixture!.manager.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -42,7 +42,7 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
     const b = hostB();
     await expect(b.lease.acquire('v')).rejects.toThrow(/in use on host node-a/);
     // node-a stops renewing as far as node-b can tell: simulate by stopping node-a's upkeep.
-    f.manager.stop();
+    await f.manager.stop();
     b.clock.now += LEASE.seconds + 0.1;
     await b.lease.acquire('v');
     await f.manager.upkeep.tick(); // node-a's next round notices
