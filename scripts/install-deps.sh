@@ -4,9 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Runtime: loop devices, filesystems. Tests: a real Docker engine, compose, a busybox image source;
-# multi-host tests: sqlite3 (copied into a test image) and iptables (a FORWARD rule for their bridge).
-DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables)
+# Runtime: loop devices, filesystems; iSCSI initiator, dm-multipath and persistent reservations
+# (open-iscsi, multipath-tools, sg3-utils); tgt for an iSCSI array on a Linux host.
+# Tests: a real Docker engine, compose, a busybox image source; multi-host tests: sqlite3 (copied
+# into a test image) and iptables (a FORWARD rule for their bridge); iSCSI tests: libiscsi-bin
+# (checks the array from outside), qemu and Debian's kernel for the VM lab, curl inside it.
+DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables
+  open-iscsi multipath-tools sg3-utils tgt libiscsi-bin qemu-system-x86 linux-image-amd64 curl)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -81,6 +81,12 @@ export class Timeout extends BallastError {
   readonly kind = 'unavailable';
 }
 
+/** This host could not attach a volume (log in, find its device) or detach it cleanly. */
+export class AttachFailed extends BallastError {
+  readonly code = 'BALLAST_ATTACH_FAILED';
+  readonly kind = 'unavailable';
+}
+
 export class CommandFailed extends BallastError {
   readonly code = 'BALLAST_COMMAND_FAILED';
   readonly kind = 'system';

@@ -2,6 +2,39 @@
  * How this host reaches a volume: produced by a backend driver, consumed by an attacher.
  * The one value that passes between the two layers, so neither imports the other.
  */
-export type Export = { transport: 'loop'; file: string };
+export type Export = LoopExport | IscsiExport;
+
+export interface LoopExport {
+  transport: 'loop';
+  file: string;
+}
+
+export interface ChapCredentials {
+  username: string;
+  password: string;
+}
+
+export interface IscsiExport {
+  transport: 'iscsi';
+  /** The target's IQN; ballast exports one target per volume. */
+  iqn: string;
+  /** "address:port" as this host reaches the array; more than one means multipath. */
+  portals: string[];
+  lun: number;
+  chap?: ChapCredentials;
+}
 
 export type Transport = Export['transport'];
+
+/** Who asks for an export: what an array needs to let this host, and only this host, in. */
+export interface Initiator {
+  hostId: string;
+  /** This host's iSCSI initiator name, for the target's ACL. */
+  iqn?: string;
+}
+
+/** Narrows an export to the transport an attacher handles; any other is a wiring bug. */
+export function exportOf<T extends Transport>(exp: Export, transport: T): Extract<Export, { transport: T }> {
+  if (exp.transport !== transport) throw new Error(`the ${transport} attacher got a ${exp.transport} export`);
+  return exp as Extract<Export, { transport: T }>;
+}

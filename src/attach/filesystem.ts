@@ -1,7 +1,7 @@
 import type { Fstype } from '../config/schema.js';
 import { CommandFailed } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Exec } from './exec.js';
+import type { Exec } from '../exec.js';
 import { MountTable } from './mountinfo.js';
 
 export interface FilesystemTimeouts {

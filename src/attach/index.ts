@@ -1,14 +1,19 @@
+import type { Exec } from '../exec.js';
 import type { Export } from '../export.js';
-import type { Exec } from './exec.js';
+import type { Logger } from '../log.js';
+import { IscsiAttacher } from './iscsi/iscsi-attacher.js';
 import { LoopAttacher } from './loop-attacher.js';
 import type { Attacher } from './types.js';
 
 export type { Attacher } from './types.js';
-export { CommandRunner, type Exec, type ExecOptions, type ExecResult } from './exec.js';
+export { CommandRunner, type Exec, type ExecOptions, type ExecResult } from '../exec.js';
 export { Filesystem } from './filesystem.js';
 export { MountTable } from './mountinfo.js';
 
 /** The attacher for each transport. */
-export function createAttachers(exec: Exec): Map<Export['transport'], Attacher> {
-  return new Map<Export['transport'], Attacher>([['loop', new LoopAttacher(exec)]]);
+export function createAttachers(exec: Exec, log: Logger, commandTimeoutMs: number): Map<Export['transport'], Attacher> {
+  return new Map<Export['transport'], Attacher>([
+    ['loop', new LoopAttacher(exec)],
+    ['iscsi', new IscsiAttacher(exec, log.child({ transport: 'iscsi' }), { commandTimeoutMs })],
+  ]);
 }

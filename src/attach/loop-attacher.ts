@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
-import type { Export } from '../export.js';
-import type { Exec } from './exec.js';
+import { exportOf, type Export } from '../export.js';
+import type { Exec } from '../exec.js';
 import type { Attacher } from './types.js';
 
 /**
@@ -45,24 +45,29 @@ export class LoopAttacher implements Attacher {
    * root seen by one kernel (hosts as namespaces), a device still mounted by a fenced former
    * holder must not be shared with the new one.
    */
+  async identify(): Promise<Record<string, never>> {
+    return {};
+  }
+
   async attach(exp: Export): Promise<string> {
-    for (const device of await this.devicesFor(exp.file)) {
+    const { file } = exportOf(exp, 'loop');
+    for (const device of await this.devicesFor(file)) {
       if (await this.isUnclaimed(device)) return device;
     }
-    const { stdout } = await this.exec.run(['losetup', '--find', '--show', exp.file]);
+    const { stdout } = await this.exec.run(['losetup', '--find', '--show', file]);
     const device = stdout.trim();
-    if (!/^\/dev\/loop\d+$/.test(device)) throw new Error(`losetup printed no loop device for ${exp.file}: ${JSON.stringify(stdout)}`);
+    if (!/^\/dev\/loop\d+$/.test(device)) throw new Error(`losetup printed no loop device for ${file}: ${JSON.stringify(stdout)}`);
     return device;
   }
 
   async detach(exp: Export, device: string): Promise<void> {
     // Only detach a device that is still bound to this volume's file: never someone else's.
-    if (!(await this.devicesFor(exp.file)).includes(device)) return;
+    if (!(await this.devicesFor(exportOf(exp, 'loop').file)).includes(device)) return;
     await this.exec.run(['losetup', '--detach', device]);
   }
 
   async isAttached(exp: Export, device: string): Promise<boolean> {
-    return (await this.devicesFor(exp.file)).includes(device);
+    return (await this.devicesFor(exportOf(exp, 'loop').file)).includes(device);
   }
 
   private async devicesFor(file: string): Promise<string[]> {

@@ -1,8 +1,10 @@
-import type { Export } from '../export.js';
+import type { Export, Initiator } from '../export.js';
 
 /** Host-side attach for one transport: turns an Export into a local block device and back. */
 export interface Attacher {
   readonly transport: Export['transport'];
+  /** What the array needs to know about this host to export to it (e.g. the iSCSI initiator name). */
+  identify(): Promise<Omit<Initiator, 'hostId'>>;
   /** Returns the block device; attaching an already attached volume returns its device. */
   attach(exp: Export): Promise<string>;
   /** Detaches `device` if it still belongs to this volume; a no-op otherwise. */

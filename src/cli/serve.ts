@@ -26,8 +26,8 @@ export async function startDaemon(config: Config, log: Logger, configPath?: stri
   const manager = new VolumeManager({
     config,
     identity,
-    drivers: createDrivers(config, log),
-    attachers: createAttachers(exec),
+    drivers: createDrivers(config, log, exec),
+    attachers: createAttachers(exec, log, config.timeouts.command_seconds * 1000),
     filesystem: new Filesystem(exec, log, { slowMs: config.timeouts.filesystem_seconds * 1000 }),
     mountTable: new MountTable(),
     state: new MountStateStore(config.state_dir),

@@ -31,6 +31,36 @@ const loopProfile = z.strictObject({
   description: z.string().optional(),
 });
 
+const portal = z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected "address:port", e.g. "10.0.0.5:3260"');
+const iqn = z.string().regex(/^(iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:[A-Za-z0-9.:-]*)?|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$/, 'expected an iSCSI name such as "iqn.2026-11.com.example"');
+
+const iscsiBackend = z.strictObject({
+  /** Where hosts reach the array, "address:port" each; two or more use dm-multipath. */
+  portals: z.array(portal).min(1),
+  /** Each volume is exported as its own target, "<target_prefix>:<volume>". */
+  target_prefix: iqn.default('iqn.2026-11.dev.ballast'),
+  /** The array: a Linux host running tgtd. ballast runs tgtadm there (today: on this host). */
+  array: z
+    .strictObject({
+      /** "local": tgtd runs on this host (hyper-converged). */
+      host: z.literal('local').default('local'),
+      /** tgtd's management port (`tgtd -C N`), for arrays running several tgtd. */
+      tgt_control_port: z.number().int().min(0).max(65535).default(0),
+    })
+    .default({ host: 'local', tgt_control_port: 0 }),
+  /** Directory on the array host for volume images and metadata; a profile may name its own. */
+  pool: absolutePath.default('/var/lib/ballast/iscsi'),
+  /** CHAP credentials every target requires (tgt: an account bound to each target). */
+  chap: z.strictObject({ username: z.string().min(1).max(255), password: z.string().min(12).max(255) }).optional(),
+});
+
+const iscsiProfile = z.strictObject({
+  backend: z.literal('iscsi'),
+  /** A pool directory of this profile's own on the array host (e.g. on SSDs). */
+  pool: absolutePath.optional(),
+  description: z.string().optional(),
+});
+
 export const FSTYPES = ['ext4', 'xfs'] as const;
 export type Fstype = (typeof FSTYPES)[number];
 
@@ -92,13 +122,20 @@ export const configSchema = z.strictObject({
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
   backends: z
-    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false }) })
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false }), iscsi: iscsiBackend.optional() })
     .default({ loop: { root: '/var/lib/ballast/loop', shared: false } }),
   profiles: z
-    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), loopProfile)
+    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile]))
     .default({ default: { backend: 'loop' } }),
+}).superRefine((config, ctx) => {
+  for (const [name, profile] of Object.entries(config.profiles)) {
+    if (profile.backend === 'iscsi' && !config.backends.iscsi) {
+      ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the iscsi backend, but backends.iscsi is not configured' });
+    }
+  }
 });
 
 export type ConfigFile = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type ProfileConfig = Config['profiles'][string];
+export type IscsiBackendConfig = NonNullable<Config['backends']['iscsi']>;

@@ -1,5 +1,5 @@
 import type { Fstype } from '../config/schema.js';
-import type { Export } from '../export.js';
+import type { Export, Initiator, Transport } from '../export.js';
 import type { OwnershipRecord, OwnershipStore, Versioned } from '../ownership/types.js';
 
 
@@ -20,8 +20,10 @@ export type NewVolume = Omit<VolumeRecord, 'createdAt' | 'ownership'>;
 
 /** An array-side driver: provisions volumes and keeps their metadata. Never runs host-side commands. */
 export interface BackendDriver extends OwnershipStore {
-  /** "loop", later "iscsi", "vmdk". */
+  /** "loop", "iscsi", later "vmdk". */
   readonly kind: string;
+  /** How hosts reach its volumes: which attacher takes its exports. */
+  readonly transport: Transport;
   /** "global" when every host sees the same volumes. */
   readonly scope: 'local' | 'global';
   /** Creates the volume, exactly once across hosts; throws VolumeExists with the existing record otherwise. */
@@ -33,9 +35,9 @@ export interface BackendDriver extends OwnershipStore {
   list(): Promise<VolumeRecord[]>;
   /** Raises the provisioned size; the filesystem grows at the next mount. */
   grow(name: string, sizeBytes: number): Promise<VolumeRecord>;
-  /** Makes the volume reachable from this host. */
-  export(name: string): Promise<Export>;
-  unexport(name: string): Promise<void>;
+  /** Makes the volume reachable from this host, and from no other where the storage can enforce that. */
+  export(name: string, initiator: Initiator): Promise<Export>;
+  unexport(name: string, initiator: Initiator): Promise<void>;
   /** Throws BackendUnavailable when the backend cannot be used now. */
   checkHealth(): Promise<void>;
 }

@@ -86,7 +86,7 @@ export class VolumeManager {
       this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log, liveness));
     }
     this.upkeep = new LeaseUpkeep(this, deps);
-    this.sequence = new MountSequence(deps);
+    this.sequence = new MountSequence({ ...deps, hostId: deps.identity.hostId });
   }
 
   private get log(): Logger {

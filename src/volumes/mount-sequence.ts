@@ -5,7 +5,7 @@ import type { Filesystem } from '../attach/filesystem.js';
 import type { Config } from '../config/schema.js';
 import type { BackendDriver, VolumeRecord } from '../drivers/index.js';
 import { LeaseHeld, VolumeInUse, errorMessage } from '../errors.js';
-import type { Export } from '../export.js';
+import type { Export, Initiator } from '../export.js';
 import type { Logger } from '../log.js';
 import type { OwnershipLease } from '../ownership/lease.js';
 import type { MountedVolume } from './mount-state.js';
@@ -13,6 +13,8 @@ import { runSteps, type Step } from './steps.js';
 
 export interface MountSequenceDeps {
   config: Config;
+  /** This host's id, for the initiator an array exports to. */
+  hostId: string;
   filesystem: Filesystem;
   attachers: Map<Export['transport'], Attacher>;
   log: Logger;
@@ -43,10 +45,15 @@ export class MountSequence {
     return join(this.deps.config.mount_root, name);
   }
 
-  attacherFor(exp: Export): Attacher {
+  attacherFor(exp: Pick<Export, 'transport'>): Attacher {
     const attacher = this.deps.attachers.get(exp.transport);
     if (!attacher) throw new Error(`no attacher for transport ${exp.transport}`);
     return attacher;
+  }
+
+  /** This host as the driver's array sees it (for iSCSI: its initiator name, for the ACL). */
+  private async initiatorFor(driver: BackendDriver): Promise<Initiator> {
+    return { hostId: this.deps.hostId, ...(await this.attacherFor(driver).identify()) };
   }
 
   /** Runs every step or, when one fails, undoes the ones done: Docker never sends Unmount for a failed Mount. */
@@ -56,6 +63,7 @@ export class MountSequence {
     const mountpoint = this.mountpointOf(name);
     const fs = this.deps.filesystem;
     let exp: Export | undefined;
+    let initiator: Initiator | undefined;
     let device = '';
     let generation = 0;
     let fresh = false;
@@ -65,7 +73,14 @@ export class MountSequence {
         run: async () => void (generation = (await this.acquireWaiting(home)).generation),
         undo: () => lease.release(name),
       },
-      { name: 'export', run: async () => void (exp = await driver.export(name)), undo: () => driver.unexport(name) },
+      {
+        name: 'export',
+        run: async () => {
+          initiator = await this.initiatorFor(driver);
+          exp = await driver.export(name, initiator);
+        },
+        undo: () => driver.unexport(name, initiator!),
+      },
       {
         name: 'attach',
         run: async () => void (device = await this.attacherFor(exp!).attach(exp!)),
@@ -124,7 +139,7 @@ export class MountSequence {
     await rmdir(volume.mountpoint).catch(() => undefined);
     await attempt('detach', () => this.attacherFor(volume.export).detach(volume.export, volume.device));
     if (home) {
-      await attempt('unexport', () => home.driver.unexport(name));
+      await attempt('unexport', async () => home.driver.unexport(name, await this.initiatorFor(home.driver)));
       await attempt('release ownership', () => home.lease.release(name));
     }
     return failures;

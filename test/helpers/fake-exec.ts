@@ -1,5 +1,5 @@
 import { CommandFailed } from '../../src/errors.js';
-import type { Exec, ExecOptions, ExecResult } from '../../src/attach/exec.js';
+import type { Exec, ExecOptions, ExecResult } from '../../src/exec.js';
 
 /** A scripted reply: matched against the joined argv by prefix or regular expression. */
 export interface ScriptedReply {

@@ -1,6 +1,6 @@
 import { statSync, writeFileSync } from 'node:fs';
 import { CommandFailed } from '../../src/errors.js';
-import type { Exec, ExecOptions, ExecResult } from '../../src/attach/exec.js';
+import type { Exec, ExecOptions, ExecResult } from '../../src/exec.js';
 
 /**
  * A stateful Exec fake that behaves like a small Linux host: losetup binds files to

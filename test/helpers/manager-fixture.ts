@@ -76,7 +76,7 @@ export async function managerFixture(
       config,
       identity: id,
       drivers: createDrivers(config, log),
-      attachers: createAttachers(host),
+      attachers: createAttachers(host, log, 1000),
       filesystem: new Filesystem(host, log, { slowMs: 1000 }, new MountTable(host.mountinfoPath)),
       mountTable: new MountTable(host.mountinfoPath),
       state: new MountStateStore(config.state_dir),

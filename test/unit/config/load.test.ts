@@ -51,7 +51,7 @@ describe('loadConfig', () => {
     const file = join(dir, 'config.yml');
     await writeFile(file, 'profiles:\n  default: {backend: loop}\n  fast: {backend: loop, root: /mnt/ssd/ballast}\n');
     const config = await loadConfig(file);
-    expect(config.profiles.fast?.root).toBe('/mnt/ssd/ballast');
+    expect(config.profiles.fast).toEqual({ backend: 'loop', root: '/mnt/ssd/ballast' });
   });
 
   it('fails on a path given explicitly that does not exist, naming it', async () => {

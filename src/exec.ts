@@ -1,6 +1,6 @@
 import { execa } from 'execa';
-import { CommandFailed } from '../errors.js';
-import type { Logger } from '../log.js';
+import { CommandFailed } from './errors.js';
+import type { Logger } from './log.js';
 
 export interface ExecOptions {
   /** Exit codes that count as success; anything else throws CommandFailed. Default [0]. */

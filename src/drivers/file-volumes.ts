@@ -1,0 +1,321 @@
+import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, unlink, access, constants } from 'node:fs/promises';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { BackendUnavailable, InvalidOption, StaleRevision, VolumeInUse, VolumeNotFound, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { formatSize } from '../config/size.js';
+import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../ownership/types.js';
+import { FREE_OWNERSHIP } from '../ownership/types.js';
+import { fsyncDirectory, writeFileAtomic, writeNewFile } from '../util/atomic-file.js';
+import type { Export, Initiator, Transport } from '../export.js';
+import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRecord } from './types.js';
+
+// On-disk layout under the root (one directory a volume, so creation is one atomic rename):
+//   <root>/<name>/disk.img    sparse image: attached with losetup (loop) or exported as a LUN (iscsi)
+//   <root>/<name>/meta.json   { v, revision, volume } - the record, including the ownership lease
+//   <root>/<name>/meta.lock   guard file held for the few milliseconds of a compare-and-swap
+//   <root>/.hosts/<hostId>.json  each host's lease, written only by that host
+const IMAGE = 'disk.img';
+const META = 'meta.json';
+const GUARD = 'meta.lock';
+const GUARD_WAIT_MS = 5_000;
+/** A guard older than this was left by a writer that died mid-write. */
+const GUARD_STALE_MS = 30_000;
+
+const holderSchema = z.object({ hostId: z.string(), bootId: z.string(), hostname: z.string(), hostGeneration: z.number().int().default(0) });
+const hostLeaseSchema = z.object({
+  hostId: z.string(),
+  bootId: z.string(),
+  hostname: z.string(),
+  generation: z.number().int(),
+  renewSeq: z.number().int(),
+  leaseSeconds: z.number().positive(),
+  renewEverySeconds: z.number().positive(),
+  renewedAtWall: z.string(),
+});
+const ownershipSchema = z.discriminatedUnion('state', [
+  z.object({ state: z.literal('free'), generation: z.number().int(), updatedAt: z.string() }),
+  z.object({ state: z.literal('held'), holder: holderSchema, generation: z.number().int(), updatedAt: z.string() }),
+]);
+const sidecarSchema = z.object({
+  v: z.literal(1),
+  revision: z.number().int().nonnegative(),
+  volume: z.object({
+    name: z.string(),
+    profile: z.string(),
+    sizeBytes: z.number().int().positive(),
+    fstype: z.enum(['ext4', 'xfs']),
+    mkfsOpts: z.array(z.string()),
+    mountOpts: z.array(z.string()),
+    readonly: z.boolean(),
+    createdAt: z.string(),
+    ownership: ownershipSchema,
+  }),
+});
+type Sidecar = z.infer<typeof sidecarSchema>;
+
+export interface FileVolumesOptions {
+  root: string;
+  shared: boolean;
+}
+
+function isErrno(err: unknown, ...codes: string[]): boolean {
+  return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Volumes as sparse image files, one directory each, with their metadata beside them: the
+ * storage and metadata half of the loop and iscsi drivers. Subclasses say how a host reaches
+ * the image (export/unexport).
+ */
+export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
+  abstract readonly kind: string;
+  abstract readonly transport: Transport;
+  readonly scope: 'local' | 'global';
+  protected readonly root: string;
+
+  constructor(options: FileVolumesOptions, protected readonly log: Logger) {
+    this.root = options.root;
+    this.scope = options.shared ? 'global' : 'local';
+  }
+
+  private dir(name: string): string {
+    return join(this.root, name);
+  }
+
+  imagePath(name: string): string {
+    return join(this.dir(name), IMAGE);
+  }
+
+  async checkHealth(): Promise<void> {
+    try {
+      await mkdir(this.root, { recursive: true, mode: 0o700 });
+      await access(this.root, constants.R_OK | constants.W_OK);
+    } catch (err) {
+      throw new BackendUnavailable(`loop backend root ${this.root} is not usable: ${errorMessage(err)}`);
+    }
+  }
+
+  async create(volume: NewVolume): Promise<VolumeRecord> {
+    await this.checkHealth();
+    const record: VolumeRecord = { ...volume, createdAt: new Date().toISOString(), ownership: { ...FREE_OWNERSHIP } };
+    const staging = join(this.root, `.creating-${volume.name}-${randomBytes(4).toString('hex')}`);
+    try {
+      await mkdir(staging, { mode: 0o700 });
+      const image = await open(join(staging, IMAGE), 'wx', 0o600);
+      try {
+        await image.truncate(volume.sizeBytes);
+        await image.sync();
+      } finally {
+        await image.close();
+      }
+      await writeNewFile(join(staging, META), serialize({ v: 1, revision: 1, volume: record }));
+      await fsyncDirectory(staging);
+      // rename() onto an existing, non-empty directory fails: exactly one creator wins, on any host.
+      await rename(staging, this.dir(volume.name));
+      await fsyncDirectory(this.root);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      if (isErrno(err, 'ENOTEMPTY', 'EEXIST')) {
+        const existing = await this.read(volume.name);
+        if (existing) throw new VolumeAlreadyExists(existing.value);
+      }
+      throw new BackendUnavailable(`cannot create volume ${volume.name} under ${this.root}: ${errorMessage(err)}`);
+    }
+    this.log.info('volume created', { volume: volume.name, sizeBytes: volume.sizeBytes, root: this.root });
+    return record;
+  }
+
+  async destroy(name: string): Promise<void> {
+    const dir = this.dir(name);
+    const trash = join(this.root, `.deleting-${name}-${randomBytes(4).toString('hex')}`);
+    if (!(await this.readSidecar(name))) return;
+    const removed = await this.withGuard(name, async () => {
+      const current = await this.readSidecar(name);
+      if (!current) return false;
+      const ownership = current.volume.ownership;
+      if (ownership.state === 'held') {
+        throw new VolumeInUse(`volume ${name} is in use on host ${ownership.holder.hostId} (${ownership.holder.hostname}); unmount it there first`);
+      }
+      await this.withdraw(name);
+      await rename(dir, trash);
+      return true;
+    }).catch((err: unknown) => {
+      if (err instanceof VolumeNotFound) return false; // removed meanwhile
+      throw err;
+    });
+    if (removed) {
+      await rm(trash, { recursive: true, force: true });
+      this.log.info('volume destroyed', { volume: name, root: this.root });
+    }
+  }
+
+  async read(name: string): Promise<Versioned<VolumeRecord> | undefined> {
+    const sidecar = await this.readSidecar(name);
+    return sidecar && { value: sidecar.volume, revision: sidecar.revision };
+  }
+
+  async list(): Promise<VolumeRecord[]> {
+    let entries: string[];
+    try {
+      entries = await readdir(this.root);
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return [];
+      throw new BackendUnavailable(`cannot list ${this.root}: ${errorMessage(err)}`);
+    }
+    const records = await Promise.all(
+      entries.filter((entry) => !entry.startsWith('.')).map((entry) => this.readSidecar(entry).catch(() => undefined)),
+    );
+    return records.filter((s): s is Sidecar => s !== undefined).map((s) => s.volume);
+  }
+
+  async readOwnership(name: string): Promise<Versioned<OwnershipRecord> | undefined> {
+    const sidecar = await this.readSidecar(name);
+    return sidecar && { value: sidecar.volume.ownership, revision: sidecar.revision };
+  }
+
+  async writeOwnership(name: string, expectedRevision: number, next: OwnershipRecord): Promise<number> {
+    return this.compareAndSwap(name, expectedRevision, (volume) => ({ ...volume, ownership: next }));
+  }
+
+  async grow(name: string, sizeBytes: number): Promise<VolumeRecord> {
+    const current = await this.read(name);
+    if (!current) throw new VolumeNotFound(name);
+    if (sizeBytes < current.value.sizeBytes) {
+      throw new InvalidOption(`volume ${name} is ${formatSize(current.value.sizeBytes)}; volumes can grow but not shrink`);
+    }
+    await this.compareAndSwap(name, current.revision, (volume) => ({ ...volume, sizeBytes }));
+    await truncate(this.imagePath(name), sizeBytes);
+    await this.resized(name);
+    this.log.info('volume grown', { volume: name, sizeBytes });
+    return { ...current.value, sizeBytes };
+  }
+
+  abstract export(name: string, initiator: Initiator): Promise<Export>;
+  abstract unexport(name: string, initiator: Initiator): Promise<void>;
+
+  /** Stops offering the volume to any host before its files go (under the metadata guard). */
+  protected async withdraw(_name: string): Promise<void> {}
+
+  /** Tells whatever serves the image that it grew. */
+  protected async resized(_name: string): Promise<void> {}
+
+  /** The image path, grown to the recorded size: a grow recorded while it was in use elsewhere catches up. */
+  protected async imageAtRecordedSize(name: string): Promise<string> {
+    const current = await this.read(name);
+    if (!current) throw new VolumeNotFound(name);
+    const file = this.imagePath(name);
+    const { size } = await stat(file);
+    if (size < current.value.sizeBytes) await truncate(file, current.value.sizeBytes);
+    return file;
+  }
+
+  private hostLeasePath(hostId: string): string {
+    return join(this.root, '.hosts', `${hostId}.json`);
+  }
+
+  async readHostLease(hostId: string): Promise<HostLease | undefined> {
+    let text: string;
+    try {
+      text = await readFile(this.hostLeasePath(hostId), 'utf8');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return undefined;
+      throw new BackendUnavailable(`cannot read the host lease of ${hostId} under ${this.root}: ${errorMessage(err)}`);
+    }
+    const parsed = hostLeaseSchema.safeParse(JSON.parse(text));
+    if (!parsed.success) throw new BackendUnavailable(`the host lease of ${hostId} under ${this.root} is damaged`);
+    return parsed.data;
+  }
+
+  async listHostLeases(): Promise<HostLease[]> {
+    let entries: string[];
+    try {
+      entries = await readdir(join(this.root, '.hosts'));
+    } catch (err) {
+      if (isErrno(err, 'ENOENT')) return [];
+      throw new BackendUnavailable(`cannot list host leases under ${this.root}: ${errorMessage(err)}`);
+    }
+    const leases = await Promise.all(
+      entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).map((e) => this.readHostLease(e.slice(0, -5)).catch(() => undefined)),
+    );
+    return leases.filter((l): l is HostLease => l !== undefined);
+  }
+
+  /** One atomic replace: only the host itself writes its lease, so no compare-and-swap is needed. */
+  async writeHostLease(lease: HostLease): Promise<void> {
+    try {
+      await mkdir(join(this.root, '.hosts'), { recursive: true, mode: 0o700 });
+      await writeFileAtomic(this.hostLeasePath(lease.hostId), `${JSON.stringify(lease)}\n`);
+    } catch (err) {
+      throw new BackendUnavailable(`cannot write the host lease of ${lease.hostId} under ${this.root}: ${errorMessage(err)}`);
+    }
+  }
+
+  private async readSidecar(name: string): Promise<Sidecar | undefined> {
+    let text: string;
+    try {
+      text = await readFile(join(this.dir(name), META), 'utf8');
+    } catch (err) {
+      if (isErrno(err, 'ENOENT', 'ENOTDIR')) return undefined;
+      throw new BackendUnavailable(`cannot read the metadata of volume ${name} under ${this.root}: ${errorMessage(err)}`);
+    }
+    const parsed = sidecarSchema.safeParse(JSON.parse(text));
+    if (!parsed.success) throw new BackendUnavailable(`the metadata of volume ${name} under ${this.root} is damaged: ${parsed.error.issues[0]?.message}`);
+    return parsed.data;
+  }
+
+  /** Guard file + re-read + compare revision + atomic replace: safe across hosts sharing the root. */
+  private async compareAndSwap(name: string, expectedRevision: number, change: (v: VolumeRecord) => VolumeRecord): Promise<number> {
+    return this.withGuard(name, async () => {
+      const current = await this.readSidecar(name);
+      if (!current) throw new VolumeNotFound(name);
+      if (current.revision !== expectedRevision) {
+        throw new StaleRevision(`metadata of volume ${name} changed (revision ${current.revision}, expected ${expectedRevision})`);
+      }
+      const revision = current.revision + 1;
+      await writeFileAtomic(join(this.dir(name), META), serialize({ v: 1, revision, volume: change(current.volume) }));
+      return revision;
+    });
+  }
+
+  private async withGuard<T>(name: string, body: () => Promise<T>): Promise<T> {
+    const guard = join(this.dir(name), GUARD);
+    const deadline = Date.now() + GUARD_WAIT_MS;
+    for (;;) {
+      try {
+        await writeNewFile(guard, JSON.stringify({ pid: process.pid, at: new Date().toISOString() }));
+        break;
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) throw new VolumeNotFound(name);
+        if (!isErrno(err, 'EEXIST')) throw new BackendUnavailable(`cannot lock the metadata of volume ${name}: ${errorMessage(err)}`);
+        await this.breakStaleGuard(guard, name);
+        if (Date.now() > deadline) throw new StaleRevision(`the metadata of volume ${name} stayed locked for ${GUARD_WAIT_MS / 1000} s (${guard})`);
+        await sleep(5 + Math.random() * 20);
+      }
+    }
+    try {
+      return await body();
+    } finally {
+      await unlink(guard).catch(() => undefined);
+    }
+  }
+
+  private async breakStaleGuard(guard: string, name: string): Promise<void> {
+    try {
+      const { mtimeMs } = await stat(guard);
+      if (Date.now() - mtimeMs > GUARD_STALE_MS) {
+        this.log.warn('breaking a stale metadata guard left by a dead writer', { volume: name, guard });
+        await unlink(guard);
+      }
+    } catch {
+      // Gone already: the next attempt will take it.
+    }
+  }
+}
+
+function serialize(sidecar: Sidecar): string {
+  return `${JSON.stringify(sidecar, null, 2)}\n`;
+}
