@@ -1,7 +1,7 @@
 import { BackendUnavailable, errorMessage } from '../errors.js';
 import type { BackendDriver } from '../drivers/index.js';
 import { describeHolder } from '../ownership/lease.js';
-import { FenceFiles, type FencedVolumes } from './fence-files.js';
+import { FenceFiles } from './fence-files.js';
 import type { MountedVolume } from './mount-state.js';
 import type { VolumeManager, VolumeManagerDeps } from './manager.js';
 
@@ -122,13 +122,13 @@ export class LeaseUpkeep {
   }
 
   private async checkMounted(): Promise<void> {
-    const byWatchdog = await this.files.readFenced();
     for (const name of [...this.manager.mountedVolumes().keys()]) {
       // Under the volume's lock: an Unmount frees the record before it forgets the mount,
-      // and a check in between would take that for a loss.
+      // and a check in between would take that for a loss. The watchdog's list is read
+      // there too: read before, it could name a volume that was mounted afresh since.
       await this.manager.withVolumeLock(name, async () => {
         const volume = this.manager.mountedVolumes().get(name);
-        if (volume) await this.check(name, volume, byWatchdog);
+        if (volume) await this.check(name, volume);
       });
     }
   }
@@ -138,9 +138,9 @@ export class LeaseUpkeep {
    * not renew for fence_after, or the ownership record names another holder. Returns true
    * when the volume is (now) fenced. The caller holds the volume's lock.
    */
-  async check(name: string, volume: MountedVolume, byWatchdog?: FencedVolumes): Promise<boolean> {
+  async check(name: string, volume: MountedVolume): Promise<boolean> {
     if (volume.fenced) return true;
-    const fencedByWatchdog = (byWatchdog ?? (await this.files.readFenced()))[name];
+    const fencedByWatchdog = (await this.files.readFenced())[name];
     if (fencedByWatchdog) {
       await this.markFenced(name, volume, `fenced by the watchdog at ${fencedByWatchdog.at}: ${fencedByWatchdog.reason}`);
       return true;

@@ -39,10 +39,11 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
   it('shuts down the filesystem of a volume another host took over, refuses new mounts, and never frees the new holder\'s lease', async () => {
     await f.manager.create('v', {});
     const mp = await f.manager.mount('v', 'c1');
+    // node-a stops renewing as far as node-b can tell: simulate by stopping node-a's upkeep
+    // before node-b first looks, so no renewal lands between node-b's two observations.
+    await f.manager.stop();
     const b = hostB();
     await expect(b.lease.acquire('v')).rejects.toThrow(/in use on host node-a/);
-    // node-a stops renewing as far as node-b can tell: simulate by stopping node-a's upkeep.
-    await f.manager.stop();
     b.clock.now += LEASE.seconds + 0.1;
     await b.lease.acquire('v');
     await f.manager.upkeep.tick(); // node-a's next round notices
