@@ -24,12 +24,31 @@ describe('parseConfig', () => {
     [{ sockett: '/x' }, /f: \(top level\): .*sockett/],
     [{ defaults: { fstype: 'btrfs' } }, /f: defaults\.fstype: .*"ext4"/],
     [{ defaults: { size: 'huge' } }, /f: defaults\.size: expected a size/],
-    [{ profiles: { gold: { backend: 'iscsi' } } }, /f: profiles\.gold\.backend: /],
+    [{ profiles: { gold: { backend: 'iscsi' } } }, /f: profiles\.gold\.backend: profile uses the iscsi backend, but backends\.iscsi is not configured/],
+    [{ profiles: { gold: { backend: 'nfs' } } }, /f: profiles\.gold\.backend: /],
+    [{ backends: { iscsi: { portals: ['10.0.0.5'] } } }, /f: backends\.iscsi\.portals\.0: expected "address:port"/],
+    [{ backends: { iscsi: { portals: [] } } }, /f: backends\.iscsi\.portals: /],
+    [{ backends: { iscsi: { portals: ['a:3260'], chap: { username: 'u', password: 'short' } } } }, /f: backends\.iscsi\.chap\.password: /],
+    [{ backends: { iscsi: { portals: ['a:3260'], target_prefix: 'Not An IQN' } } }, /f: backends\.iscsi\.target_prefix: expected an iSCSI name/],
     [{ state_dir: 'relative/dir' }, /f: state_dir: expected an absolute path/],
     [{ defaults: { profile: 'gold' } }, /f: defaults\.profile: profile "gold" is not defined/],
   ])('names the file and the key for %j', (document, message) => {
     expect(() => parseConfig(document, 'f')).toThrow(ConfigError);
     expect(() => parseConfig(document, 'f')).toThrow(message);
+  });
+
+  it('reads an iscsi backend with its defaults and a profile on a pool of its own', () => {
+    const config = parseConfig(
+      { backends: { iscsi: { portals: ['10.0.0.5:3260', '[fd00::5]:3260'] } }, profiles: { default: { backend: 'loop' }, gold: { backend: 'iscsi', pool: '/srv/ssd' } } },
+      'f',
+    );
+    expect(config.backends.iscsi).toEqual({
+      portals: ['10.0.0.5:3260', '[fd00::5]:3260'],
+      target_prefix: 'iqn.2026-11.dev.ballast',
+      array: { host: 'local', tgt_control_port: 0 },
+      pool: '/var/lib/ballast/iscsi',
+    });
+    expect(config.profiles.gold).toEqual({ backend: 'iscsi', pool: '/srv/ssd' });
   });
 
   it('reports every problem at once', () => {

@@ -1,0 +1,186 @@
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { IscsiAttacher } from '../../../src/attach/iscsi/iscsi-attacher.js';
+import { AttachFailed } from '../../../src/errors.js';
+import type { IscsiExport } from '../../../src/export.js';
+import { silentLogger } from '../../../src/log.js';
+import { FakeIscsiHost } from '../../helpers/fake-iscsi-host.js';
+
+const IQN = 'iqn.2026-11.dev.ballast:pgdata';
+const WWID = 'naa.60000000000000000e00000000010001';
+const P1 = '10.0.0.5:3260';
+const P2 = '10.0.1.5:3260';
+
+describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a real kernel)', () => {
+  let root: string;
+  let host: FakeIscsiHost;
+  let attacher: IscsiAttacher;
+  const exp = (over: Partial<IscsiExport> = {}): IscsiExport => ({ transport: 'iscsi', iqn: IQN, portals: [P1], lun: 1, ...over });
+
+  beforeEach(async () => {
+    root = await mkdtemp(join(tmpdir(), 'ballast-iscsi-'));
+    host = new FakeIscsiHost(root);
+    await host.init();
+    host.portals = new Set([P1, P2]);
+    host.targets.set(IQN, [{ lun: 1, wwid: WWID }]);
+    attacher = new IscsiAttacher(host, silentLogger(), { commandTimeoutMs: 1_000, root, deviceWaitMs: 2_000, pollMs: 10, sleep: () => host.settle() });
+  });
+  afterEach(() => rm(root, { recursive: true, force: true }));
+
+  const nodeCmd = (portal: string) => `iscsiadm -m node -T ${IQN} -p ${portal}`;
+
+  it('reads the initiator name the array must let in', async () => {
+    expect(await attacher.identify()).toEqual({ iqn: 'iqn.2026-11.dev.ballast:host1' });
+  });
+
+  it('attaches one portal in os-brick order: node record, manual scan and startup, login, a scan of exactly the LUN', async () => {
+    host.autoMultipath = false;
+    const device = await attacher.attach(exp());
+    expect(device).toBe('/dev/sda');
+    expect(host.commands).toEqual([
+      `${nodeCmd(P1)} --interface default --op new`,
+      `${nodeCmd(P1)} --op update -n node.session.scan -v manual`,
+      `${nodeCmd(P1)} --op update -n node.startup -v manual`,
+      'iscsiadm -m session',
+      `${nodeCmd(P1)} --login`,
+      'iscsiadm -m session', // no disk yet: scan 0 0 1 on the session's SCSI host
+      'iscsiadm -m session', // there it is
+    ]);
+    expect(host.sessions).toHaveLength(1);
+    expect(await attacher.isAttached(exp(), '/dev/sda')).toBe(true);
+    expect(await attacher.isAttached(exp(), '/dev/sdb')).toBe(false);
+  });
+
+  it('detaches one portal: flush, delete the disk, log out, delete the node record', async () => {
+    host.autoMultipath = false;
+    await attacher.attach(exp());
+    host.calls.length = 0;
+    await attacher.detach(exp(), '/dev/sda');
+    expect(host.commands).toEqual([
+      'iscsiadm -m session',
+      'blockdev --flushbufs /dev/sda',
+      'iscsiadm -m session',
+      `${nodeCmd(P1)} --logout`,
+      `${nodeCmd(P1)} --op delete`,
+    ]);
+    expect(await host.disks()).toEqual([]);
+    expect(host.sessions).toEqual([]);
+    expect(host.nodes.size).toBe(0);
+  });
+
+  it('with two portals logs in to each and returns the multipath map; detach flushes the map before deleting paths', async () => {
+    const e = exp({ portals: [P1, P2] });
+    const device = await attacher.attach(e);
+    expect(device).toBe('/dev/mapper/360000000000000000e00000000010001');
+    expect(host.commands.filter((c) => c.endsWith('--login'))).toEqual([`${nodeCmd(P1)} --login`, `${nodeCmd(P2)} --login`]);
+    expect((await host.disks()).sort()).toEqual(['sda', 'sdb']);
+    expect(await attacher.isAttached(e, device)).toBe(true);
+    host.calls.length = 0;
+    await attacher.detach(e, device);
+    expect(host.commands).toEqual([
+      'iscsiadm -m session',
+      'multipath -f 360000000000000000e00000000010001',
+      'iscsiadm -m session',
+      `${nodeCmd(P1)} --logout`,
+      `${nodeCmd(P1)} --op delete`,
+      'iscsiadm -m session',
+      `${nodeCmd(P2)} --logout`,
+      `${nodeCmd(P2)} --op delete`,
+    ]);
+    expect(await host.maps()).toEqual([]);
+    expect(await host.disks()).toEqual([]);
+    expect(host.sessions).toEqual([]);
+  });
+
+  it('forces the map with multipath -a and multipathd add path when multipathd did not build it', async () => {
+    host.autoMultipath = false;
+    const device = await attacher.attach(exp({ portals: [P1, P2] }));
+    expect(device).toBe('/dev/mapper/360000000000000000e00000000010001');
+    expect(host.commands.filter((c) => c.startsWith('multipath'))).toEqual(['multipath -a /dev/sda', 'multipathd add path /dev/sda', 'multipathd add path /dev/sdb']);
+  });
+
+  it('sets CHAP on the node record and keeps the secret out of what it logs', async () => {
+    host.autoMultipath = false;
+    host.chap = { username: 'ballast', password: 'secret-secret-12' };
+    await attacher.attach(exp({ chap: { ...host.chap } }));
+    expect(host.commands.filter((c) => c.includes('auth'))).toEqual([
+      `${nodeCmd(P1)} --op update -n node.session.auth.authmethod -v CHAP`,
+      `${nodeCmd(P1)} --op update -n node.session.auth.username -v ballast`,
+      `${nodeCmd(P1)} --op update -n node.session.auth.password -v secret-secret-12`,
+    ]);
+  });
+
+  it('a wrong CHAP secret fails with a clear error and leaves no node record, session or disk', async () => {
+    host.chap = { username: 'ballast', password: 'secret-secret-12' };
+    const err = await attacher.attach(exp({ chap: { username: 'ballast', password: 'wrong-wrong-wrong' } })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AttachFailed);
+    expect((err as Error).message).toMatch(/cannot attach iSCSI target iqn.2026-11.dev.ballast:pgdata LUN 1: command 'iscsiadm .* --login' exited with code 24/);
+    expect((err as Error).message).not.toContain('wrong-wrong-wrong');
+    expect(host.sessions).toEqual([]);
+    expect(host.nodes.size).toBe(0);
+  });
+
+  it('scans LUN numbers of 256 and more as the kernel numbers them', async () => {
+    host.autoMultipath = false;
+    host.targets.set(IQN, [{ lun: 300, wwid: WWID }]);
+    const device = await attacher.attach(exp({ lun: 300 }));
+    expect(device).toBe('/dev/sda');
+    expect(await readdir(join(root, 'sys', 'bus', 'scsi', 'devices'))).toEqual(['2:0:0:300']);
+  });
+
+  it('reuses a session another volume on the same target already has, and keeps it while that LUN is attached', async () => {
+    host.autoMultipath = false;
+    host.targets.set(IQN, [{ lun: 1, wwid: WWID }, { lun: 2, wwid: 'naa.60000000000000000e00000000010002' }]);
+    await attacher.attach(exp({ lun: 1 }));
+    await attacher.attach(exp({ lun: 2 }));
+    expect(host.commands.filter((c) => c.endsWith('--login'))).toHaveLength(1);
+    expect(host.sessions).toHaveLength(1);
+    await attacher.detach(exp({ lun: 1 }), '/dev/sda');
+    expect(host.sessions).toHaveLength(1); // LUN 2 still uses it
+    expect(host.commands.filter((c) => c.endsWith('--logout'))).toEqual([]);
+    await attacher.detach(exp({ lun: 2 }), '/dev/sdb');
+    expect(host.sessions).toEqual([]);
+  });
+
+  it('a LUN that never appears fails within the bound, naming the LUN, and logs out again', async () => {
+    host.targets.set(IQN, [{ lun: 7, wwid: WWID }]);
+    const started = Date.now();
+    const err = await attacher.attach(exp({ lun: 1 })).catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect((err as Error).message).toMatch(/LUN 1 of iSCSI target iqn.2026-11.dev.ballast:pgdata did not appear within 2 s \(1 of 1 portals logged in\)/);
+    expect(host.sessions).toEqual([]);
+    expect(host.nodes.size).toBe(0);
+  });
+
+  it('a timed-out iscsiadm fails the attach and undoes the login', async () => {
+    host.faults.push({ match: `${nodeCmd(P2)} --login`, timedOut: true, times: 1 });
+    const err = await attacher.attach(exp({ portals: [P1, P2] })).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AttachFailed);
+    expect((err as Error).message).toMatch(/--login' timed out/);
+    expect(host.sessions).toEqual([]);
+    expect(await host.disks()).toEqual([]);
+  });
+
+  it('retries an iscsiadm call that fails with exit code 6 (database failure), and gives up after 3', async () => {
+    host.autoMultipath = false;
+    host.faults.push({ match: `${nodeCmd(P1)} --interface default --op new`, exitCode: 6, times: 2 });
+    expect(await attacher.attach(exp())).toBe('/dev/sda');
+    expect(host.commands.filter((c) => c.endsWith('--op new'))).toHaveLength(3);
+    await attacher.detach(exp(), '/dev/sda');
+    host.faults.push({ match: `${nodeCmd(P1)} --interface default --op new`, exitCode: 6, times: 3 });
+    await expect(attacher.attach(exp())).rejects.toThrow(/exited with code 6/);
+  });
+
+  it('refuses paths that lead to different devices instead of joining them in one map', async () => {
+    host.targets.set(IQN, [{ lun: 1, wwid: WWID }]);
+    host.autoMultipath = false;
+    // P1's path is already there; behind P2 answers another array that uses the same target name.
+    await host.run(['iscsiadm', '-m', 'node', '-T', IQN, '-p', P1, '--op', 'new']);
+    await host.run(['iscsiadm', '-m', 'node', '-T', IQN, '-p', P1, '--login']);
+    await writeFile(join(root, 'sys', 'class', 'scsi_host', 'host2', 'scan'), '0 0 1');
+    await host.settle();
+    host.targets.set(IQN, [{ lun: 1, wwid: 'naa.6000000000000000ffff000000010001' }]);
+    await expect(attacher.attach(exp({ portals: [P1, P2] }))).rejects.toThrow(/lead to different or unidentified devices/);
+  });
+});
