@@ -86,7 +86,7 @@ export class IscsiAttacher implements Attacher {
   }
 
   /** Finds the LUN's paths again from the sessions, so a detach after a restart cleans up as well. */
-  async detach(exp: Export): Promise<void> {
+  async detach(exp: Export, _device?: string): Promise<void> {
     const target = exportOf(exp, 'iscsi');
     const disks = (await this.paths(target)).map((p) => p.disk).filter((d): d is string => d !== undefined);
     const map = await this.multipath.findMap(disks);
