@@ -119,6 +119,11 @@ export class Filesystem {
     await this.exec.run(['resize2fs', device], { timeoutMs: this.timeouts.slowMs });
   }
 
+  /** Grows a mounted ext4 filesystem in place (the kernel's online resize). */
+  async growExt4Online(device: string): Promise<void> {
+    await this.exec.run(['resize2fs', device], { timeoutMs: this.timeouts.slowMs });
+  }
+
   /** Grows a mounted xfs filesystem to its device's size; "data size unchanged" when it already fills it. */
   async growXfsOnline(target: string): Promise<void> {
     await this.exec.run(['xfs_growfs', '-d', target], { timeoutMs: this.timeouts.slowMs });

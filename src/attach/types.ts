@@ -9,6 +9,11 @@ export interface Attacher {
   attach(exp: Export): Promise<string>;
   /** Detaches `device` if it still belongs to this volume; a no-op otherwise. */
   detach(exp: Export, device: string): Promise<void>;
+  /**
+   * After the array grew the volume: makes the attached device show the new size, if this
+   * transport can while it is in use. False: the filesystem grows at the next mount instead.
+   */
+  refreshSize(exp: Export, device: string): Promise<boolean>;
   /** True when `device` is attached and still belongs to this volume. */
   isAttached(exp: Export, device: string): Promise<boolean>;
 }

@@ -254,6 +254,8 @@ export class VolumeManager {
       if (!found) throw new VolumeNotFound(name);
       const record = await found.driver.grow(name, sizeBytes);
       this.known.set(name, { driver: found.driver, record });
+      const mounted = this.mounted.get(name);
+      if (mounted) await this.sequence.growMounted(record, mounted);
       return this.view(found.driver, record);
     });
   }

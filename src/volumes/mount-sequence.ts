@@ -145,6 +145,15 @@ export class MountSequence {
     return failures;
   }
 
+  /** The volume grew while mounted here: grow device and filesystem now where the transport allows. */
+  async growMounted(record: VolumeRecord, volume: MountedVolume): Promise<void> {
+    if (record.readonly || !(await this.attacherFor(volume.export).refreshSize(volume.export, volume.device))) return;
+    const fs = this.deps.filesystem;
+    if (record.fstype === 'ext4') await fs.growExt4Online(volume.device);
+    else await fs.growXfsOnline(volume.mountpoint);
+    this.log.info('volume grown online', { volume: record.name, device: volume.device });
+  }
+
   /** Makes, grows or checks the filesystem; true when mkfs or e2fsck may have just created lost+found. */
   private async prepareFilesystem(record: VolumeRecord, device: string): Promise<boolean> {
     const fs = this.deps.filesystem;

@@ -96,6 +96,7 @@ export class FakeIscsiHost implements Exec {
       return {};
     }
     if (cmd === 'multipath' && args[0] === '-f') return this.flushMap(args[1]!);
+    if (cmd === 'multipathd' && args[0] === 'resize') return this.dmNames.has(args[2]!) ? {} : { exitCode: 1 };
     if (cmd === 'blockdev') return {};
     throw new Error(`FakeIscsiHost: unexpected command ${argv.join(' ')}`);
   }

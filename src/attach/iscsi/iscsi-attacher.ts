@@ -111,6 +111,20 @@ export class IscsiAttacher implements Attacher {
     }
   }
 
+  /** Rescans every path for the new capacity, then has multipathd resize the map over them. */
+  async refreshSize(exp: Export, device: string): Promise<boolean> {
+    const target = exportOf(exp, 'iscsi');
+    const disks = (await this.paths(target)).map((p) => p.disk).filter((d): d is string => d !== undefined);
+    if (disks.length < target.portals.length) {
+      throw new AttachFailed(`cannot grow ${device} online: only ${disks.length} of ${target.portals.length} paths are up (every path must see the new size)`);
+    }
+    for (const disk of disks) await this.sysfs.rescan(disk);
+    const map = await this.multipath.findMap(disks);
+    const name = map && (await this.sysfs.dmName(map));
+    if (name) await this.exec.run(['multipathd', 'resize', 'map', name], { timeoutMs: this.options.commandTimeoutMs });
+    return true;
+  }
+
   async isAttached(exp: Export, device: string): Promise<boolean> {
     const target = exportOf(exp, 'iscsi');
     const disks = (await this.paths(target)).map((p) => p.disk).filter((d): d is string => d !== undefined);

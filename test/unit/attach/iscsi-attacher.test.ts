@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IscsiAttacher } from '../../../src/attach/iscsi/iscsi-attacher.js';
@@ -91,6 +91,17 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
     expect(await host.maps()).toEqual([]);
     expect(await host.disks()).toEqual([]);
     expect(host.sessions).toEqual([]);
+  });
+
+  it('grows online: rescans every path, then resizes the map; refuses while a path is down', async () => {
+    const e = exp({ portals: [P1, P2] });
+    const device = await attacher.attach(e);
+    host.calls.length = 0;
+    expect(await attacher.refreshSize(e, device)).toBe(true);
+    expect(host.commands).toEqual(['iscsiadm -m session', 'multipathd resize map 360000000000000000e00000000010001']);
+    for (const disk of ['sda', 'sdb']) expect(await readFile(join(root, 'sys', 'block', disk, 'device', 'rescan'), 'utf8')).toBe('1');
+    await host.run(['iscsiadm', '-m', 'node', '-T', IQN, '-p', P2, '--logout']);
+    await expect(attacher.refreshSize(e, device)).rejects.toThrow(/only 1 of 2 paths are up/);
   });
 
   it('forces the map with multipath -a and multipathd add path when multipathd did not build it', async () => {
