@@ -45,7 +45,7 @@ const iscsiBackend = z.strictObject({
       /** "local": tgtd runs on this host (hyper-converged). */
       host: z.literal('local').default('local'),
       /** tgtd's management port (`tgtd -C N`), for arrays running several tgtd. */
-      tgt_control_port: z.number().int().min(0).max(65535).default(0),
+      tgt_control_port: z.number().int().min(0).max(32767).default(0),
     })
     .default({ host: 'local', tgt_control_port: 0 }),
   /** Directory on the array host for volume images and metadata; a profile may name its own. */

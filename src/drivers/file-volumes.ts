@@ -1,4 +1,3 @@
-import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, unlink, access, constants } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -7,7 +6,7 @@ import type { Logger } from '../log.js';
 import { formatSize } from '../config/size.js';
 import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../ownership/types.js';
 import { FREE_OWNERSHIP } from '../ownership/types.js';
-import { fsyncDirectory, writeFileAtomic, writeNewFile } from '../util/atomic-file.js';
+import { LocalFileStore, type FileStore } from './file-store.js';
 import type { Export, Initiator, Transport } from '../export.js';
 import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRecord } from './types.js';
 
@@ -58,6 +57,8 @@ type Sidecar = z.infer<typeof sidecarSchema>;
 export interface FileVolumesOptions {
   root: string;
   shared: boolean;
+  /** Where the root is: this host (default) or an array host over SSH. */
+  files?: FileStore;
 }
 
 function isErrno(err: unknown, ...codes: string[]): boolean {
@@ -76,10 +77,17 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   abstract readonly transport: Transport;
   readonly scope: 'local' | 'global';
   protected readonly root: string;
+  protected readonly files: FileStore;
 
   constructor(options: FileVolumesOptions, protected readonly log: Logger) {
     this.root = options.root;
+    this.files = options.files ?? new LocalFileStore();
     this.scope = options.shared ? 'global' : 'local';
+  }
+
+  /** The root as messages show it (with the array host when remote). */
+  protected get where(): string {
+    return this.files.describe(this.root);
   }
 
   private dir(name: string): string {
@@ -92,10 +100,9 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
 
   async checkHealth(): Promise<void> {
     try {
-      await mkdir(this.root, { recursive: true, mode: 0o700 });
-      await access(this.root, constants.R_OK | constants.W_OK);
+      await this.files.ensureWritableDir(this.root);
     } catch (err) {
-      throw new BackendUnavailable(`loop backend root ${this.root} is not usable: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`${this.kind} backend root ${this.where} is not usable: ${errorMessage(err)}`);
     }
   }
 
@@ -104,26 +111,20 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     const record: VolumeRecord = { ...volume, createdAt: new Date().toISOString(), ownership: { ...FREE_OWNERSHIP } };
     const staging = join(this.root, `.creating-${volume.name}-${randomBytes(4).toString('hex')}`);
     try {
-      await mkdir(staging, { mode: 0o700 });
-      const image = await open(join(staging, IMAGE), 'wx', 0o600);
-      try {
-        await image.truncate(volume.sizeBytes);
-        await image.sync();
-      } finally {
-        await image.close();
-      }
-      await writeNewFile(join(staging, META), serialize({ v: 1, revision: 1, volume: record }));
-      await fsyncDirectory(staging);
+      await this.files.mkdir(staging);
+      await this.files.createSparse(join(staging, IMAGE), volume.sizeBytes);
+      await this.files.writeNew(join(staging, META), serialize({ v: 1, revision: 1, volume: record }));
+      await this.files.fsyncDir(staging);
       // rename() onto an existing, non-empty directory fails: exactly one creator wins, on any host.
-      await rename(staging, this.dir(volume.name));
-      await fsyncDirectory(this.root);
+      await this.files.rename(staging, this.dir(volume.name));
+      await this.files.fsyncDir(this.root);
     } catch (err) {
-      await rm(staging, { recursive: true, force: true });
+      await this.files.removeTree(staging).catch(() => undefined);
       if (isErrno(err, 'ENOTEMPTY', 'EEXIST')) {
         const existing = await this.read(volume.name);
         if (existing) throw new VolumeAlreadyExists(existing.value);
       }
-      throw new BackendUnavailable(`cannot create volume ${volume.name} under ${this.root}: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`cannot create volume ${volume.name} under ${this.where}: ${errorMessage(err)}`);
     }
     this.log.info('volume created', { volume: volume.name, sizeBytes: volume.sizeBytes, root: this.root });
     return record;
@@ -141,15 +142,15 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
         throw new VolumeInUse(`volume ${name} is in use on host ${ownership.holder.hostId} (${ownership.holder.hostname}); unmount it there first`);
       }
       await this.withdraw(name);
-      await rename(dir, trash);
+      await this.files.rename(dir, trash);
       return true;
     }).catch((err: unknown) => {
       if (err instanceof VolumeNotFound) return false; // removed meanwhile
       throw err;
     });
     if (removed) {
-      await rm(trash, { recursive: true, force: true });
-      this.log.info('volume destroyed', { volume: name, root: this.root });
+      await this.files.removeTree(trash);
+      this.log.info('volume destroyed', { volume: name, root: this.where });
     }
   }
 
@@ -161,10 +162,9 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   async list(): Promise<VolumeRecord[]> {
     let entries: string[];
     try {
-      entries = await readdir(this.root);
+      entries = (await this.files.readdir(this.root)) ?? [];
     } catch (err) {
-      if (isErrno(err, 'ENOENT')) return [];
-      throw new BackendUnavailable(`cannot list ${this.root}: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`cannot list ${this.where}: ${errorMessage(err)}`);
     }
     const records = await Promise.all(
       entries.filter((entry) => !entry.startsWith('.')).map((entry) => this.readSidecar(entry).catch(() => undefined)),
@@ -188,7 +188,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       throw new InvalidOption(`volume ${name} is ${formatSize(current.value.sizeBytes)}; volumes can grow but not shrink`);
     }
     await this.compareAndSwap(name, current.revision, (volume) => ({ ...volume, sizeBytes }));
-    await truncate(this.imagePath(name), sizeBytes);
+    await this.files.truncate(this.imagePath(name), sizeBytes);
     await this.resized(name);
     this.log.info('volume grown', { volume: name, sizeBytes });
     return { ...current.value, sizeBytes };
@@ -208,8 +208,8 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     const current = await this.read(name);
     if (!current) throw new VolumeNotFound(name);
     const file = this.imagePath(name);
-    const { size } = await stat(file);
-    if (size < current.value.sizeBytes) await truncate(file, current.value.sizeBytes);
+    const { size } = (await this.files.stat(file)) ?? { size: 0 };
+    if (size < current.value.sizeBytes) await this.files.truncate(file, current.value.sizeBytes);
     return file;
   }
 
@@ -218,25 +218,24 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   }
 
   async readHostLease(hostId: string): Promise<HostLease | undefined> {
-    let text: string;
+    let text: string | undefined;
     try {
-      text = await readFile(this.hostLeasePath(hostId), 'utf8');
+      text = await this.files.readFile(this.hostLeasePath(hostId));
     } catch (err) {
-      if (isErrno(err, 'ENOENT')) return undefined;
-      throw new BackendUnavailable(`cannot read the host lease of ${hostId} under ${this.root}: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`cannot read the host lease of ${hostId} under ${this.where}: ${errorMessage(err)}`);
     }
+    if (text === undefined) return undefined;
     const parsed = hostLeaseSchema.safeParse(JSON.parse(text));
-    if (!parsed.success) throw new BackendUnavailable(`the host lease of ${hostId} under ${this.root} is damaged`);
+    if (!parsed.success) throw new BackendUnavailable(`the host lease of ${hostId} under ${this.where} is damaged`);
     return parsed.data;
   }
 
   async listHostLeases(): Promise<HostLease[]> {
     let entries: string[];
     try {
-      entries = await readdir(join(this.root, '.hosts'));
+      entries = (await this.files.readdir(join(this.root, '.hosts'))) ?? [];
     } catch (err) {
-      if (isErrno(err, 'ENOENT')) return [];
-      throw new BackendUnavailable(`cannot list host leases under ${this.root}: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`cannot list host leases under ${this.where}: ${errorMessage(err)}`);
     }
     const leases = await Promise.all(
       entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).map((e) => this.readHostLease(e.slice(0, -5)).catch(() => undefined)),
@@ -247,23 +246,23 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   /** One atomic replace: only the host itself writes its lease, so no compare-and-swap is needed. */
   async writeHostLease(lease: HostLease): Promise<void> {
     try {
-      await mkdir(join(this.root, '.hosts'), { recursive: true, mode: 0o700 });
-      await writeFileAtomic(this.hostLeasePath(lease.hostId), `${JSON.stringify(lease)}\n`);
+      await this.files.mkdir(join(this.root, '.hosts'));
+      await this.files.writeAtomic(this.hostLeasePath(lease.hostId), `${JSON.stringify(lease)}\n`);
     } catch (err) {
-      throw new BackendUnavailable(`cannot write the host lease of ${lease.hostId} under ${this.root}: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`cannot write the host lease of ${lease.hostId} under ${this.where}: ${errorMessage(err)}`);
     }
   }
 
   private async readSidecar(name: string): Promise<Sidecar | undefined> {
-    let text: string;
+    let text: string | undefined;
     try {
-      text = await readFile(join(this.dir(name), META), 'utf8');
+      text = await this.files.readFile(join(this.dir(name), META));
     } catch (err) {
-      if (isErrno(err, 'ENOENT', 'ENOTDIR')) return undefined;
-      throw new BackendUnavailable(`cannot read the metadata of volume ${name} under ${this.root}: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`cannot read the metadata of volume ${name} under ${this.where}: ${errorMessage(err)}`);
     }
+    if (text === undefined) return undefined;
     const parsed = sidecarSchema.safeParse(JSON.parse(text));
-    if (!parsed.success) throw new BackendUnavailable(`the metadata of volume ${name} under ${this.root} is damaged: ${parsed.error.issues[0]?.message}`);
+    if (!parsed.success) throw new BackendUnavailable(`the metadata of volume ${name} under ${this.where} is damaged: ${parsed.error.issues[0]?.message}`);
     return parsed.data;
   }
 
@@ -276,7 +275,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
         throw new StaleRevision(`metadata of volume ${name} changed (revision ${current.revision}, expected ${expectedRevision})`);
       }
       const revision = current.revision + 1;
-      await writeFileAtomic(join(this.dir(name), META), serialize({ v: 1, revision, volume: change(current.volume) }));
+      await this.files.writeAtomic(join(this.dir(name), META), serialize({ v: 1, revision, volume: change(current.volume) }));
       return revision;
     });
   }
@@ -286,7 +285,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     const deadline = Date.now() + GUARD_WAIT_MS;
     for (;;) {
       try {
-        await writeNewFile(guard, JSON.stringify({ pid: process.pid, at: new Date().toISOString() }));
+        await this.files.writeNew(guard, JSON.stringify({ pid: process.pid, at: new Date().toISOString() }));
         break;
       } catch (err) {
         if (isErrno(err, 'ENOENT')) throw new VolumeNotFound(name);
@@ -299,16 +298,16 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     try {
       return await body();
     } finally {
-      await unlink(guard).catch(() => undefined);
+      await this.files.unlink(guard).catch(() => undefined);
     }
   }
 
   private async breakStaleGuard(guard: string, name: string): Promise<void> {
     try {
-      const { mtimeMs } = await stat(guard);
-      if (Date.now() - mtimeMs > GUARD_STALE_MS) {
+      const age = Date.now() - ((await this.files.stat(guard))?.mtimeMs ?? Date.now());
+      if (age > GUARD_STALE_MS) {
         this.log.warn('breaking a stale metadata guard left by a dead writer', { volume: name, guard });
-        await unlink(guard);
+        await this.files.unlink(guard);
       }
     } catch {
       // Gone already: the next attempt will take it.

@@ -15,7 +15,8 @@ export class LeaseUpkeep {
   private timer?: NodeJS.Timeout;
   private readonly rounds = new Set<Promise<void>>();
   private beatSeq = 0;
-  private checking = false;
+  /** The check of mounted volumes in flight: rounds share it rather than pile up. */
+  private checking?: Promise<void>;
   private readonly files: FenceFiles;
 
   constructor(
@@ -62,11 +63,14 @@ export class LeaseUpkeep {
     for (const { keeper } of this.manager.liveness.values()) await keeper.renew();
     await this.beatIfAllRenewed();
     await this.observeHosts();
+    // A check already running may have read state from before this round: let it finish,
+    // then check again unless another round already started the next check.
+    if (this.checking) await this.checking;
     if (this.checking) return;
-    this.checking = true;
-    await this.checkMounted()
-      .catch((err) => this.log.error('lease check of mounted volumes failed', { error: errorMessage(err) }))
-      .finally(() => (this.checking = false));
+    this.checking = this.checkMounted()
+      .catch((err: unknown) => void this.log.error('lease check of mounted volumes failed', { error: errorMessage(err) }))
+      .finally(() => (this.checking = undefined));
+    await this.checking;
   }
 
   /** Refuses new mounts while this host cannot renew its lease: it may be about to lose everything. */

@@ -43,7 +43,7 @@ export class IscsiDriver extends FileVolumes {
 
   override async checkHealth(): Promise<void> {
     await super.checkHealth();
-    await this.arrayCall('reach the array', () => this.tgt.targets());
+    await this.arrayCall('list targets', () => this.tgt.targets());
   }
 
   async export(name: string, initiator: Initiator): Promise<Export> {
@@ -54,12 +54,13 @@ export class IscsiDriver extends FileVolumes {
         const target = (await this.findTarget(name)) ?? (await this.createTarget(name, file));
         const lunPath = target.luns.find((l) => l.lun === VOLUME_LUN)?.path;
         if (lunPath !== file) throw new BackendUnavailable(`target ${target.iqn} serves ${lunPath ?? 'no LUN'}, not volume ${name} (${file})`);
+        // CHAP first: a target never lets an initiator in without it, not even briefly.
+        await this.requireChap(target);
         // Only the holder may log in: a host that lost the lease cannot log in again.
         for (const other of target.acl.filter((entry) => entry !== initiator.iqn && isIscsiName(entry))) {
           await this.tgt.unbindInitiator(target.tid, other);
         }
         if (!target.acl.includes(initiator.iqn!)) await this.tgt.bindInitiator(target.tid, initiator.iqn!);
-        await this.requireChap(target);
       }),
     );
     this.log.info('volume exported', { volume: name, target: this.targetIqn(name), initiator: initiator.iqn });
@@ -124,8 +125,11 @@ export class IscsiDriver extends FileVolumes {
       try {
         await this.tgt.newTarget(tid, iqn);
       } catch (err) {
-        if (tgtError(err, /already exists/)) continue; // another daemon on this array took the tid
-        throw err;
+        if (!tgtError(err, /already exists/)) throw err;
+        // The same message for a taken tid and a taken name: another daemon may be exporting this volume.
+        const theirs = await this.waitForLun(name);
+        if (theirs) return theirs;
+        continue; // the tid was taken by another volume's target
       }
       try {
         await this.tgt.newLun(tid, VOLUME_LUN, file);
@@ -140,6 +144,17 @@ export class IscsiDriver extends FileVolumes {
       if (created) return created;
     }
     throw new BackendUnavailable(`could not create a target for volume ${name}: target ids kept being taken`);
+  }
+
+  /** A target another daemon just created, once its LUN is there (it adds the LUN right after). */
+  private async waitForLun(name: string): Promise<TgtTarget | undefined> {
+    for (let i = 0; i < 40; i++) {
+      const target = await this.findTarget(name);
+      if (!target) return undefined;
+      if (target.luns.some((l) => l.lun === VOLUME_LUN)) return target;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    throw new BackendUnavailable(`target ${this.targetIqn(name)} exists but got no LUN within 2 s (its creator died half-way?)`);
   }
 
   private async requireChap(target: TgtTarget): Promise<void> {

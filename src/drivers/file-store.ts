@@ -1,0 +1,120 @@
+import { access, constants, mkdir, open, readdir, readFile, rename, rm, stat, truncate, unlink } from 'node:fs/promises';
+import { fsyncDirectory, writeFileAtomic, writeNewFile } from '../util/atomic-file.js';
+
+/**
+ * The file operations volume metadata needs, on whichever host keeps it: this one (a loop
+ * root, or an array when ballast runs on it) or an array host reached over SSH. Failures
+ * carry Node's errno codes (err.code: ENOENT, EEXIST, ENOTEMPTY, ...) on every implementation,
+ * so callers judge them one way.
+ */
+export interface FileStore {
+  /** Where the files are, for messages: "/srv/pool" or "array1:/srv/pool". */
+  describe(path: string): string;
+  /** Creates the directory (and parents) if needed and checks it is readable and writable. */
+  ensureWritableDir(path: string): Promise<void>;
+  mkdir(path: string): Promise<void>;
+  /** The file's text, or undefined when it (or its directory) does not exist. */
+  readFile(path: string): Promise<string | undefined>;
+  /** Creates the file with `data` and fsyncs it; EEXIST when it exists: the exclusive create locks rely on. */
+  writeNew(path: string, data: string): Promise<void>;
+  /** Replaces the file atomically (temp file, fsync, rename, fsync of the directory). */
+  writeAtomic(path: string, data: string): Promise<void>;
+  /** A new sparse file of `size` bytes, fsynced; EEXIST when it exists. */
+  createSparse(path: string, size: number): Promise<void>;
+  fsyncDir(path: string): Promise<void>;
+  /** rename(2): atomic; onto a non-empty directory it fails with ENOTEMPTY or EEXIST. */
+  rename(from: string, to: string): Promise<void>;
+  removeTree(path: string): Promise<void>;
+  unlink(path: string): Promise<void>;
+  /** Entry names, or undefined when the directory does not exist. */
+  readdir(path: string): Promise<string[] | undefined>;
+  /** Size and modification time, or undefined when the file does not exist. */
+  stat(path: string): Promise<{ size: number; mtimeMs: number } | undefined>;
+  truncate(path: string, size: number): Promise<void>;
+}
+
+function isMissing(err: unknown): boolean {
+  return ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException)?.code ?? '');
+}
+
+/** Files on this host. */
+export class LocalFileStore implements FileStore {
+  describe(path: string): string {
+    return path;
+  }
+
+  async ensureWritableDir(path: string): Promise<void> {
+    await mkdir(path, { recursive: true, mode: 0o700 });
+    await access(path, constants.R_OK | constants.W_OK);
+  }
+
+  async mkdir(path: string): Promise<void> {
+    await mkdir(path, { recursive: true, mode: 0o700 });
+  }
+
+  async readFile(path: string): Promise<string | undefined> {
+    try {
+      return await readFile(path, 'utf8');
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw err;
+    }
+  }
+
+  writeNew(path: string, data: string): Promise<void> {
+    return writeNewFile(path, data);
+  }
+
+  writeAtomic(path: string, data: string): Promise<void> {
+    return writeFileAtomic(path, data);
+  }
+
+  async createSparse(path: string, size: number): Promise<void> {
+    const image = await open(path, 'wx', 0o600);
+    try {
+      await image.truncate(size);
+      await image.sync();
+    } finally {
+      await image.close();
+    }
+  }
+
+  fsyncDir(path: string): Promise<void> {
+    return fsyncDirectory(path);
+  }
+
+  rename(from: string, to: string): Promise<void> {
+    return rename(from, to);
+  }
+
+  removeTree(path: string): Promise<void> {
+    return rm(path, { recursive: true, force: true });
+  }
+
+  unlink(path: string): Promise<void> {
+    return unlink(path);
+  }
+
+  async readdir(path: string): Promise<string[] | undefined> {
+    try {
+      return await readdir(path);
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async stat(path: string): Promise<{ size: number; mtimeMs: number } | undefined> {
+    try {
+      const { size, mtimeMs } = await stat(path);
+      return { size, mtimeMs };
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw err;
+    }
+  }
+
+  truncate(path: string, size: number): Promise<void> {
+    return truncate(path, size);
+  }
+}
