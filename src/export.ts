@@ -22,6 +22,8 @@ export interface IscsiExport {
   portals: string[];
   lun: number;
   chap?: ChapCredentials;
+  /** Fence at the array with SCSI-3 persistent reservations (the array supports them). */
+  reservations: boolean;
 }
 
 export type Transport = Export['transport'];

@@ -1,14 +1,20 @@
 import type { Export, Initiator } from '../export.js';
 
+/** Who attaches, under which lease generation: what a storage-side fence keys on. */
+export interface AttachContext {
+  hostId: string;
+  generation: number;
+}
+
 /** Host-side attach for one transport: turns an Export into a local block device and back. */
 export interface Attacher {
   readonly transport: Export['transport'];
   /** What the array needs to know about this host to export to it (e.g. the iSCSI initiator name). */
   identify(): Promise<Omit<Initiator, 'hostId'>>;
   /** Returns the block device; attaching an already attached volume returns its device. */
-  attach(exp: Export): Promise<string>;
+  attach(exp: Export, context: AttachContext): Promise<string>;
   /** Detaches `device` if it still belongs to this volume; a no-op otherwise. */
-  detach(exp: Export, device: string): Promise<void>;
+  detach(exp: Export, device: string, context: AttachContext): Promise<void>;
   /**
    * After the array grew the volume: makes the attached device show the new size, if this
    * transport can while it is in use. False: the filesystem grows at the next mount instead.

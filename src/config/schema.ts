@@ -50,6 +50,11 @@ const iscsiBackend = z.strictObject({
     .default({ host: 'local', tgt_control_port: 0 }),
   /** Directory on the array host for volume images and metadata; a profile may name its own. */
   pool: absolutePath.default('/var/lib/ballast/iscsi'),
+  /**
+   * Fence with SCSI-3 persistent reservations: the holder reserves each LUN (type 5) and a new
+   * holder preempts the old one's key, so a hung former holder cannot write. Needs sg3-utils.
+   */
+  reservations: z.boolean().default(true),
   /** CHAP credentials every target requires (tgt: an account bound to each target). */
   chap: z.strictObject({ username: z.string().min(1).max(255), password: z.string().min(12).max(255) }).optional(),
 });

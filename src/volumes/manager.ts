@@ -297,7 +297,10 @@ export class VolumeManager {
       await this.locks.run(name, async () => {
         if (!(await this.isStillMounted(volume))) {
           this.log.warn('recorded mount vanished; dropping its references', { volume: name, refs: volume.refs });
-          await this.sequence.attacherFor(volume.export).detach(volume.export, volume.device).catch(() => undefined);
+          await this.sequence
+            .attacherFor(volume.export)
+            .detach(volume.export, volume.device, { hostId: this.deps.identity.hostId, generation: volume.generation })
+            .catch(() => undefined);
           this.mounted.delete(name);
           await this.upkeep.forgetFenced(name);
           return;

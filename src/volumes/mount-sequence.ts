@@ -83,8 +83,8 @@ export class MountSequence {
       },
       {
         name: 'attach',
-        run: async () => void (device = await this.attacherFor(exp!).attach(exp!)),
-        undo: () => this.attacherFor(exp!).detach(exp!, device),
+        run: async () => void (device = await this.attacherFor(exp!).attach(exp!, { hostId: this.deps.hostId, generation })),
+        undo: () => this.attacherFor(exp!).detach(exp!, device, { hostId: this.deps.hostId, generation }),
       },
       { name: 'prepare filesystem', run: async () => void (fresh = await this.prepareFilesystem(record, device)) },
       {
@@ -137,7 +137,7 @@ export class MountSequence {
       throw new VolumeInUse(`volume ${name} could not be unmounted from ${volume.mountpoint}: ${failures.join('; ')}`);
     }
     await rmdir(volume.mountpoint).catch(() => undefined);
-    await attempt('detach', () => this.attacherFor(volume.export).detach(volume.export, volume.device));
+    await attempt('detach', () => this.attacherFor(volume.export).detach(volume.export, volume.device, { hostId: this.deps.hostId, generation: volume.generation }));
     if (home) {
       await attempt('unexport', async () => home.driver.unexport(name, await this.initiatorFor(home.driver)));
       await attempt('release ownership', () => home.lease.release(name));

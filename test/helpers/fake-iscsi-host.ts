@@ -35,6 +35,8 @@ export class FakeIscsiHost implements Exec {
   autoMultipath = true;
   /** argv prefixes that time out, or fail with an exit code a number of times. */
   readonly faults: { match: string; exitCode?: number; timedOut?: boolean; times: number }[] = [];
+  /** Persistent reservations per logical unit (WWID): each path's registered key and the holder. */
+  readonly reservations = new Map<string, { keys: Map<string, string>; holder?: string }>();
   private nextSession = 1;
   private nextDisk = 0;
   private nextDm = 0;
@@ -98,7 +100,40 @@ export class FakeIscsiHost implements Exec {
     if (cmd === 'multipath' && args[0] === '-f') return this.flushMap(args[1]!);
     if (cmd === 'multipathd' && args[0] === 'resize') return this.dmNames.has(args[2]!) ? {} : { exitCode: 1 };
     if (cmd === 'blockdev') return {};
+    if (cmd === 'sg_persist') return this.persist(args);
     throw new Error(`FakeIscsiHost: unexpected command ${argv.join(' ')}`);
+  }
+
+  /** sg_persist against the model: the SPC-3 rules ballast relies on, for type 5. */
+  private async persist(args: string[]) {
+    const disk = args.at(-1)!.replace('/dev/', '');
+    const wwid = (await readFile(this.sys('block', disk, 'device', 'wwid'), 'utf8')).trim();
+    const lu = this.reservations.get(wwid) ?? { keys: new Map<string, string>() };
+    this.reservations.set(wwid, lu);
+    const opt = (flag: string) => (args.includes(flag) ? BigInt(args[args.indexOf(flag) + 1]!) : 0n).toString(16);
+    const [rk, sark] = [`0x${opt('-K')}`, `0x${opt('-S')}`];
+    const conflict = { exitCode: 24 }; // sg_persist: reservation conflict
+    if (args.includes('-i') && args.includes('-k')) {
+      const keys = [...lu.keys.values()];
+      return { stdout: keys.length ? `  PR generation=0x1, ${keys.length} registered reservation keys follow:\n${keys.map((k) => `    ${k}\n`).join('')}` : '  PR generation=0x0, there are NO registered reservation keys\n' };
+    }
+    if (args.includes('-i') && args.includes('-r')) {
+      return { stdout: lu.holder ? `  PR generation=0x1, Reservation follows:\n    Key=${lu.holder}\n    scope: LU_SCOPE,  type: Write Exclusive, registrants only\n` : '  PR generation=0x0, there is NO reservation held\n' };
+    }
+    if (args.includes('-I')) lu.keys.set(disk, sark);
+    else if (args.includes('-A')) {
+      if (![...lu.keys.values()].includes(rk)) return conflict;
+      for (const [path, key] of lu.keys) if (key === sark) lu.keys.delete(path);
+      if (lu.holder === sark) lu.holder = rk;
+    } else if (args.includes('-R')) {
+      if (lu.keys.get(disk) !== rk || (lu.holder && lu.holder !== rk)) return conflict;
+      lu.holder = rk;
+    } else if (args.includes('-G')) {
+      if (lu.keys.get(disk) !== rk) return conflict;
+      lu.keys.delete(disk);
+      if (lu.holder === rk && ![...lu.keys.values()].includes(rk)) lu.holder = undefined;
+    } else throw new Error(`FakeIscsiHost: unexpected sg_persist ${args.join(' ')}`);
+    return {};
   }
 
   private async login(iqn: string, portal: string, node: Map<string, string> | undefined) {

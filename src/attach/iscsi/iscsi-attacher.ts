@@ -4,9 +4,10 @@ import { AttachFailed, errorMessage } from '../../errors.js';
 import type { Exec } from '../../exec.js';
 import { exportOf, type Export, type IscsiExport } from '../../export.js';
 import type { Logger } from '../../log.js';
-import type { Attacher } from '../types.js';
+import type { AttachContext, Attacher } from '../types.js';
 import { Iscsiadm, type IscsiSession } from './iscsiadm.js';
 import { Multipath } from './multipath.js';
+import { reservationKey, ScsiReservations } from './reservations.js';
 import { formatHctl, ScsiSysfs, type Hctl } from './scsi-sysfs.js';
 
 export interface IscsiAttacherOptions {
@@ -41,6 +42,7 @@ export class IscsiAttacher implements Attacher {
   private readonly iscsiadm: Iscsiadm;
   private readonly sysfs: ScsiSysfs;
   private readonly multipath: Multipath;
+  private readonly reservations: ScsiReservations;
   private readonly sleep: (ms: number) => Promise<void>;
 
   constructor(
@@ -52,6 +54,7 @@ export class IscsiAttacher implements Attacher {
     this.iscsiadm = new Iscsiadm(exec, { timeoutMs: options.commandTimeoutMs, sleep: this.sleep });
     this.sysfs = new ScsiSysfs(options.root ?? '/');
     this.multipath = new Multipath(exec, this.sysfs, { timeoutMs: options.commandTimeoutMs, pollMs: options.pollMs, sleep: this.sleep });
+    this.reservations = new ScsiReservations(exec, log, options.commandTimeoutMs);
   }
 
   /** This host's initiator name, which the array puts in the target's ACL. */
@@ -68,28 +71,31 @@ export class IscsiAttacher implements Attacher {
     return { iqn };
   }
 
-  async attach(exp: Export): Promise<string> {
+  async attach(exp: Export, context: AttachContext): Promise<string> {
     const target = exportOf(exp, 'iscsi');
     try {
       for (const portal of target.portals) await this.login(target, portal);
       const paths = await this.waitForDisks(target);
       await this.checkSameLun(target, paths);
       const disks = paths.map((p) => p.disk!);
+      // Before anything reads or writes the volume: from here on the former holder cannot write.
+      if (target.reservations) await this.reservations.take(disks, reservationKey(context.hostId, context.generation));
       const existingMap = await this.multipath.findMap(disks);
       if (target.portals.length > 1 || existingMap) return await this.multipath.ensureMap(disks);
       return `/dev/${disks[0]}`;
     } catch (err) {
       this.log.warn('iSCSI attach failed: undoing what it did', { target: target.iqn, error: errorMessage(err) });
-      await this.detach(target).catch((undoErr) => this.log.error('undoing a failed iSCSI attach failed', { target: target.iqn, error: errorMessage(undoErr) }));
+      await this.detach(target, '', context).catch((undoErr) => this.log.error('undoing a failed iSCSI attach failed', { target: target.iqn, error: errorMessage(undoErr) }));
       throw err instanceof AttachFailed ? err : new AttachFailed(`cannot attach iSCSI target ${target.iqn} LUN ${target.lun}: ${errorMessage(err)}`);
     }
   }
 
   /** Finds the LUN's paths again from the sessions, so a detach after a restart cleans up as well. */
-  async detach(exp: Export, _device?: string): Promise<void> {
+  async detach(exp: Export, _device: string, context: AttachContext): Promise<void> {
     const target = exportOf(exp, 'iscsi');
     const disks = (await this.paths(target)).map((p) => p.disk).filter((d): d is string => d !== undefined);
     const map = await this.multipath.findMap(disks);
+    if (target.reservations && disks.length) await this.reservations.drop(disks, reservationKey(context.hostId, context.generation));
     if (map) {
       const name = await this.sysfs.dmName(map);
       if (name) await this.multipath.flush(name);

@@ -69,6 +69,7 @@ export class IscsiDriver extends FileVolumes {
       iqn: this.targetIqn(name),
       portals: [...this.backend.portals],
       lun: VOLUME_LUN,
+      reservations: this.backend.reservations,
       ...(this.backend.chap ? { chap: { ...this.backend.chap } } : {}),
     };
   }

@@ -2,6 +2,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { IscsiAttacher } from '../../../src/attach/iscsi/iscsi-attacher.js';
+import { reservationKey } from '../../../src/attach/iscsi/reservations.js';
 import { AttachFailed } from '../../../src/errors.js';
 import type { IscsiExport } from '../../../src/export.js';
 import { silentLogger } from '../../../src/log.js';
@@ -11,12 +12,13 @@ const IQN = 'iqn.2026-11.dev.ballast:pgdata';
 const WWID = 'naa.60000000000000000e00000000010001';
 const P1 = '10.0.0.5:3260';
 const P2 = '10.0.1.5:3260';
+const CTX = { hostId: 'host1', generation: 7 };
 
 describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a real kernel)', () => {
   let root: string;
   let host: FakeIscsiHost;
   let attacher: IscsiAttacher;
-  const exp = (over: Partial<IscsiExport> = {}): IscsiExport => ({ transport: 'iscsi', iqn: IQN, portals: [P1], lun: 1, ...over });
+  const exp = (over: Partial<IscsiExport> = {}): IscsiExport => ({ transport: 'iscsi', iqn: IQN, portals: [P1], lun: 1, reservations: false, ...over });
 
   beforeEach(async () => {
     root = await mkdtemp(join(tmpdir(), 'ballast-iscsi-'));
@@ -36,7 +38,7 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
 
   it('attaches one portal in os-brick order: node record, manual scan and startup, login, a scan of exactly the LUN', async () => {
     host.autoMultipath = false;
-    const device = await attacher.attach(exp());
+    const device = await attacher.attach(exp(), CTX);
     expect(device).toBe('/dev/sda');
     expect(host.commands).toEqual([
       `${nodeCmd(P1)} --interface default --op new`,
@@ -54,9 +56,9 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
 
   it('detaches one portal: flush, delete the disk, log out, delete the node record', async () => {
     host.autoMultipath = false;
-    await attacher.attach(exp());
+    await attacher.attach(exp(), CTX);
     host.calls.length = 0;
-    await attacher.detach(exp(), '/dev/sda');
+    await attacher.detach(exp(), '/dev/sda', CTX);
     expect(host.commands).toEqual([
       'iscsiadm -m session',
       'blockdev --flushbufs /dev/sda',
@@ -71,13 +73,13 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
 
   it('with two portals logs in to each and returns the multipath map; detach flushes the map before deleting paths', async () => {
     const e = exp({ portals: [P1, P2] });
-    const device = await attacher.attach(e);
+    const device = await attacher.attach(e, CTX);
     expect(device).toBe('/dev/mapper/360000000000000000e00000000010001');
     expect(host.commands.filter((c) => c.endsWith('--login'))).toEqual([`${nodeCmd(P1)} --login`, `${nodeCmd(P2)} --login`]);
     expect((await host.disks()).sort()).toEqual(['sda', 'sdb']);
     expect(await attacher.isAttached(e, device)).toBe(true);
     host.calls.length = 0;
-    await attacher.detach(e, device);
+    await attacher.detach(e, device, CTX);
     expect(host.commands).toEqual([
       'iscsiadm -m session',
       'multipath -f 360000000000000000e00000000010001',
@@ -95,7 +97,7 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
 
   it('grows online: rescans every path, then resizes the map; refuses while a path is down', async () => {
     const e = exp({ portals: [P1, P2] });
-    const device = await attacher.attach(e);
+    const device = await attacher.attach(e, CTX);
     host.calls.length = 0;
     expect(await attacher.refreshSize(e, device)).toBe(true);
     expect(host.commands).toEqual(['iscsiadm -m session', 'multipathd resize map 360000000000000000e00000000010001']);
@@ -106,7 +108,7 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
 
   it('forces the map with multipath -a and multipathd add path when multipathd did not build it', async () => {
     host.autoMultipath = false;
-    const device = await attacher.attach(exp({ portals: [P1, P2] }));
+    const device = await attacher.attach(exp({ portals: [P1, P2] }), CTX);
     expect(device).toBe('/dev/mapper/360000000000000000e00000000010001');
     expect(host.commands.filter((c) => c.startsWith('multipath'))).toEqual(['multipath -a /dev/sda', 'multipathd add path /dev/sda', 'multipathd add path /dev/sdb']);
   });
@@ -114,7 +116,7 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
   it('sets CHAP on the node record and keeps the secret out of what it logs', async () => {
     host.autoMultipath = false;
     host.chap = { username: 'ballast', password: 'secret-secret-12' };
-    await attacher.attach(exp({ chap: { ...host.chap } }));
+    await attacher.attach(exp({ chap: { ...host.chap } }), CTX);
     expect(host.commands.filter((c) => c.includes('auth'))).toEqual([
       `${nodeCmd(P1)} --op update -n node.session.auth.authmethod -v CHAP`,
       `${nodeCmd(P1)} --op update -n node.session.auth.username -v ballast`,
@@ -124,7 +126,7 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
 
   it('a wrong CHAP secret fails with a clear error and leaves no node record, session or disk', async () => {
     host.chap = { username: 'ballast', password: 'secret-secret-12' };
-    const err = await attacher.attach(exp({ chap: { username: 'ballast', password: 'wrong-wrong-wrong' } })).catch((e: unknown) => e);
+    const err = await attacher.attach(exp({ chap: { username: 'ballast', password: 'wrong-wrong-wrong' } }), CTX).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AttachFailed);
     expect((err as Error).message).toMatch(/cannot attach iSCSI target iqn.2026-11.dev.ballast:pgdata LUN 1: command 'iscsiadm .* --login' exited with code 24/);
     expect((err as Error).message).not.toContain('wrong-wrong-wrong');
@@ -135,7 +137,7 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
   it('scans LUN numbers of 256 and more as the kernel numbers them', async () => {
     host.autoMultipath = false;
     host.targets.set(IQN, [{ lun: 300, wwid: WWID }]);
-    const device = await attacher.attach(exp({ lun: 300 }));
+    const device = await attacher.attach(exp({ lun: 300 }), CTX);
     expect(device).toBe('/dev/sda');
     expect(await readdir(join(root, 'sys', 'bus', 'scsi', 'devices'))).toEqual(['2:0:0:300']);
   });
@@ -143,21 +145,21 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
   it('reuses a session another volume on the same target already has, and keeps it while that LUN is attached', async () => {
     host.autoMultipath = false;
     host.targets.set(IQN, [{ lun: 1, wwid: WWID }, { lun: 2, wwid: 'naa.60000000000000000e00000000010002' }]);
-    await attacher.attach(exp({ lun: 1 }));
-    await attacher.attach(exp({ lun: 2 }));
+    await attacher.attach(exp({ lun: 1 }), CTX);
+    await attacher.attach(exp({ lun: 2 }), CTX);
     expect(host.commands.filter((c) => c.endsWith('--login'))).toHaveLength(1);
     expect(host.sessions).toHaveLength(1);
-    await attacher.detach(exp({ lun: 1 }), '/dev/sda');
+    await attacher.detach(exp({ lun: 1 }), '/dev/sda', CTX);
     expect(host.sessions).toHaveLength(1); // LUN 2 still uses it
     expect(host.commands.filter((c) => c.endsWith('--logout'))).toEqual([]);
-    await attacher.detach(exp({ lun: 2 }), '/dev/sdb');
+    await attacher.detach(exp({ lun: 2 }), '/dev/sdb', CTX);
     expect(host.sessions).toEqual([]);
   });
 
   it('a LUN that never appears fails within the bound, naming the LUN, and logs out again', async () => {
     host.targets.set(IQN, [{ lun: 7, wwid: WWID }]);
     const started = Date.now();
-    const err = await attacher.attach(exp({ lun: 1 })).catch((e: unknown) => e);
+    const err = await attacher.attach(exp({ lun: 1 }), CTX).catch((e: unknown) => e);
     expect(Date.now() - started).toBeLessThan(5_000);
     expect((err as Error).message).toMatch(/LUN 1 of iSCSI target iqn.2026-11.dev.ballast:pgdata did not appear within 2 s \(1 of 1 portals logged in\)/);
     expect(host.sessions).toEqual([]);
@@ -166,7 +168,7 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
 
   it('a timed-out iscsiadm fails the attach and undoes the login', async () => {
     host.faults.push({ match: `${nodeCmd(P2)} --login`, timedOut: true, times: 1 });
-    const err = await attacher.attach(exp({ portals: [P1, P2] })).catch((e: unknown) => e);
+    const err = await attacher.attach(exp({ portals: [P1, P2] }), CTX).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(AttachFailed);
     expect((err as Error).message).toMatch(/--login' timed out/);
     expect(host.sessions).toEqual([]);
@@ -176,11 +178,11 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
   it('retries an iscsiadm call that fails with exit code 6 (database failure), and gives up after 3', async () => {
     host.autoMultipath = false;
     host.faults.push({ match: `${nodeCmd(P1)} --interface default --op new`, exitCode: 6, times: 2 });
-    expect(await attacher.attach(exp())).toBe('/dev/sda');
+    expect(await attacher.attach(exp(), CTX)).toBe('/dev/sda');
     expect(host.commands.filter((c) => c.endsWith('--op new'))).toHaveLength(3);
-    await attacher.detach(exp(), '/dev/sda');
+    await attacher.detach(exp(), '/dev/sda', CTX);
     host.faults.push({ match: `${nodeCmd(P1)} --interface default --op new`, exitCode: 6, times: 3 });
-    await expect(attacher.attach(exp())).rejects.toThrow(/exited with code 6/);
+    await expect(attacher.attach(exp(), CTX)).rejects.toThrow(/exited with code 6/);
   });
 
   it('refuses paths that lead to different devices instead of joining them in one map', async () => {
@@ -192,6 +194,48 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
     await writeFile(join(root, 'sys', 'class', 'scsi_host', 'host2', 'scan'), '0 0 1');
     await host.settle();
     host.targets.set(IQN, [{ lun: 1, wwid: 'naa.6000000000000000ffff000000010001' }]);
-    await expect(attacher.attach(exp({ portals: [P1, P2] }))).rejects.toThrow(/lead to different or unidentified devices/);
+    await expect(attacher.attach(exp({ portals: [P1, P2] }), CTX)).rejects.toThrow(/lead to different or unidentified devices/);
+  });
+
+  describe('SCSI-3 persistent reservations (the storage-side fence)', () => {
+    const MINE = reservationKey('host1', 7);
+    const e = () => exp({ portals: [P1, P2], reservations: true });
+
+    it('derives a key from the host id and the lease generation', () => {
+      expect(MINE).toMatch(/^0x[0-9a-f]{8}00000007$/);
+      expect(reservationKey('host1', 8)).not.toBe(MINE);
+      expect(reservationKey('host2', 7).slice(-8)).toBe('00000007');
+      expect(reservationKey('host2', 7)).not.toBe(MINE);
+    });
+
+    it('registers on every path and reserves type 5 before the device is handed out', async () => {
+      await attacher.attach(e(), CTX);
+      expect(host.commands.filter((c) => c.startsWith('sg_persist'))).toEqual([
+        `sg_persist -n -o -I -S ${MINE} /dev/sda`,
+        `sg_persist -n -o -I -S ${MINE} /dev/sdb`,
+        'sg_persist -n -i -k /dev/sda',
+        'sg_persist -n -i -r /dev/sda',
+        `sg_persist -n -o -R -T 5 -K ${MINE} /dev/sda`,
+      ]);
+      expect(host.reservations.get(WWID)).toEqual({ keys: new Map([['sda', MINE], ['sdb', MINE]]), holder: MINE });
+    });
+
+    it('a takeover preempts and aborts the former holder\'s key; detach unregisters and frees the reservation', async () => {
+      const former = reservationKey('host0', 6);
+      host.reservations.set(WWID, { keys: new Map([['remote-a', former], ['remote-b', former]]), holder: former });
+      await attacher.attach(e(), CTX);
+      expect(host.commands).toContain(`sg_persist -n -o -A -T 5 -K ${MINE} -S ${former} /dev/sda`);
+      expect(host.reservations.get(WWID)).toEqual({ keys: new Map([['sda', MINE], ['sdb', MINE]]), holder: MINE });
+      await attacher.detach(e(), '', CTX);
+      expect(host.reservations.get(WWID)).toEqual({ keys: new Map(), holder: undefined });
+    });
+
+    it('a reservation it cannot take fails the attach and leaves nothing attached', async () => {
+      host.faults.push({ match: 'sg_persist -n -o -I', exitCode: 24, times: 1 });
+      await expect(attacher.attach(e(), CTX)).rejects.toThrow(/cannot take the SCSI reservation with key 0x[0-9a-f]{16}: command 'sg_persist .*' exited with code 24/);
+      expect(host.sessions).toEqual([]);
+      expect(await host.disks()).toEqual([]);
+      expect(await host.maps()).toEqual([]);
+    });
   });
 });

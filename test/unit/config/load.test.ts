@@ -47,6 +47,7 @@ describe('parseConfig', () => {
       target_prefix: 'iqn.2026-11.dev.ballast',
       array: { host: 'local', tgt_control_port: 0 },
       pool: '/var/lib/ballast/iscsi',
+      reservations: true,
     });
     expect(config.profiles.gold).toEqual({ backend: 'iscsi', pool: '/srv/ssd' });
   });
