@@ -146,7 +146,10 @@ export class FakeIscsiHost implements Exec {
     const session = { id: this.nextSession, host: this.nextSession + 1, portal, iqn };
     this.nextSession += 1;
     this.sessions.push(session);
-    await mkdir(this.sys('class', 'iscsi_host', `host${session.host}`, 'device', `session${session.id}`, `target${session.host}:0:0`), { recursive: true });
+    // As the kernel does with manual scan: the session and its target id, no target directory yet.
+    await mkdir(this.sys('class', 'iscsi_host', `host${session.host}`, 'device', `session${session.id}`), { recursive: true });
+    await mkdir(this.sys('class', 'iscsi_session', `session${session.id}`), { recursive: true });
+    await writeFile(this.sys('class', 'iscsi_session', `session${session.id}`, 'target_id'), '0\n');
     await mkdir(this.sys('class', 'scsi_host', `host${session.host}`), { recursive: true });
     await writeFile(this.sys('class', 'scsi_host', `host${session.host}`, 'scan'), '');
     return {};
@@ -157,6 +160,7 @@ export class FakeIscsiHost implements Exec {
     if (index < 0) return { exitCode: 21 };
     const [session] = this.sessions.splice(index, 1);
     await rm(this.sys('class', 'iscsi_host', `host${session!.host}`), { recursive: true, force: true });
+    await rm(this.sys('class', 'iscsi_session', `session${session!.id}`), { recursive: true, force: true });
     return {};
   }
 
@@ -222,6 +226,8 @@ export class FakeIscsiHost implements Exec {
         await mkdir(this.sys('block', dm, 'slaves'), { recursive: true });
         await writeFile(this.sys('block', dm, 'dm', 'uuid'), `mpath-${name}\n`);
         await writeFile(this.sys('block', dm, 'dm', 'name'), `${name}\n`);
+        await mkdir(join(this.root, 'dev', 'mapper'), { recursive: true });
+        await writeFile(join(this.root, 'dev', 'mapper', name), ''); // udev's node
       }
       for (const disk of disks) {
         await mkdir(this.sys('block', dm, 'slaves', disk), { recursive: true });
@@ -236,6 +242,7 @@ export class FakeIscsiHost implements Exec {
     if (!dm) return { exitCode: 1 };
     for (const disk of await readdir(this.sys('block', dm, 'slaves'))) await rm(this.sys('block', disk, 'holders', dm), { recursive: true, force: true });
     await rm(this.sys('block', dm), { recursive: true, force: true });
+    await rm(join(this.root, 'dev', 'mapper', name), { force: true });
     this.dmNames.delete(name);
     return {};
   }

@@ -51,7 +51,23 @@ export class Multipath {
     await this.waitForPaths(dm, paths);
     const name = await this.sysfs.dmName(dm);
     if (!name) throw new AttachFailed(`multipath map ${dm} has no name in sysfs`);
+    await this.waitForNode(name);
     return `/dev/mapper/${name}`;
+  }
+
+  /** udev makes /dev/mapper/NAME a little after the map exists; without udev, dmsetup makes it. */
+  private async waitForNode(name: string): Promise<void> {
+    const waitMs = this.options.mapWaitMs ?? 10_000;
+    const started = Date.now();
+    let asked = false;
+    while (!(await this.sysfs.deviceNodeExists(`mapper/${name}`))) {
+      if (!asked && Date.now() - started > Math.min(2_000, waitMs / 2)) {
+        asked = true;
+        await this.exec.run(['dmsetup', 'mknodes', name], { timeoutMs: this.options.timeoutMs }).catch(() => undefined);
+      }
+      if (Date.now() - started > waitMs) throw new AttachFailed(`/dev/mapper/${name} did not appear within ${waitMs / 1000} s (is udev running?)`);
+      await this.sleep(this.options.pollMs ?? 250);
+    }
   }
 
   /** Flushes (removes) the map: outstanding I/O completes, then the dm device goes away. */

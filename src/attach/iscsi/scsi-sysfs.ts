@@ -1,4 +1,4 @@
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /** A SCSI address: host, channel, target, LUN (as in /sys/bus/scsi/devices/H:C:T:L). */
@@ -39,13 +39,17 @@ export class ScsiSysfs {
     return join(this.root, 'sys', ...parts);
   }
 
-  /** The SCSI host and target of an iSCSI session, from .../iscsi_host/hostH/device/sessionS/targetH:C:T. */
+  /**
+   * The SCSI host and target of an iSCSI session. With node.session.scan=manual the kernel
+   * makes no targetH:C:T directory until something is scanned, so the target id comes from
+   * the session's own attribute.
+   */
   async sessionTarget(sessionId: number): Promise<Omit<Hctl, 'lun'> | undefined> {
     for (const host of await list(this.path('class', 'iscsi_host'))) {
-      for (const entry of await list(this.path('class', 'iscsi_host', host, 'device', `session${sessionId}`))) {
-        const m = /^target(\d+):(\d+):(\d+)$/.exec(entry);
-        if (m) return { host: Number(m[1]), channel: Number(m[2]), target: Number(m[3]) };
-      }
+      if (!(await list(this.path('class', 'iscsi_host', host, 'device'))).includes(`session${sessionId}`)) continue;
+      const target = await readTrimmed(this.path('class', 'iscsi_session', `session${sessionId}`, 'target_id'));
+      if (target === undefined || !/^\d+$/.test(target)) return undefined;
+      return { host: Number(host.slice(4)), channel: 0, target: Number(target) };
     }
     return undefined;
   }
@@ -90,6 +94,14 @@ export class ScsiSysfs {
 
   async dmName(dm: string): Promise<string | undefined> {
     return readTrimmed(this.path('block', dm, 'dm', 'name'));
+  }
+
+  /** True when /dev/<relative> exists (udev made the node). */
+  async deviceNodeExists(relative: string): Promise<boolean> {
+    return stat(join(this.root, 'dev', relative)).then(
+      () => true,
+      () => false,
+    );
   }
 
   async exists(disk: string): Promise<boolean> {

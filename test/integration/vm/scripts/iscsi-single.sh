@@ -1,0 +1,68 @@
+# One VM, the array on the same host (tgtd, hyper-converged), two portals -> dm-multipath.
+set -u
+. "$BALLAST_SRC/test/integration/vm/scripts/lib.sh"
+start_tgtd
+start_ballast <<YAML
+host: {id: vm1}
+socket: $BALLAST_RUN/ballast.sock
+state_dir: $BALLAST_RUN/state
+mount_root: $BALLAST_RUN/mounts
+docker: {socket: $BALLAST_RUN/no-docker.sock, restart_wait_seconds: 1}
+log: {level: debug}
+backends:
+  iscsi: {portals: ["127.0.0.1:3260", "127.0.0.2:3260"], pool: $BALLAST_RUN/pool}
+profiles:
+  default: {backend: iscsi}
+YAML
+
+expect_ok VolumeDriver.Create '{"Name":"v1","Opts":{"size":"64M"}}' >/dev/null
+mp=$(timed mount_new expect_ok VolumeDriver.Mount '{"Name":"v1","ID":"c1"}' | json Mountpoint) || die "mount"
+dev=$(findmnt -n -o SOURCE "$mp")
+dm=$(basename "$(readlink -f "$dev")")
+result "device=$dev"
+result "paths=$(ls /sys/block/$dm/slaves | wc -l)"
+result "dm_uuid=$(cat /sys/block/$dm/dm/uuid)"
+result "sessions_mounted=$(sessions)"
+slave=$(ls /sys/block/$dm/slaves | head -1)
+result "reservation=$(sg_persist -n -i -r /dev/$slave | grep -o 'type: .*' | tr ' ' _)"
+result "pr_keys=$(sg_persist -n -i -k /dev/$slave | grep -c '^ *0x')"
+
+head -c 8M /dev/urandom > "$mp/data" && sync
+sum1=$(sha256sum < "$mp/data")
+
+# A path goes down while a writer runs: the map keeps the volume usable over the other one.
+dd if=/dev/urandom of="$mp/during" bs=64k count=160 oflag=direct 2>/dev/null &
+writer=$!
+second=$(ls /sys/block/$dm/slaves | tail -1)
+echo offline > /sys/block/$second/device/state
+wait $writer; result "write_with_path_down_rc=$?"
+sum_during=$(sha256sum < "$mp/during")
+sync; echo 3 > /proc/sys/vm/drop_caches
+result "during_intact=$([ "$(sha256sum < "$mp/during")" = "$sum_during" ] && echo yes || echo no)"
+result "active_paths_while_down=$(multipathd show paths format '%d %t' | grep -c ' active')"
+echo running > /sys/block/$second/device/state
+for _ in $(seq 60); do [ "$(multipathd show paths format '%d %t' | grep -c ' active')" = 2 ] && break; sleep 0.5; done
+result "active_paths_after=$(multipathd show paths format '%d %t' | grep -c ' active')"
+
+# Online grow of the mounted volume.
+before=$(df -B1 --output=size "$mp" | tail -1 | tr -d ' ')
+ballast volume grow v1 128M >/dev/null || die "grow"
+result "grow_before=$before"
+result "grow_after=$(df -B1 --output=size "$mp" | tail -1 | tr -d ' ')"
+result "device_bytes=$(blockdev --getsize64 "$dev")"
+
+timed unmount expect_ok VolumeDriver.Unmount '{"Name":"v1","ID":"c1"}' >/dev/null
+result "sessions_after_unmount=$(sessions)"
+result "disks_after_unmount=$(scsi_disks)"
+result "maps_after_unmount=$(dm_maps)"
+
+mp=$(timed mount_existing expect_ok VolumeDriver.Mount '{"Name":"v1","ID":"c2"}' | json Mountpoint) || die "remount"
+result "data_intact=$([ "$(sha256sum < "$mp/data")" = "$sum1" ] && echo yes || echo no)"
+result "size_after_remount=$(df -B1 --output=size "$mp" | tail -1 | tr -d ' ')"
+expect_ok VolumeDriver.Unmount '{"Name":"v1","ID":"c2"}' >/dev/null
+expect_ok VolumeDriver.Remove '{"Name":"v1"}' >/dev/null
+result "targets_after_remove=$(tgtadm --lld iscsi --mode target --op show | grep -c '^Target')"
+result "pool_after_remove=$(ls "$BALLAST_RUN/pool" | wc -l)"
+result "sessions_end=$(sessions) disks_end=$(scsi_disks) maps_end=$(dm_maps)"
+kill $BALLAST_PID; wait $BALLAST_PID 2>/dev/null
+exit 0

@@ -1,0 +1,39 @@
+# Shared by the VM scenarios: run ballast inside the VM and call its plugin socket.
+# Sourced with BALLAST_SRC (the checkout, seen over 9p) and BALLAST_RUN (a writable dir) set.
+# Every line the test asserts on starts with "RESULT ": key=value.
+
+result() { echo "RESULT $*" >&2; } # stderr: stays out of $(...) captures
+die() { echo "FAILED: $*" >&2; exit 1; }
+ballast() { node "$BALLAST_SRC/dist/cli/main.js" --config "$BALLAST_RUN/config.yml" "$@"; }
+
+# call METHOD JSON -> the reply body on stdout
+call() { curl -sS --max-time 150 --unix-socket "$BALLAST_RUN/ballast.sock" -X POST -d "$2" "http://plugin/$1"; }
+# json FIELD: one top-level string field of the JSON on stdin
+json() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const v=JSON.parse(s)[process.argv[1]];process.stdout.write(v===undefined?"":String(v))})' "$1"; }
+# expect_ok METHOD JSON: fails the scenario on an Err
+expect_ok() { local out; out=$(call "$1" "$2"); local err; err=$(echo "$out" | json Err); [ -z "$err" ] || die "$1 $2: $err"; echo "$out"; }
+
+start_tgtd() { # local array (hyper-converged): tgtd in this VM on 127.0.0.1:3260 and 127.0.0.2:3260
+  tgtd -f >"$BALLAST_VM_LOGS/tgtd.log" 2>&1 &
+  TGTD_PID=$!
+  for _ in $(seq 100); do tgtadm --lld iscsi --mode target --op show >/dev/null 2>&1 && return 0; sleep 0.1; done
+  die "tgtd did not answer"
+}
+
+start_ballast() { # config text on stdin
+  mkdir -p "$BALLAST_RUN"
+  cat > "$BALLAST_RUN/config.yml"
+  local t0; t0=$(date +%s.%N)
+  ballast serve >"$BALLAST_VM_LOGS/ballast.log" 2>&1 &
+  BALLAST_PID=$!
+  for _ in $(seq 600); do [ -S "$BALLAST_RUN/ballast.sock" ] && break; sleep 0.1; done
+  [ -S "$BALLAST_RUN/ballast.sock" ] || die "ballast did not start"
+  result "ballast_start_s=$(awk "BEGIN { print $(date +%s.%N) - $t0 }")"
+}
+
+# timed NAME CMD...: runs CMD, prints RESULT NAME_ms=<elapsed>
+timed() { local name=$1; shift; local t0; t0=$(date +%s%N); "$@"; local rc=$?; result "${name}_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"; return $rc; }
+
+sessions() { iscsiadm -m session 2>/dev/null | wc -l; }
+scsi_disks() { ls /sys/block | grep -c '^sd' || true; }
+dm_maps() { ls /sys/block | grep -c '^dm-' || true; }
