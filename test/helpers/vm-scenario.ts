@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { runInVm, type VmOptions, type VmRun } from './vm.js';
 
 /** What a scenario printed as "RESULT key=value ..." lines, last value of a key wins. */
@@ -17,16 +17,19 @@ export function parseResults(console: string): Results {
   return results;
 }
 
+/** A scenario script of the VM tests: test/integration/vm/scripts/<name>.sh. */
+export const scenarioScript = (name: string) => join(process.cwd(), 'test', 'integration', 'vm', 'scripts', `${name}.sh`);
+
 /**
- * Runs test/integration/vm/scripts/<name>.sh in a VM, with this checkout's built ballast
- * (seen over 9p at the same path) and `env` exported. Fails with the console when the script fails.
+ * Runs a bash script file in a VM, with this checkout's built ballast (seen over 9p at the
+ * same path) and `env` exported. Fails with the console when the script fails.
  */
 export async function runScenario(
-  scenario: string,
+  script: string,
   options: Omit<VmOptions, 'script'> & { env?: Record<string, string> },
 ): Promise<{ run: VmRun; results: Results }> {
   const src = process.cwd();
-  const script = join(src, 'test', 'integration', 'vm', 'scripts', `${scenario}.sh`);
+  const scenario = basename(script, '.sh');
   await readFile(script); // a missing scenario fails here, not as an obscure exit code
   const env = { BALLAST_SRC: src, BALLAST_RUN: '/tmp/ballast', ...options.env };
   const exports = Object.entries(env).map(([k, v]) => `export ${k}='${v.replace(/'/g, `'\\''`)}'`);

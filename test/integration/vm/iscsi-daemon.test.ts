@@ -1,5 +1,5 @@
 import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, type Results } from '../../helpers/vm-scenario.js';
+import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
 
 // Needs root, qemu-system-x86, linux-image-amd64, busybox-static, open-iscsi, multipath-tools,
 // sg3-utils and tgt (scripts/install-deps.sh installs them); fails loudly without them.
@@ -10,7 +10,7 @@ describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM la
 
   beforeAll(async () => {
     requireVmLab();
-    ({ results } = await runScenario('iscsi-single', { name: 'vm1', timeoutMs: 290_000, memoryMb: 1536 }));
+    ({ results } = await runScenario(scenarioScript('iscsi-single'), { name: 'vm1', timeoutMs: 290_000, memoryMb: 1536 }));
     console.log('VM lab iscsi-single timings (ms):', Object.fromEntries(Object.entries(results).filter(([k]) => k.endsWith('_ms') || k.endsWith('_s'))));
   }, 300_000);
 
