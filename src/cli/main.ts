@@ -6,9 +6,12 @@ import { errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import type { VolumeView } from '../volumes/manager.js';
 import type { MountedVolume } from '../volumes/mount-state.js';
-import { callDaemon } from './client.js';
-import { serve } from './serve.js';
-import { runWatchdog } from './watchdog.js';
+
+// Each command loads only what it uses: on a slow CPU (the VM lab, small hosts) importing the
+// daemon's dependencies takes seconds, and operator commands need none of them.
+async function callDaemon<T>(...args: Parameters<typeof import('./client.js').callDaemon>): Promise<T> {
+  return (await import('./client.js')).callDaemon<T>(...args);
+}
 
 const USAGE = `usage: ballast [--config FILE] COMMAND
 
@@ -45,9 +48,11 @@ async function main(argv: string[]): Promise<number> {
   const [command, sub, ...rest] = positionals;
   switch (`${command} ${sub ?? ''}`.trim()) {
     case 'serve':
+      const { serve } = await import('./serve.js');
       await serve(config, createLogger(config.log.level, config.log.file), values.config);
       return -1; // keeps running
     case 'fence-watchdog':
+      const { runWatchdog } = await import('./watchdog.js');
       await runWatchdog(config, createLogger(config.log.level, config.log.file).child({ process: 'fence-watchdog' }));
       return 0;
     case 'config check':

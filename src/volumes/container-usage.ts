@@ -1,4 +1,4 @@
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 
@@ -8,16 +8,25 @@ export interface ContainerUsage {
   volumesInUse(): Promise<Set<string> | undefined>;
 }
 
-/** Asks dockerd's API over its Unix socket, with a bound on every call. */
+/**
+ * Asks dockerd's API over its Unix socket, with a bound on every call. dockerode is loaded on
+ * first use: it is only needed after a dockerd restart, and loading it costs seconds on slow CPUs.
+ */
 export class DockerApiUsage implements ContainerUsage {
-  private readonly docker: Docker;
+  private docker?: Docker;
 
-  constructor(socketPath: string, private readonly log: Logger, timeoutMs = 5_000) {
-    this.docker = new Docker({ socketPath, timeout: timeoutMs });
-  }
+  constructor(
+    private readonly socketPath: string,
+    private readonly log: Logger,
+    private readonly timeoutMs = 5_000,
+  ) {}
 
   async volumesInUse(): Promise<Set<string> | undefined> {
     try {
+      if (!this.docker) {
+        const { default: Dockerode } = await import('dockerode');
+        this.docker = new Dockerode({ socketPath: this.socketPath, timeout: this.timeoutMs });
+      }
       const containers = await this.docker.listContainers({ filters: { status: ['running', 'paused', 'restarting'] } });
       const names = containers.flatMap((c) => (c.Mounts ?? []).filter((m) => m.Type === 'volume' && m.Driver !== 'local' && m.Name).map((m) => m.Name!));
       return new Set(names);

@@ -26,6 +26,7 @@ describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM la
   it('keeps writing when one path goes down, and the map takes the path back', () => {
     expect(results.write_with_path_down_rc).toBe('0');
     expect(results.during_intact).toBe('yes');
+    expect(results.path_failed_seen).toBe('yes');
     expect(results.active_paths_while_down).toBe('1');
     expect(results.active_paths_after).toBe('2');
   });

@@ -39,6 +39,10 @@ wait $writer; result "write_with_path_down_rc=$?"
 sum_during=$(sha256sum < "$mp/during")
 sync; echo 3 > /proc/sys/vm/drop_caches
 result "during_intact=$([ "$(sha256sum < "$mp/during")" = "$sum_during" ] && echo yes || echo no)"
+# The map fails the path on I/O or at multipathd's next check (every 5 s).
+seen=no
+for _ in $(seq 40); do multipathd show paths format '%d %t %T' | grep -Eq "^$second .*(failed|faulty)" && { seen=yes; break; }; sleep 0.5; done
+result "path_failed_seen=$seen"
 result "active_paths_while_down=$(multipathd show paths format '%d %t' | grep -c ' active')"
 echo running > /sys/block/$second/device/state
 for _ in $(seq 60); do [ "$(multipathd show paths format '%d %t' | grep -c ' active')" = 2 ] && break; sleep 0.5; done
