@@ -39,15 +39,25 @@ const iscsiBackend = z.strictObject({
   portals: z.array(portal).min(1),
   /** Each volume is exported as its own target, "<target_prefix>:<volume>". */
   target_prefix: iqn.default('iqn.2026-11.dev.ballast'),
-  /** The array: a Linux host running tgtd. ballast runs tgtadm there (today: on this host). */
+  /** The array: a Linux host running tgtd, where ballast runs tgtadm and keeps the pool. */
   array: z
     .strictObject({
-      /** "local": tgtd runs on this host (hyper-converged). */
-      host: z.literal('local').default('local'),
+      /** Reach the array host over SSH; without it, tgtd runs on this host (hyper-converged). */
+      ssh: z
+        .strictObject({
+          host: z.string().min(1),
+          port: z.number().int().min(1).max(65535).default(22),
+          user: z.string().min(1).default('root'),
+          /** Its public key is in the array host's authorized_keys. */
+          private_key_file: absolutePath,
+          /** The array host's key as `ssh-keygen -lf` prints it ("SHA256:..."); any other is refused. */
+          host_key_sha256: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, 'expected "SHA256:" and the base64 fingerprint ssh-keygen -lf prints').optional(),
+        })
+        .optional(),
       /** tgtd's management port (`tgtd -C N`), for arrays running several tgtd. */
       tgt_control_port: z.number().int().min(0).max(32767).default(0),
     })
-    .default({ host: 'local', tgt_control_port: 0 }),
+    .default({ tgt_control_port: 0 }),
   /** Directory on the array host for volume images and metadata; a profile may name its own. */
   pool: absolutePath.default('/var/lib/ballast/iscsi'),
   /**

@@ -36,6 +36,8 @@ export interface VmOptions {
   network?: boolean;
   /** For logs, the VM's hostname and its initiator IQN. Default "vm". */
   name?: string;
+  /** Called with qemu's PID once it runs: a test may SIGSTOP/SIGCONT the whole VM (a hung host). */
+  onStart?: (pid: number) => void;
 }
 
 const CACHE_ROOT = '/var/cache/ballast-vmlab';
@@ -147,6 +149,7 @@ export async function runInVm(options: VmOptions): Promise<VmRun> {
     const qemu = (child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }));
     let stderr = '';
     qemu.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
+    if (qemu.pid !== undefined) options.onStart?.(qemu.pid);
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;

@@ -39,7 +39,7 @@ function backendConfig(pool: string, options: { controlPort?: number; chap?: Cha
   return {
     portals: [array().portal],
     target_prefix: PREFIX,
-    array: { host: 'local', tgt_control_port: options.controlPort ?? array().controlPort },
+    array: { tgt_control_port: options.controlPort ?? array().controlPort },
     pool,
     reservations: true,
     ...(options.chap ? { chap: { ...options.chap } } : {}),
@@ -57,7 +57,7 @@ interface DriverOptions {
 function newDriver(pool: string, options: DriverOptions = {}): IscsiDriver {
   const timeout = options.commandTimeoutMs ?? COMMAND_TIMEOUT_MS;
   const real = new CommandRunner(silentLogger(), timeout);
-  return new IscsiDriver(pool, backendConfig(pool, options), options.wrap ? options.wrap(real) : real, timeout, silentLogger());
+  return new IscsiDriver(pool, backendConfig(pool, options), { exec: options.wrap ? options.wrap(real) : real }, timeout, silentLogger());
 }
 
 const argAfter = (argv: readonly string[], flag: string) => argv[argv.indexOf(flag) + 1];

@@ -5,6 +5,7 @@ import { BackendUnavailable, BallastError, InvalidRequest, errorMessage } from '
 import type { Exec } from '../../exec.js';
 import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
+import type { FileStore } from '../file-store.js';
 import { FileVolumes } from '../file-volumes.js';
 import { Tgtadm, tgtError, type TgtTarget } from './tgtadm.js';
 
@@ -26,12 +27,13 @@ export class IscsiDriver extends FileVolumes {
   constructor(
     pool: string,
     private readonly backend: IscsiBackendConfig,
-    exec: Exec,
+    /** The array host: tgtadm runs there and the pool lives there (this host, or over SSH). */
+    arrayHost: { exec: Exec; files?: FileStore },
     commandTimeoutMs: number,
     log: Logger,
   ) {
-    super({ root: pool, shared: true }, log);
-    this.tgt = new Tgtadm(exec, backend.array.tgt_control_port, commandTimeoutMs);
+    super({ root: pool, shared: true, files: arrayHost.files }, log);
+    this.tgt = new Tgtadm(arrayHost.exec, backend.array.tgt_control_port, commandTimeoutMs);
   }
 
   /** "<prefix>:<name>"; names an IQN cannot hold (upper case, "_") get a hash so two never meet. */

@@ -30,6 +30,9 @@ describe('parseConfig', () => {
     [{ backends: { iscsi: { portals: [] } } }, /f: backends\.iscsi\.portals: /],
     [{ backends: { iscsi: { portals: ['a:3260'], chap: { username: 'u', password: 'short' } } } }, /f: backends\.iscsi\.chap\.password: /],
     [{ backends: { iscsi: { portals: ['a:3260'], target_prefix: 'Not An IQN' } } }, /f: backends\.iscsi\.target_prefix: expected an iSCSI name/],
+    [{ backends: { iscsi: { portals: ['a:3260'], array: { ssh: { host: 'array1' } } } } }, /f: backends\.iscsi\.array\.ssh\.private_key_file: /],
+    [{ backends: { iscsi: { portals: ['a:3260'], array: { ssh: { host: 'a', private_key_file: '/k', host_key_sha256: 'md5:ab' } } } } }, /f: backends\.iscsi\.array\.ssh\.host_key_sha256: expected "SHA256:"/],
+    [{ backends: { iscsi: { portals: ['a:3260'], array: { tgt_control_port: 40000 } } } }, /f: backends\.iscsi\.array\.tgt_control_port: /],
     [{ state_dir: 'relative/dir' }, /f: state_dir: expected an absolute path/],
     [{ defaults: { profile: 'gold' } }, /f: defaults\.profile: profile "gold" is not defined/],
   ])('names the file and the key for %j', (document, message) => {
@@ -45,11 +48,17 @@ describe('parseConfig', () => {
     expect(config.backends.iscsi).toEqual({
       portals: ['10.0.0.5:3260', '[fd00::5]:3260'],
       target_prefix: 'iqn.2026-11.dev.ballast',
-      array: { host: 'local', tgt_control_port: 0 },
+      array: { tgt_control_port: 0 },
       pool: '/var/lib/ballast/iscsi',
       reservations: true,
     });
     expect(config.profiles.gold).toEqual({ backend: 'iscsi', pool: '/srv/ssd' });
+  });
+
+  it('reads an array host reached over SSH, with its defaults', () => {
+    const ssh = { host: 'array1', private_key_file: '/etc/ballast/array_key', host_key_sha256: `SHA256:${'A'.repeat(43)}` };
+    const config = parseConfig({ backends: { iscsi: { portals: ['10.0.0.5:3260'], array: { ssh } } } }, 'f');
+    expect(config.backends.iscsi?.array).toEqual({ ssh: { ...ssh, port: 22, user: 'root' }, tgt_control_port: 0 });
   });
 
   it('reports every problem at once', () => {

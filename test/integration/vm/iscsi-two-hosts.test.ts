@@ -1,0 +1,106 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PrivateSshd } from '../../helpers/sshd.js';
+import { requireTgtTools, Tgtd } from '../../helpers/tgtd.js';
+import { requireVmLab } from '../../helpers/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+
+// Two VMs are two hosts with two kernels; the array is a private tgtd on this host, managed by
+// both over a private sshd (127.0.0.1, reached from the VMs as 10.0.2.2 through qemu's user
+// network, which ends in qemu). Needs root, the VM lab, tgt and openssh-server.
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitForFile(path: string, timeoutMs: number, failed: () => boolean): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!existsSync(path)) {
+    if (failed()) throw new Error(`a VM ended before ${path} appeared`);
+    if (Date.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs / 1000} s`);
+    await sleep(200);
+  }
+}
+
+describe('two hosts (two VMs) on one iSCSI array: move, and a frozen holder fenced by the reservation', () => {
+  let vm1: Results;
+  let vm2: Results;
+  let acked = 0;
+  let frozenForMs = 0;
+
+  beforeAll(async () => {
+    requireVmLab();
+    requireTgtTools();
+    const tgtd = await Tgtd.start();
+    const sshd = await PrivateSshd.start();
+    const share = await mkdtemp(join(tmpdir(), 'ballast-2vm-share-'));
+    const pool = await mkdtemp(join(tmpdir(), 'ballast-2vm-pool-'));
+    let vm1Pid: number | undefined;
+    let frozen = false;
+    let ended = false;
+    try {
+      const env = {
+        SHARE: share,
+        POOL: pool,
+        ISCSI_PORT: String(tgtd.iscsiPort),
+        TGT_CONTROL_PORT: String(tgtd.controlPort),
+        SSH_PORT: String(sshd.port),
+        SSH_KEY: sshd.privateKeyPath,
+        SSH_HOST_KEY: sshd.hostKeySha256,
+      };
+      const common = { shareDir: share, network: true, memoryMb: 1536, timeoutMs: 520_000, env };
+      const runs = Promise.all([
+        runScenario(scenarioScript('two-hosts-vm1'), { ...common, name: 'vm1', onStart: (pid) => (vm1Pid = pid) }),
+        runScenario(scenarioScript('two-hosts-vm2'), { ...common, name: 'vm2' }),
+      ]).finally(() => (ended = true));
+      runs.catch(() => undefined);
+      // The hung host: freeze all of vm1 (kernel, ballast, its watchdog) while it holds "fenced".
+      await waitForFile(join(share, 'vm1-holding'), 400_000, () => ended);
+      process.kill(vm1Pid!, 'SIGSTOP');
+      frozen = true;
+      const frozenAt = Date.now();
+      await writeFile(join(share, 'vm1-frozen'), '');
+      await waitForFile(join(share, 'vm2-took'), 300_000, () => ended);
+      frozenForMs = Date.now() - frozenAt;
+      process.kill(vm1Pid!, 'SIGCONT');
+      frozen = false;
+      const [r1, r2] = await runs;
+      vm1 = r1.results;
+      vm2 = r2.results;
+      acked = Number((await readFile(join(share, 'vm1.acked'), 'utf8')).trim());
+      console.log('two-host VM lab:', { frozenForMs, vm2_takeover_ms: vm2.vm2_takeover_ms, vm2_move_mount_ms: vm2.vm2_move_mount_ms, vm1_unmount_ms: vm1.vm1_unmount_ms });
+    } finally {
+      if (frozen && vm1Pid) process.kill(vm1Pid, 'SIGCONT');
+      await sshd.stop();
+      await tgtd.stop();
+      await rm(share, { recursive: true, force: true });
+      await rm(pool, { recursive: true, force: true });
+    }
+  }, 560_000);
+
+  it('moves a volume from host 1 to host 2 with its data intact, and host 1 keeps nothing attached', () => {
+    expect(vm2.moved_intact).toBe('yes');
+    expect([vm1.vm1_sessions_after_unmount, vm1.vm1_disks_after_unmount]).toEqual(['0', '0']);
+  });
+
+  it('takes over from the frozen holder only after its lease, and then only host 2 is registered', () => {
+    expect(frozenForMs).toBeGreaterThan(12_000); // lease.seconds in the scenario
+    expect(vm2.vm2_pr_keys).toBe('1');
+  });
+
+  it('every line host 1 acknowledged before it froze is on the volume host 2 mounted', () => {
+    expect(acked).toBeGreaterThan(0);
+    expect(Number(vm2.vm2_lines_at_takeover)).toBeGreaterThanOrEqual(acked);
+  });
+
+  it('after it thaws, the array refuses host 1\'s writes (reservation preempted), and ballast fences it', () => {
+    expect(vm1.vm1_raw_write_rc).not.toBe('0');
+    expect(vm1.vm1_raw_write_error).toMatch(/Input\/output_error/);
+    expect(vm2.vm2_log_unchanged_after_vm1_thawed).toBe('yes');
+    expect(vm1.vm1_fenced).toBe('1');
+  });
+
+  it('host 2 leaves nothing attached at the end', () => {
+    expect([vm2.vm2_sessions_end, vm2.vm2_disks_end, vm2.vm2_maps_end]).toEqual(['0', '0', '0']);
+  });
+});
