@@ -8,9 +8,10 @@ cd "$(dirname "$0")/.."
 # (open-iscsi, multipath-tools, sg3-utils); tgt for an iSCSI array on a Linux host.
 # Tests: a real Docker engine, compose, a busybox image source; multi-host tests: sqlite3 (copied
 # into a test image) and iptables (a FORWARD rule for their bridge); iSCSI tests: libiscsi-bin
-# (checks the array from outside), qemu and Debian's kernel for the VM lab, curl inside it.
+# (checks the array from outside), qemu and Debian's kernel for the VM lab, curl inside it,
+# openssh-server (an array host reached over SSH, as the VMs reach the host).
 DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables
-  open-iscsi multipath-tools sg3-utils tgt libiscsi-bin qemu-system-x86 linux-image-amd64 curl)
+  open-iscsi multipath-tools sg3-utils tgt libiscsi-bin qemu-system-x86 linux-image-amd64 curl openssh-server)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -19,6 +20,12 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Packages like tgt, openssh-server and open-iscsi would start their daemons on install; the
+  # tests start private ones. Without a policy already in place, refuse service starts meanwhile.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
