@@ -226,16 +226,20 @@ export class PrivateSshd {
       const below = descendantsOf(child.pid);
       // Per-connection children outlive a stopped listener, so they are stopped as well.
       for (const entry of [...below, ...(listener ? [listener] : [])]) signalIfSame(entry, 'SIGTERM');
-      const exited = new Promise<void>((resolve) => (this.exited ? resolve() : child.once('exit', () => resolve())));
-      const inTime = await Promise.race([exited.then(() => true), sleep(2_000).then(() => false)]);
-      for (const entry of below) if (processAlive(entry.pid)) signalIfSame(entry, 'SIGKILL');
-      if (!inTime) {
+      if (!(await this.waitExit(2_000))) {
         child.kill('SIGKILL');
-        await exited;
+        await this.waitExit(5_000);
       }
+      for (const entry of below) if (processAlive(entry.pid)) signalIfSame(entry, 'SIGKILL');
       await this.waitGone(below, 2_000);
     }
     if (!options.keepDir) await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async waitExit(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (!this.exited && Date.now() < deadline) await sleep(20);
+    return this.exited;
   }
 
   private async waitGone(entries: ProcEntry[], ms: number): Promise<void> {

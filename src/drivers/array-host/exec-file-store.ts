@@ -155,10 +155,12 @@ export class RemoteFileStore implements FileStore {
       const result = input === undefined ? await this.ssh.run(argv) : await this.ssh.runWithInput(argv, input);
       return result.stdout;
     } catch (err) {
-      const code = err instanceof CommandFailed && !err.timedOut ? errnoFromStderr(err.stderr) : undefined;
+      // 125-127: the tool itself could not be run (timeout failed, not executable, not found):
+      // never a file's errno, or a host without `cat` would look like one without volumes.
+      const code = err instanceof CommandFailed && !err.timedOut && (err.exitCode ?? 0) < 125 ? errnoFromStderr(err.stderr) : undefined;
       if (!code) throw err;
       const detail = (err as CommandFailed).stderr.trim().split('\n').pop();
-      throw new RemoteFileError(code, path, `${code}: ${detail} (on ${this.describe(path)})`, { cause: err });
+      throw new RemoteFileError(code, path, `${code}: ${detail} (on ${this.ssh.target})`, { cause: err });
     }
   }
 }

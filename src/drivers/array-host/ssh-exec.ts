@@ -13,15 +13,21 @@ export interface SshSettings {
   privateKeyPath: string;
   /** The server's host key as OpenSSH prints it ("SHA256:..."); any other key is refused. */
   hostKeySha256?: string;
-  /** Bound on TCP connect plus SSH handshake. Default 10 s. */
+  /** Bound on TCP connect plus SSH handshake and login. Default 10 s. */
   connectTimeoutMs?: number;
   /** Commands in flight on the connection at once; sshd's MaxSessions defaults to 10. Default 8. */
   maxChannels?: number;
 }
 
-/** After the local timeout the remote `timeout` fires too, as a backstop for a lost connection. */
-const REMOTE_TIMEOUT_MARGIN_MS = 1_000;
-const REMOTE_KILL_AFTER_S = 2;
+// The timeout is enforced on the array host by coreutils' timeout: SIGTERM to the command's
+// whole process group, SIGKILL KILL_AFTER_S later, like CommandRunner locally. Signalling over
+// SSH cannot do it: sshd refuses signal requests on root sessions (it skips privilege
+// separation for root), and closing a channel leaves the command running.
+const KILL_AFTER_S = 2;
+/** When the remote timeout has not ended the command by then, the connection is stuck: give up locally. */
+const LOCAL_GRACE_MS = KILL_AFTER_S * 1000 + 1_000;
+/** timeout's exit status when it had to stop the command. */
+const EXIT_TIMEDOUT = 124;
 
 /** One word for a POSIX shell: single quotes, with ' written as '\''. */
 export function shellQuote(word: string): string {
@@ -30,13 +36,12 @@ export function shellQuote(word: string): string {
 }
 
 /**
- * The command line sshd hands to the login shell. `exec` keeps one process from shell to
- * command, so a signal sent over the channel reaches coreutils' timeout, which passes it to the
- * whole process group; timeout also bounds the command on its own when the connection is gone.
+ * The command line sshd hands to the login shell. C locale, so errors read the same on every
+ * host; `exec`, so no shell waits in between.
  */
 export function remoteCommandLine(argv: readonly string[], timeoutMs: number): string {
-  const seconds = ((timeoutMs + REMOTE_TIMEOUT_MARGIN_MS) / 1000).toFixed(3);
-  return `exec env LC_ALL=C timeout -k ${REMOTE_KILL_AFTER_S} ${seconds} ${argv.map(shellQuote).join(' ')}`;
+  const seconds = (Math.max(timeoutMs, 1) / 1000).toFixed(3); // timeout reads 0 as "no limit"
+  return `export LC_ALL=C; exec timeout -k ${KILL_AFTER_S} ${seconds} ${argv.map(shellQuote).join(' ')}`;
 }
 
 function mask(text: string, secrets: readonly string[] | undefined): string {
@@ -52,7 +57,7 @@ function fingerprint(key: Buffer): string {
 
 const normalizeFingerprint = (fp: string) => (fp.startsWith('SHA256:') ? fp : `SHA256:${fp}`).replace(/=+$/, '');
 
-/** An error from ssh2's exec() that means the exec request was never sent: safe to retry elsewhere. */
+/** An error from ssh2's exec() meaning the exec request was never sent: safe to retry on a new connection. */
 class NotStarted extends Error {}
 
 interface Outcome {
@@ -74,26 +79,25 @@ class SshConnection {
 
   static open(settings: SshSettings, privateKey: Buffer, target: string, log: Logger): Promise<SshConnection> {
     const timeoutMs = settings.connectTimeoutMs ?? 10_000;
+    const expected = settings.hostKeySha256 && normalizeFingerprint(settings.hostKeySha256);
     return new Promise((resolve, reject) => {
       const client = new Client();
-      let offeredKey: string | undefined;
+      let offered: string | undefined;
       const fail = (why: string) => {
         clearTimeout(timer);
         client.destroy();
         reject(new BackendUnavailable(`cannot connect to ${target}: ${why}`));
       };
       const timer = setTimeout(() => fail(`no SSH session within ${timeoutMs} ms`), timeoutMs);
-      const expected = settings.hostKeySha256 && normalizeFingerprint(settings.hostKeySha256);
       client.on('error', (err) => {
-        if (expected && offeredKey && offeredKey !== expected) {
-          fail(`host key ${offeredKey} does not match the configured ${expected}; refusing to log in`);
-        } else fail(err.message);
+        if (expected && offered && offered !== expected) fail(`host key ${offered} does not match the configured ${expected}; refusing to log in`);
+        else fail(err.message);
       });
       client.once('ready', () => {
         clearTimeout(timer);
-        client.setNoDelay(true); // small request packets; Nagle would hold each one for an ACK
+        client.setNoDelay(true); // requests are small packets; Nagle would hold each for an ACK
         client.removeAllListeners('error');
-        // Errors after login (a reset, a failed keepalive) end in 'close'; running commands see it there.
+        // Errors after login (a reset, failed keepalives) end in 'close'; running commands see it there.
         client.on('error', (err) => log.warn('ssh connection error', { target, error: err.message }));
         resolve(new SshConnection(client));
       });
@@ -107,53 +111,47 @@ class SshConnection {
         keepaliveCountMax: 3,
         hostVerifier: expected
           ? (key: Buffer) => {
-              offeredKey = fingerprint(key);
-              return offeredKey === expected;
+              offered = fingerprint(key);
+              return offered === expected;
             }
           : undefined,
       });
     });
   }
 
-  /** Runs one command line; resolves when the channel closes, or at the timeout after signalling it. */
+  /** Runs one command line (see remoteCommandLine) and collects what it printed and how it ended. */
   exec(command: string, input: string | undefined, timeoutMs: number): Promise<Outcome> {
+    const started = performance.now();
     return new Promise((resolve, reject) => {
-      const started = (err: Error | undefined, channel: ClientChannel) => {
-        if (err) {
-          // ssh2 reports a connection lost before the channel opened this way; the exec
-          // request was not sent then. Anything else may have reached the server.
-          reject(err.message === 'No response from server' || 'reason' in err ? new NotStarted(err.message) : err);
-          return;
-        }
-        collect(channel);
-      };
       const collect = (channel: ClientChannel) => {
         const stdout: Buffer[] = [];
         const stderr: Buffer[] = [];
         let exit: { code?: number; signal?: string } = {};
-        let timedOut = false;
-        const timer = setTimeout(() => {
-          timedOut = true;
-          channel.signal('TERM'); // ignored by an sshd older than 7.9; the remote timeout still fires
-          channel.close();
-          finish();
-        }, timeoutMs);
-        const finish = () => {
+        const finish = (stuck: boolean) => {
           clearTimeout(timer);
-          const code = exit.code;
-          const lost = code !== undefined ? undefined : exit.signal ? `killed by signal ${exit.signal}` : 'the SSH connection closed before the command finished';
+          const { code, signal } = exit;
+          // 124: timeout sent SIGTERM; SIGKILL (KILL_AFTER_S later) takes timeout itself along.
+          const timedOut = stuck || (performance.now() - started >= timeoutMs && (code === EXIT_TIMEDOUT || signal === 'SIGKILL'));
+          const lost = code !== undefined ? undefined : signal ? `killed by signal ${signal}` : 'the SSH connection closed before the command finished';
           resolve({ stdout: Buffer.concat(stdout).toString('utf8'), stderr: Buffer.concat(stderr).toString('utf8'), exitCode: code, lost, timedOut });
         };
+        const timer = setTimeout(() => {
+          channel.close();
+          finish(true);
+        }, timeoutMs + LOCAL_GRACE_MS);
         channel.on('data', (d: Buffer) => stdout.push(d));
         channel.stderr.on('data', (d: Buffer) => stderr.push(d));
         channel.on('exit', (code: number | null, signal?: string) => (exit = { code: code ?? undefined, signal }));
-        channel.once('close', () => {
-          if (!timedOut) finish();
-        });
-        channel.end(input ?? ''); // EOF on the command's stdin, like stdin: 'ignore' locally
+        channel.once('close', () => finish(false));
+        channel.end(input ?? ''); // then EOF, like stdin: 'ignore' locally
       };
       try {
-        this.client.exec(command, started);
+        this.client.exec(command, (err, channel) => {
+          if (!err) return collect(channel);
+          // ssh2 reports a connection lost before the channel opened as "No response from
+          // server", and a refused open with a reason; no exec request went out then.
+          reject(err.message === 'No response from server' || 'reason' in err ? new NotStarted(err.message) : err);
+        });
       } catch (err) {
         reject(new NotStarted(errorMessage(err))); // "Not connected"
       }
@@ -181,7 +179,7 @@ class SshConnection {
  * again after it drops. Each command gets its own channel; its argv is quoted word by word for
  * the remote shell, so no argument is ever interpreted there.
  *
- * The timeout covers the command from the opening of its channel; connecting is bounded by
+ * The timeout runs on the remote side from the command's start; connecting is bounded by
  * connectTimeoutMs on its own.
  */
 export class SshExec implements Exec {
@@ -222,18 +220,20 @@ export class SshExec implements Exec {
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     const command = remoteCommandLine(argv, timeoutMs);
     const started = performance.now();
-    const outcome = await this.channels.runExclusive(async () => {
-      try {
-        return await (await this.connected()).exec(command, input, timeoutMs);
-      } catch (err) {
-        if (!(err instanceof NotStarted)) throw err;
-        // The connection died before the command was sent (the server restarted, say): once more, on a new one.
-        return (await this.connected()).exec(command, input, timeoutMs);
-      }
-    }).catch((err: unknown) => {
-      if (err instanceof BackendUnavailable) throw err;
-      throw new BackendUnavailable(`cannot run ${argv[0]} on ${this.target}: ${errorMessage(err)}`);
-    });
+    const outcome = await this.channels
+      .runExclusive(async () => {
+        try {
+          return await (await this.connected()).exec(command, input, timeoutMs);
+        } catch (err) {
+          if (!(err instanceof NotStarted)) throw err;
+          // The connection died before the command went out (the server restarted, say): once more, on a new one.
+          return (await this.connected()).exec(command, input, timeoutMs);
+        }
+      })
+      .catch((err: unknown) => {
+        if (err instanceof BackendUnavailable) throw err;
+        throw new BackendUnavailable(`cannot run ${argv[0]} on ${this.target}: ${errorMessage(err)}`);
+      });
 
     const shownArgv = argv.map((a) => mask(a, options.redact));
     const stderr = mask(outcome.stderr, options.redact);
@@ -249,7 +249,7 @@ export class SshExec implements Exec {
     });
     if (!ok) {
       const why = timedOut ? `no result within ${timeoutMs} ms on ${this.target}` : outcome.lost && `${outcome.lost} (${this.target})`;
-      throw new CommandFailed(shownArgv, exitCode, [stderr, why].filter(Boolean).join('\n'), timedOut);
+      throw new CommandFailed(shownArgv, timedOut ? undefined : exitCode, [stderr, why].filter(Boolean).join('\n'), timedOut);
     }
     return { stdout: outcome.stdout, stderr, exitCode: exitCode ?? 0 };
   }
