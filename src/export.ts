@@ -22,6 +22,8 @@ export interface IscsiExport {
   portals: string[];
   lun: number;
   chap?: ChapCredentials;
+  /** Use a dm-multipath map even over one portal (hosts run multipathd, which would grab the disk). */
+  multipath: boolean;
   /** Fence at the array with SCSI-3 persistent reservations (the array supports them). */
   reservations: boolean;
 }

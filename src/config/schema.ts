@@ -61,6 +61,11 @@ const iscsiBackend = z.strictObject({
   /** Directory on the array host for volume images and metadata; a profile may name its own. */
   pool: absolutePath.default('/var/lib/ballast/iscsi'),
   /**
+   * Hosts run multipathd: every volume goes through a dm-multipath map, even over one portal
+   * (multipathd would otherwise claim the disk while it is being formatted or mounted).
+   */
+  multipath: z.boolean().default(true),
+  /**
    * Fence with SCSI-3 persistent reservations: the holder reserves each LUN (type 5) and a new
    * holder preempts the old one's key, so a hung former holder cannot write. Needs sg3-utils.
    */

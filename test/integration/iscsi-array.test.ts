@@ -41,6 +41,7 @@ function backendConfig(pool: string, options: { controlPort?: number; chap?: Cha
     target_prefix: PREFIX,
     array: { tgt_control_port: options.controlPort ?? array().controlPort },
     pool,
+    multipath: true,
     reservations: true,
     ...(options.chap ? { chap: { ...options.chap } } : {}),
   };

@@ -81,7 +81,7 @@ export class IscsiAttacher implements Attacher {
       // Before anything reads or writes the volume: from here on the former holder cannot write.
       if (target.reservations) await this.reservations.take(disks, reservationKey(context.hostId, context.generation));
       const existingMap = await this.multipath.findMap(disks);
-      if (target.portals.length > 1 || existingMap) return await this.multipath.ensureMap(disks);
+      if (target.multipath || target.portals.length > 1 || existingMap) return await this.multipath.ensureMap(disks);
       return `/dev/${disks[0]}`;
     } catch (err) {
       this.log.warn('iSCSI attach failed: undoing what it did', { target: target.iqn, error: errorMessage(err) });

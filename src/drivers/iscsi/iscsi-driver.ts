@@ -71,6 +71,7 @@ export class IscsiDriver extends FileVolumes {
       iqn: this.targetIqn(name),
       portals: [...this.backend.portals],
       lun: VOLUME_LUN,
+      multipath: this.backend.multipath,
       reservations: this.backend.reservations,
       ...(this.backend.chap ? { chap: { ...this.backend.chap } } : {}),
     };

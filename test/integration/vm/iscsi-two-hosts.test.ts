@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,10 +13,20 @@ import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scen
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitForFile(path: string, timeoutMs: number, failed: () => boolean): Promise<void> {
+/** Waits for a file the VMs write; fails with the VMs' own failure (their console) if they end first. */
+async function waitForFile(path: string, timeoutMs: number, vms: Promise<unknown>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  let ended = false;
+  const watch = vms.then(
+    () => (ended = true),
+    () => (ended = true),
+  );
+  void watch;
   while (!existsSync(path)) {
-    if (failed()) throw new Error(`a VM ended before ${path} appeared`);
+    if (ended) {
+      await vms; // rethrows a VM's failure
+      throw new Error(`the VMs ended before ${path} appeared`);
+    }
     if (Date.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs / 1000} s`);
     await sleep(200);
   }
@@ -35,34 +45,40 @@ describe('two hosts (two VMs) on one iSCSI array: move, and a frozen holder fenc
     const sshd = await PrivateSshd.start();
     const share = await mkdtemp(join(tmpdir(), 'ballast-2vm-share-'));
     const pool = await mkdtemp(join(tmpdir(), 'ballast-2vm-pool-'));
+    // qemu PIDs while their VM runs (cleared when it ends, so a reused PID is never signalled).
     let vm1Pid: number | undefined;
+    let vm2Pid: number | undefined;
     let frozen = false;
-    let ended = false;
     try {
+      // The VMs have a /tmp of their own; the share is the one host directory they see there.
+      const key = join(share, 'array_key');
+      await copyFile(sshd.privateKeyPath, key);
+      await chmod(key, 0o600);
       const env = {
         SHARE: share,
         POOL: pool,
         ISCSI_PORT: String(tgtd.iscsiPort),
         TGT_CONTROL_PORT: String(tgtd.controlPort),
         SSH_PORT: String(sshd.port),
-        SSH_KEY: sshd.privateKeyPath,
+        SSH_KEY: key,
         SSH_HOST_KEY: sshd.hostKeySha256,
       };
       const common = { shareDir: share, network: true, memoryMb: 1536, timeoutMs: 520_000, env };
       const runs = Promise.all([
-        runScenario(scenarioScript('two-hosts-vm1'), { ...common, name: 'vm1', onStart: (pid) => (vm1Pid = pid) }),
-        runScenario(scenarioScript('two-hosts-vm2'), { ...common, name: 'vm2' }),
-      ]).finally(() => (ended = true));
+        runScenario(scenarioScript('two-hosts-vm1'), { ...common, name: 'vm1', onStart: (pid) => (vm1Pid = pid) }).finally(() => (vm1Pid = undefined)),
+        runScenario(scenarioScript('two-hosts-vm2'), { ...common, name: 'vm2', onStart: (pid) => (vm2Pid = pid) }).finally(() => (vm2Pid = undefined)),
+      ]);
       runs.catch(() => undefined);
       // The hung host: freeze all of vm1 (kernel, ballast, its watchdog) while it holds "fenced".
-      await waitForFile(join(share, 'vm1-holding'), 400_000, () => ended);
-      process.kill(vm1Pid!, 'SIGSTOP');
+      await waitForFile(join(share, 'vm1-holding'), 400_000, runs);
+      if (!vm1Pid) throw new Error('vm1 is not running');
+      process.kill(vm1Pid, 'SIGSTOP');
       frozen = true;
       const frozenAt = Date.now();
       await writeFile(join(share, 'vm1-frozen'), '');
-      await waitForFile(join(share, 'vm2-took'), 300_000, () => ended);
+      await waitForFile(join(share, 'vm2-took'), 300_000, runs);
       frozenForMs = Date.now() - frozenAt;
-      process.kill(vm1Pid!, 'SIGCONT');
+      if (vm1Pid) process.kill(vm1Pid, 'SIGCONT');
       frozen = false;
       const [r1, r2] = await runs;
       vm1 = r1.results;
@@ -71,6 +87,8 @@ describe('two hosts (two VMs) on one iSCSI array: move, and a frozen holder fenc
       console.log('two-host VM lab:', { frozenForMs, vm2_takeover_ms: vm2.vm2_takeover_ms, vm2_move_mount_ms: vm2.vm2_move_mount_ms, vm1_unmount_ms: vm1.vm1_unmount_ms });
     } finally {
       if (frozen && vm1Pid) process.kill(vm1Pid, 'SIGCONT');
+      // On failure the other VM may still run: stop both (qemu's own PIDs; harmless if gone).
+      for (const pid of [vm1Pid, vm2Pid]) if (pid) try { process.kill(pid, 'SIGKILL'); } catch { /* exited */ }
       await sshd.stop();
       await tgtd.stop();
       await rm(share, { recursive: true, force: true });

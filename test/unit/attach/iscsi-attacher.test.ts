@@ -18,7 +18,7 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
   let root: string;
   let host: FakeIscsiHost;
   let attacher: IscsiAttacher;
-  const exp = (over: Partial<IscsiExport> = {}): IscsiExport => ({ transport: 'iscsi', iqn: IQN, portals: [P1], lun: 1, reservations: false, ...over });
+  const exp = (over: Partial<IscsiExport> = {}): IscsiExport => ({ transport: 'iscsi', iqn: IQN, portals: [P1], lun: 1, multipath: false, reservations: false, ...over });
 
   beforeEach(async () => {
     root = await mkdtemp(join(tmpdir(), 'ballast-iscsi-'));
@@ -104,6 +104,12 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
     for (const disk of ['sda', 'sdb']) expect(await readFile(join(root, 'sys', 'block', disk, 'device', 'rescan'), 'utf8')).toBe('1');
     await host.run(['iscsiadm', '-m', 'node', '-T', IQN, '-p', P2, '--logout']);
     await expect(attacher.refreshSize(e, device)).rejects.toThrow(/only 1 of 2 paths are up/);
+  });
+
+  it('with multipath set, goes through a map even over one portal', async () => {
+    host.autoMultipath = false;
+    expect(await attacher.attach(exp({ multipath: true }), CTX)).toBe('/dev/mapper/360000000000000000e00000000010001');
+    expect(host.commands.filter((c) => c.startsWith('multipath'))).toEqual(['multipath -a /dev/sda', 'multipathd add path /dev/sda']);
   });
 
   it('forces the map with multipath -a and multipathd add path when multipathd did not build it', async () => {

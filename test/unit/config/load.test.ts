@@ -50,6 +50,7 @@ describe('parseConfig', () => {
       target_prefix: 'iqn.2026-11.dev.ballast',
       array: { tgt_control_port: 0 },
       pool: '/var/lib/ballast/iscsi',
+      multipath: true,
       reservations: true,
     });
     expect(config.profiles.gold).toEqual({ backend: 'iscsi', pool: '/srv/ssd' });
