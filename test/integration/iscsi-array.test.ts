@@ -141,7 +141,7 @@ describe('IscsiDriver against a real tgtd', () => {
 
     const exp = await driver.export(name, HOST1);
     const iqn = `${PREFIX}:${name}`;
-    expect(exp).toEqual({ transport: 'iscsi', iqn, lun: 1, portals: [array().portal] });
+    expect(exp).toEqual({ transport: 'iscsi', iqn, lun: 1, portals: [array().portal], multipath: true, reservations: true });
     expect(driver.targetIqn(name)).toBe(iqn);
 
     // The array's own view.
@@ -205,7 +205,7 @@ describe('IscsiDriver against a real tgtd', () => {
     const iqn = driver.targetIqn(name);
     await driver.create(volume(name));
     const exp = await driver.export(name, HOST1);
-    expect(exp).toEqual({ transport: 'iscsi', iqn, lun: 1, portals: [array().portal], chap: CHAP });
+    expect(exp).toEqual({ transport: 'iscsi', iqn, lun: 1, portals: [array().portal], multipath: true, reservations: true, chap: CHAP });
     expect((await shownTarget(iqn))?.accounts).toEqual([CHAP.username]);
 
     const none = await inquiry(HOST1.iqn!, array().portal, iqn, 1);
@@ -331,7 +331,7 @@ describe('IscsiDriver against a real tgtd', () => {
       const name = `race${round}`;
       await a.create(volume(name, 16 * MiB));
       const results = await Promise.allSettled([a.export(name, HOST1), b.export(name, HOST1)]);
-      expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled']);
+      expect(results.map((r) => (r.status === 'rejected' ? String(r.reason) : r.status))).toEqual(['fulfilled', 'fulfilled']);
       const shown = (await array().targets()).filter((t) => t.iqn === `${PREFIX}:${name}`);
       expect(shown).toHaveLength(1);
       expect(shown[0]!.luns.get(1)).toBe(join(pool, name, 'disk.img'));

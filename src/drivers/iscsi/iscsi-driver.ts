@@ -152,13 +152,13 @@ export class IscsiDriver extends FileVolumes {
 
   /** A target another daemon just created, once its LUN is there (it adds the LUN right after). */
   private async waitForLun(name: string): Promise<TgtTarget | undefined> {
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 100; i++) {
       const target = await this.findTarget(name);
       if (!target) return undefined;
       if (target.luns.some((l) => l.lun === VOLUME_LUN)) return target;
       await new Promise((r) => setTimeout(r, 50));
     }
-    throw new BackendUnavailable(`target ${this.targetIqn(name)} exists but got no LUN within 2 s (its creator died half-way?)`);
+    throw new BackendUnavailable(`target ${this.targetIqn(name)} exists but got no LUN within 5 s (its creator died half-way?)`);
   }
 
   private async requireChap(target: TgtTarget): Promise<void> {

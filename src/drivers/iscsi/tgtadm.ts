@@ -51,12 +51,18 @@ export class Tgtadm {
     await this.run(['--mode', 'logicalunit', '--op', 'update', '--tid', String(tid), '--lun', String(lun), '--params', params]);
   }
 
+  /** Idempotent: another daemon exporting the same volume may have bound it a moment ago. */
   async bindInitiator(tid: number, initiatorIqn: string): Promise<void> {
-    await this.run(['--mode', 'target', '--op', 'bind', '--tid', String(tid), '--initiator-name', initiatorIqn]);
+    await this.run(['--mode', 'target', '--op', 'bind', '--tid', String(tid), '--initiator-name', initiatorIqn]).catch((err: unknown) => {
+      if (!tgtError(err, /already exists/)) throw err;
+    });
   }
 
+  /** Idempotent, like bind. */
   async unbindInitiator(tid: number, initiatorIqn: string): Promise<void> {
-    await this.run(['--mode', 'target', '--op', 'unbind', '--tid', String(tid), '--initiator-name', initiatorIqn]);
+    await this.run(['--mode', 'target', '--op', 'unbind', '--tid', String(tid), '--initiator-name', initiatorIqn]).catch((err: unknown) => {
+      if (!tgtError(err, /does not exist/)) throw err;
+    });
   }
 
   async newAccount(username: string, password: string): Promise<void> {
