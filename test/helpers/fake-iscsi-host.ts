@@ -121,7 +121,7 @@ export class FakeIscsiHost implements Exec {
       return { stdout: lu.holder ? `  PR generation=0x1, Reservation follows:\n    Key=${lu.holder}\n    scope: LU_SCOPE,  type: Write Exclusive, registrants only\n` : '  PR generation=0x0, there is NO reservation held\n' };
     }
     if (args.includes('-I')) lu.keys.set(disk, sark);
-    else if (args.includes('-A')) {
+    else if (args.includes('-A') || args.includes('-P')) {
       if (![...lu.keys.values()].includes(rk)) return conflict;
       for (const [path, key] of lu.keys) if (key === sark) lu.keys.delete(path);
       if (lu.holder === sark) lu.holder = rk;

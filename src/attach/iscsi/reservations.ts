@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { AttachFailed, errorMessage } from '../../errors.js';
+import { AttachFailed, CommandFailed, errorMessage } from '../../errors.js';
 import type { Exec } from '../../exec.js';
 import type { Logger } from '../../log.js';
 
@@ -15,6 +15,9 @@ export function reservationKey(hostId: string, generation: number): string {
   const host = createHash('sha256').update(hostId).digest('hex').slice(0, 8);
   return `0x${host}${(generation >>> 0).toString(16).padStart(8, '0')}`;
 }
+
+/** sg3_utils' exit status for a CHECK CONDITION with ILLEGAL REQUEST (e.g. an unsupported service action). */
+const SG_ILLEGAL_REQUEST = 5;
 
 const sameKey = (a: string, b: string) => BigInt(a) === BigInt(b);
 
@@ -41,9 +44,7 @@ export class ScsiReservations {
       for (const path of paths) await this.persist(['-o', '-I', '-S', key, `/dev/${path}`]);
       const first = `/dev/${paths[0]}`;
       const others = (await this.keys(first)).filter((k) => !sameKey(k, key));
-      for (const other of new Set(others)) {
-        await this.persist(['-o', '-A', '-T', WRITE_EXCLUSIVE_REGISTRANTS_ONLY, '-K', key, '-S', other, first]);
-      }
+      for (const other of new Set(others)) await this.preempt(first, key, other);
       const holder = await this.holder(first);
       if (!holder) await this.persist(['-o', '-R', '-T', WRITE_EXCLUSIVE_REGISTRANTS_ONLY, '-K', key, first]);
       else if (!sameKey(holder, key)) throw new AttachFailed(`the reservation is still held by key ${holder} after preempting it`);
@@ -52,6 +53,22 @@ export class ScsiReservations {
     } catch (err) {
       if (err instanceof AttachFailed) throw err;
       throw new AttachFailed(`cannot take the SCSI reservation with key ${key}: ${errorMessage(err)}`);
+    }
+  }
+
+  /**
+   * PREEMPT AND ABORT also aborts the old holder's commands queued at the array; arrays without
+   * it (tgt 1.0.85 answers ILLEGAL REQUEST) get a plain PREEMPT: the old holder's registrations
+   * go all the same, so each command it sends from then on fails with a reservation conflict.
+   */
+  private async preempt(device: string, key: string, victim: string): Promise<void> {
+    const args = (action: string) => ['-o', action, '-T', WRITE_EXCLUSIVE_REGISTRANTS_ONLY, '-K', key, '-S', victim, device];
+    try {
+      await this.persist(args('-A'));
+    } catch (err) {
+      if (!(err instanceof CommandFailed && err.exitCode === SG_ILLEGAL_REQUEST)) throw err;
+      this.log.warn('the array does not support PREEMPT AND ABORT; using PREEMPT', { device, victim });
+      await this.persist(args('-P'));
     }
   }
 

@@ -236,6 +236,15 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
       expect(host.reservations.get(WWID)).toEqual({ keys: new Map(), holder: undefined });
     });
 
+    it('falls back to PREEMPT where the array lacks PREEMPT AND ABORT (tgt 1.0.85)', async () => {
+      const former = reservationKey('host0', 6);
+      host.reservations.set(WWID, { keys: new Map([['remote-a', former]]), holder: former });
+      host.faults.push({ match: 'sg_persist -n -o -A', exitCode: 5, times: 1 });
+      await attacher.attach(e(), CTX);
+      expect(host.commands).toContain(`sg_persist -n -o -P -T 5 -K ${MINE} -S ${former} /dev/sda`);
+      expect(host.reservations.get(WWID)?.holder).toBe(MINE);
+    });
+
     it('a reservation it cannot take fails the attach and leaves nothing attached', async () => {
       host.faults.push({ match: 'sg_persist -n -o -I', exitCode: 24, times: 1 });
       await expect(attacher.attach(e(), CTX)).rejects.toThrow(/cannot take the SCSI reservation with key 0x[0-9a-f]{16}: command 'sg_persist .*' exited with code 24/);
