@@ -5,17 +5,13 @@ set -u
 ROUNDS=${BENCH_ROUNDS:-3}
 MB=${BENCH_WRITE_MB:-96}
 start_tgtd
-start_ballast <<YAML
-host: {id: bench}
-socket: $BALLAST_RUN/ballast.sock
-state_dir: $BALLAST_RUN/state
-mount_root: $BALLAST_RUN/mounts
-docker: {socket: $BALLAST_RUN/no-docker.sock, restart_wait_seconds: 1}
+start_ballast < <(base_config bench; cat <<YAML
 backends:
   iscsi: {portals: ["127.0.0.1:3260", "127.0.0.2:3260"], pool: $BALLAST_RUN/pool}
 profiles:
   default: {backend: iscsi}
 YAML
+)
 
 # write_mbps FILE: MB/s of one sequential direct write of $MB MiB
 write_mbps() {

@@ -2,10 +2,9 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freeTcpPort } from './tgtd.js';
+import { freeTcpPort, tcpAccepts } from './net.js';
 
 // A private sshd for integration tests: its own host key, client key, authorized_keys and
 // config in a temp dir, listening on 127.0.0.1 at a free port. It never touches /etc/ssh or
@@ -90,19 +89,6 @@ function signalIfSame(entry: ProcEntry, signal: NodeJS.Signals): void {
   } catch {
     // Exited meanwhile.
   }
-}
-
-function tcpAccepts(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
 }
 
 export class PrivateSshd {

@@ -1,7 +1,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
-import { createServer, connect } from 'node:net';
 import { execa } from 'execa';
+import { freeTcpPort, tcpAccepts } from './net.js';
 
 // A private tgtd (the Linux SCSI target daemon) for integration tests, and the initiator-side
 // view of it through libiscsi's command-line tools (iscsi-ls, iscsi-inq, iscsi-readcapacity16).
@@ -84,32 +84,6 @@ export async function unusedControlPort(): Promise<number> {
     return port;
   }
   throw new Error('found no unused tgtd control port in 50 tries');
-}
-
-/** A TCP port free on 127.0.0.1 right now. */
-export async function freeTcpPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('no port'))));
-    });
-  });
-}
-
-function tcpAccepts(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host, port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1_000, () => done(false));
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-  });
 }
 
 /** A tgt target as `tgtadm --op show` prints it, parsed here independently of src/. */

@@ -5,29 +5,25 @@ set -u
 start_tgtd
 # The array already has an account "ballast" with another secret than the one ballast is given.
 tgtadm --lld iscsi --mode account --op new --user ballast --password the-arrays-secret
-start_ballast <<YAML
-host: {id: vm1}
-socket: $BALLAST_RUN/ballast.sock
-state_dir: $BALLAST_RUN/state
-mount_root: $BALLAST_RUN/mounts
-docker: {socket: $BALLAST_RUN/no-docker.sock, restart_wait_seconds: 1}
+start_ballast < <(base_config vm1; cat <<YAML
 timeouts: {command_seconds: 6}
 backends:
   iscsi: {portals: ["127.0.0.1:3260", "127.0.0.2:3260"], pool: $BALLAST_RUN/pool, chap: {username: ballast, password: not-the-arrays-secret}}
 profiles:
   default: {backend: iscsi}
 YAML
+)
 left() { echo "$(sessions),$(ls /etc/iscsi/nodes 2>/dev/null | wc -l),$(scsi_disks),$(dm_maps)"; }
-# mount_err NAME: the Err of a Mount, spaces as "_", and its duration
+# mount_err LABEL VOLUME: the Err of a Mount, spaces as "_"; its duration as LABEL_ms
 mount_err() {
   local t0 out; t0=$(date +%s%N)
-  out=$(call VolumeDriver.Mount "{\"Name\":\"$1\",\"ID\":\"x\"}" | json Err | tr ' ' _)
+  out=$(call VolumeDriver.Mount "{\"Name\":\"$2\",\"ID\":\"x\"}" | json Err | tr ' ' _)
   result "$1_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"
   echo "$out"
 }
 
 expect_ok VolumeDriver.Create '{"Name":"chap","Opts":{"size":"32M"}}' >/dev/null
-result "chap_err=$(mount_err chap)"
+result "chap_err=$(mount_err chap chap)"
 result "chap_left=$(left)"
 
 # iscsid hangs (stopped): every iscsiadm call that needs it hangs until its timeout.
@@ -35,14 +31,14 @@ expect_ok VolumeDriver.Create '{"Name":"hung","Opts":{"size":"32M"}}' >/dev/null
 tgtadm --lld iscsi --mode account --op delete --user ballast   # CHAP works again from here on
 iscsid_pid=$(cat /run/iscsid.pid 2>/dev/null || pidof iscsid)
 kill -STOP $iscsid_pid
-result "hung_err=$(mount_err hung)"
+result "hung_err=$(mount_err hung hung)"
 kill -CONT $iscsid_pid
 sleep 2
 result "hung_left=$(left)"
 
 # The array is gone (tgtd stopped): export fails before anything is attached.
 kill -STOP $TGTD_PID
-result "down_err=$(mount_err hung)"
+result "down_err=$(mount_err down hung)"
 kill -CONT $TGTD_PID
 result "down_left=$(left)"
 

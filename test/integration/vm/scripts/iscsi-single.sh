@@ -2,18 +2,14 @@
 set -u
 . "$BALLAST_SRC/test/integration/vm/scripts/lib.sh"
 start_tgtd
-start_ballast <<YAML
-host: {id: vm1}
-socket: $BALLAST_RUN/ballast.sock
-state_dir: $BALLAST_RUN/state
-mount_root: $BALLAST_RUN/mounts
-docker: {socket: $BALLAST_RUN/no-docker.sock, restart_wait_seconds: 1}
+start_ballast < <(base_config vm1; cat <<YAML
 log: {level: debug}
 backends:
   iscsi: {portals: ["127.0.0.1:3260", "127.0.0.2:3260"], pool: $BALLAST_RUN/pool}
 profiles:
   default: {backend: iscsi}
 YAML
+)
 
 expect_ok VolumeDriver.Create '{"Name":"v1","Opts":{"size":"64M"}}' >/dev/null
 mp=$(timed mount_new expect_ok VolumeDriver.Mount '{"Name":"v1","ID":"c1"}' | json Mountpoint) || die "mount"

@@ -20,6 +20,17 @@ start_tgtd() { # local array (hyper-converged): tgtd in this VM on 127.0.0.1:326
   die "tgtd did not answer"
 }
 
+# base_config HOST_ID: the config lines every scenario shares (paths under $BALLAST_RUN)
+base_config() {
+  cat <<YAML
+host: {id: $1}
+socket: $BALLAST_RUN/ballast.sock
+state_dir: $BALLAST_RUN/state
+mount_root: $BALLAST_RUN/mounts
+docker: {socket: $BALLAST_RUN/no-docker.sock, restart_wait_seconds: 1}
+YAML
+}
+
 start_ballast() { # config text on stdin
   mkdir -p "$BALLAST_RUN"
   cat > "$BALLAST_RUN/config.yml"

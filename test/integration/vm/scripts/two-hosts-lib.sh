@@ -10,12 +10,7 @@ wait_for() { # FILE [SECONDS]
 signal() { touch "$SHARE/$1"; }
 
 start_two_hosts_ballast() {
-  start_ballast <<YAML
-host: {id: $BALLAST_VM_NAME}
-socket: $BALLAST_RUN/ballast.sock
-state_dir: $BALLAST_RUN/state
-mount_root: $BALLAST_RUN/mounts
-docker: {socket: $BALLAST_RUN/no-docker.sock, restart_wait_seconds: 1}
+  start_ballast < <(base_config $BALLAST_VM_NAME; cat <<YAML
 log: {level: debug}
 lease: {seconds: 12, renew_every: 1, fence_after: 6, mount_wait: 100}
 backends:
@@ -28,4 +23,5 @@ backends:
 profiles:
   default: {backend: iscsi}
 YAML
+)
 }
