@@ -5,13 +5,14 @@ set -u
 ROUNDS=${BENCH_ROUNDS:-3}
 MB=${BENCH_WRITE_MB:-96}
 start_tgtd
-start_ballast < <(base_config bench; cat <<YAML
+{ base_config bench; cat <<YAML
 backends:
   iscsi: {portals: ["127.0.0.1:3260", "127.0.0.2:3260"], pool: $BALLAST_RUN/pool}
 profiles:
   default: {backend: iscsi}
 YAML
-)
+} > "$BALLAST_RUN/config.yml"
+start_ballast
 
 # write_mbps FILE: MB/s of one sequential direct write of $MB MiB
 write_mbps() {

@@ -9,7 +9,7 @@ describe('iSCSI faults in a real kernel: a clear Err within the bound, nothing h
   beforeAll(async () => {
     requireVmLab();
     ({ results: r } = await runScenario(scenarioScript('iscsi-faults'), { name: 'vm1', timeoutMs: 290_000, memoryMb: 1536 }));
-    console.log('VM lab iscsi-faults (ms):', { chap: r.chap_ms, hung: r.hung_ms, down: r.down_ms });
+    console.log('VM lab iscsi-faults (ms):', { chap: r.chap_ms, hung: r.hung_ms, down: r.down_ms, nolun: r.nolun_ms });
   }, 300_000);
 
   it('a wrong CHAP secret', () => {
@@ -28,6 +28,12 @@ describe('iSCSI faults in a real kernel: a clear Err within the bound, nothing h
     expect(r.down_err).toMatch(/^mount_hung:_cannot_.*on_the_iSCSI_array_\(tgtd,_control_port_0\):.*timed_out/);
     expect(Number(r.down_ms)).toBeLessThan(30_000);
     expect(r.down_left).toBe(nothingLeft);
+  });
+
+  it('a missing LUN (the target exists but serves nothing): refused before anything is attached', () => {
+    expect(r.nolun_err).toMatch(/^mount_nolun:_target_iqn\.2026-11\.dev\.ballast:nolun_serves_no_LUN,_not_volume_nolun/);
+    expect(Number(r.nolun_ms)).toBeLessThan(30_000);
+    expect(r.nolun_left).toBe(nothingLeft);
   });
 
   it('recovers once the faults are gone', () => {

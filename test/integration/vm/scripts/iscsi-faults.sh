@@ -1,18 +1,19 @@
-# Faults in a real kernel: a wrong CHAP secret, a hung iscsid, an unreachable array. Each Mount
+# Faults in a real kernel: a wrong CHAP secret, a hung iscsid, an unreachable array, a missing LUN. Each Mount
 # must fail with a clear Err within its bound and leave no node record, session, disk or map.
 set -u
 . "$BALLAST_SRC/test/integration/vm/scripts/lib.sh"
 start_tgtd
 # The array already has an account "ballast" with another secret than the one ballast is given.
 tgtadm --lld iscsi --mode account --op new --user ballast --password the-arrays-secret
-start_ballast < <(base_config vm1; cat <<YAML
+{ base_config vm1; cat <<YAML
 timeouts: {command_seconds: 6}
 backends:
   iscsi: {portals: ["127.0.0.1:3260", "127.0.0.2:3260"], pool: $BALLAST_RUN/pool, chap: {username: ballast, password: not-the-arrays-secret}}
 profiles:
   default: {backend: iscsi}
 YAML
-)
+} > "$BALLAST_RUN/config.yml"
+start_ballast
 left() { echo "$(sessions),$(ls /etc/iscsi/nodes 2>/dev/null | wc -l),$(scsi_disks),$(dm_maps)"; }
 # mount_err LABEL VOLUME: the Err of a Mount, spaces as "_"; its duration as LABEL_ms
 mount_err() {
@@ -41,6 +42,13 @@ kill -STOP $TGTD_PID
 result "down_err=$(mount_err down hung)"
 kill -CONT $TGTD_PID
 result "down_left=$(left)"
+
+# The LUN is missing: the volume's target exists on the array but serves nothing.
+expect_ok VolumeDriver.Create '{"Name":"nolun","Opts":{"size":"32M"}}' >/dev/null
+tgtadm --lld iscsi --mode target --op new --tid 99 --targetname iqn.2026-11.dev.ballast:nolun
+result "nolun_err=$(mount_err nolun nolun)"
+result "nolun_left=$(left)"
+tgtadm --lld iscsi --mode target --op delete --tid 99
 
 # And with everything back, the same volume mounts.
 expect_ok VolumeDriver.Mount '{"Name":"hung","ID":"x"}' >/dev/null && result "recovered=yes"

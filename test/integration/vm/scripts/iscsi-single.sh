@@ -2,14 +2,15 @@
 set -u
 . "$BALLAST_SRC/test/integration/vm/scripts/lib.sh"
 start_tgtd
-start_ballast < <(base_config vm1; cat <<YAML
+{ base_config vm1; cat <<YAML
 log: {level: debug}
 backends:
   iscsi: {portals: ["127.0.0.1:3260", "127.0.0.2:3260"], pool: $BALLAST_RUN/pool}
 profiles:
   default: {backend: iscsi}
 YAML
-)
+} > "$BALLAST_RUN/config.yml"
+start_ballast
 
 expect_ok VolumeDriver.Create '{"Name":"v1","Opts":{"size":"64M"}}' >/dev/null
 mp=$(timed mount_new expect_ok VolumeDriver.Mount '{"Name":"v1","ID":"c1"}' | json Mountpoint) || die "mount"

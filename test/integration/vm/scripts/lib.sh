@@ -2,6 +2,7 @@
 # Sourced with BALLAST_SRC (the checkout, seen over 9p) and BALLAST_RUN (a writable dir) set.
 # Every line the test asserts on starts with "RESULT ": key=value.
 
+mkdir -p "$BALLAST_RUN"
 result() { echo "RESULT $*" >&2; } # stderr: stays out of $(...) captures
 die() { echo "FAILED: $*" >&2; exit 1; }
 ballast() { node "$BALLAST_SRC/dist/cli/main.js" --config "$BALLAST_RUN/config.yml" "$@"; }
@@ -20,7 +21,8 @@ start_tgtd() { # local array (hyper-converged): tgtd in this VM on 127.0.0.1:326
   die "tgtd did not answer"
 }
 
-# base_config HOST_ID: the config lines every scenario shares (paths under $BALLAST_RUN)
+# base_config HOST_ID: the config lines every scenario shares (paths under $BALLAST_RUN).
+# A scenario writes { base_config ID; cat <<YAML ... YAML; } > "$BALLAST_RUN/config.yml".
 base_config() {
   cat <<YAML
 host: {id: $1}
@@ -31,9 +33,7 @@ docker: {socket: $BALLAST_RUN/no-docker.sock, restart_wait_seconds: 1}
 YAML
 }
 
-start_ballast() { # config text on stdin
-  mkdir -p "$BALLAST_RUN"
-  cat > "$BALLAST_RUN/config.yml"
+start_ballast() { # with $BALLAST_RUN/config.yml written
   local t0; t0=$(date +%s.%N)
   ballast serve >"$BALLAST_VM_LOGS/ballast.log" 2>&1 &
   BALLAST_PID=$!

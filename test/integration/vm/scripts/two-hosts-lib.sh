@@ -10,7 +10,7 @@ wait_for() { # FILE [SECONDS]
 signal() { touch "$SHARE/$1"; }
 
 start_two_hosts_ballast() {
-  start_ballast < <(base_config $BALLAST_VM_NAME; cat <<YAML
+  { base_config $BALLAST_VM_NAME; cat <<YAML
 log: {level: debug}
 lease: {seconds: 12, renew_every: 1, fence_after: 6, mount_wait: 100}
 backends:
@@ -23,5 +23,6 @@ backends:
 profiles:
   default: {backend: iscsi}
 YAML
-)
+} > "$BALLAST_RUN/config.yml"
+start_ballast
 }
