@@ -5,13 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Runtime: loop devices, filesystems; iSCSI initiator, dm-multipath and persistent reservations
-# (open-iscsi, multipath-tools, sg3-utils); tgt for an iSCSI array on a Linux host.
+# (open-iscsi, multipath-tools, sg3-utils); tgt and lvm2 for an iSCSI array on a Linux host.
 # Tests: a real Docker engine, compose, a busybox image source; multi-host tests: sqlite3 (copied
 # into a test image) and iptables (a FORWARD rule for their bridge); iSCSI tests: libiscsi-bin
 # (checks the array from outside), qemu and Debian's kernel for the VM lab, curl inside it,
 # openssh-server (an array host reached over SSH, as the VMs reach the host).
 DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables
-  open-iscsi multipath-tools sg3-utils tgt libiscsi-bin qemu-system-x86 linux-image-amd64 curl openssh-server)
+  open-iscsi multipath-tools sg3-utils tgt lvm2 libiscsi-bin qemu-system-x86 linux-image-amd64 curl openssh-server)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

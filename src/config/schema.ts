@@ -78,6 +78,8 @@ const iscsiProfile = z.strictObject({
   backend: z.literal('iscsi'),
   /** A pool directory of this profile's own on the array host (e.g. on SSDs). */
   pool: absolutePath.optional(),
+  /** An LVM volume group on the array host: volumes are logical volumes there, not image files. */
+  volume_group: z.string().regex(/^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/, 'expected an LVM volume group name').optional(),
   description: z.string().optional(),
 });
 
@@ -148,7 +150,16 @@ export const configSchema = z.strictObject({
     .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile]))
     .default({ default: { backend: 'loop' } }),
 }).superRefine((config, ctx) => {
+  const groupOfPool = new Map<string, string | undefined>();
   for (const [name, profile] of Object.entries(config.profiles)) {
+    if (profile.backend === 'iscsi' && config.backends.iscsi) {
+      // One pool holds one kind of volume: the metadata of both would be listed together.
+      const pool = profile.pool ?? config.backends.iscsi.pool;
+      if (groupOfPool.has(pool) && groupOfPool.get(pool) !== profile.volume_group) {
+        ctx.addIssue({ code: 'custom', path: ['profiles', name, 'volume_group'], message: `pool ${pool} is used by another iscsi profile with another volume_group; give this profile a pool of its own` });
+      }
+      groupOfPool.set(pool, profile.volume_group);
+    }
     if (profile.backend === 'iscsi' && !config.backends.iscsi) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the iscsi backend, but backends.iscsi is not configured' });
     }

@@ -7,6 +7,7 @@ import { formatSize } from '../config/size.js';
 import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../ownership/types.js';
 import { FREE_OWNERSHIP } from '../ownership/types.js';
 import { LocalFileStore, type FileStore } from './file-store.js';
+import { SparseImages, type VolumeImages } from './images.js';
 import type { Export, Initiator, Transport } from '../export.js';
 import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRecord } from './types.js';
 
@@ -15,7 +16,6 @@ import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRec
 //   <root>/<name>/meta.json   { v, revision, volume } - the record, including the ownership lease
 //   <root>/<name>/meta.lock   guard file held for the few milliseconds of a compare-and-swap
 //   <root>/.hosts/<hostId>.json  each host's lease, written only by that host
-const IMAGE = 'disk.img';
 const META = 'meta.json';
 const GUARD = 'meta.lock';
 const GUARD_WAIT_MS = 5_000;
@@ -59,6 +59,8 @@ export interface FileVolumesOptions {
   shared: boolean;
   /** Where the root is: this host (default) or an array host over SSH. */
   files?: FileStore;
+  /** Where volume data lives; default sparse files beside the metadata. */
+  images?: (root: string, files: FileStore) => VolumeImages;
 }
 
 function isErrno(err: unknown, ...codes: string[]): boolean {
@@ -78,10 +80,12 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   readonly scope: 'local' | 'global';
   protected readonly root: string;
   protected readonly files: FileStore;
+  protected readonly images: VolumeImages;
 
   constructor(options: FileVolumesOptions, protected readonly log: Logger) {
     this.root = options.root;
     this.files = options.files ?? new LocalFileStore();
+    this.images = options.images ? options.images(this.root, this.files) : new SparseImages(this.root, this.files);
     this.scope = options.shared ? 'global' : 'local';
   }
 
@@ -95,7 +99,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   }
 
   imagePath(name: string): string {
-    return join(this.dir(name), IMAGE);
+    return this.images.path(name);
   }
 
   async checkHealth(): Promise<void> {
@@ -110,9 +114,11 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     await this.checkHealth();
     const record: VolumeRecord = { ...volume, createdAt: new Date().toISOString(), ownership: { ...FREE_OWNERSHIP } };
     const staging = join(this.root, `.creating-${volume.name}-${randomBytes(4).toString('hex')}`);
+    let imageMade = false;
     try {
       await this.files.mkdir(staging);
-      await this.files.createSparse(join(staging, IMAGE), volume.sizeBytes);
+      await this.images.create(volume.name, staging, volume.sizeBytes);
+      imageMade = true;
       await this.files.writeNew(join(staging, META), serialize({ v: 1, revision: 1, volume: record }));
       await this.files.fsyncDir(staging);
       // rename() onto an existing, non-empty directory fails: exactly one creator wins, on any host.
@@ -120,6 +126,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       await this.files.fsyncDir(this.root);
     } catch (err) {
       await this.files.removeTree(staging).catch(() => undefined);
+      if (imageMade) await this.images.abandon(volume.name).catch(() => undefined);
       if (isErrno(err, 'ENOTEMPTY', 'EEXIST')) {
         const existing = await this.read(volume.name);
         if (existing) throw new VolumeAlreadyExists(existing.value);
@@ -150,6 +157,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     });
     if (removed) {
       await this.files.removeTree(trash);
+      await this.images.remove(name);
       this.log.info('volume destroyed', { volume: name, root: this.where });
     }
   }
@@ -188,7 +196,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       throw new InvalidOption(`volume ${name} is ${formatSize(current.value.sizeBytes)}; volumes can grow but not shrink`);
     }
     await this.compareAndSwap(name, current.revision, (volume) => ({ ...volume, sizeBytes }));
-    await this.files.truncate(this.imagePath(name), sizeBytes);
+    await this.images.grow(name, sizeBytes);
     await this.resized(name);
     this.log.info('volume grown', { volume: name, sizeBytes });
     return { ...current.value, sizeBytes };
@@ -207,10 +215,8 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   protected async imageAtRecordedSize(name: string): Promise<string> {
     const current = await this.read(name);
     if (!current) throw new VolumeNotFound(name);
-    const file = this.imagePath(name);
-    const { size } = (await this.files.stat(file)) ?? { size: 0 };
-    if (size < current.value.sizeBytes) await this.files.truncate(file, current.value.sizeBytes);
-    return file;
+    await this.images.ensureSize(name, current.value.sizeBytes);
+    return this.imagePath(name);
   }
 
   private hostLeasePath(hostId: string): string {

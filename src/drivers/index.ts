@@ -26,10 +26,10 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
     if (settings.backend === 'iscsi') {
       const backend = config.backends.iscsi!; // the schema refuses an iscsi profile without it
       const pool = settings.pool ?? backend.pool;
-      key = `iscsi:${pool}`;
+      key = `iscsi:${pool}:${settings.volume_group ?? ''}`;
       make = () => {
         arrayHost ??= arrayHostOf(config, log, arrayExec);
-        return new IscsiDriver(pool, backend, arrayHost, config.timeouts.command_seconds * 1000, log.child({ backend: 'iscsi', pool }));
+        return new IscsiDriver(pool, backend, arrayHost, config.timeouts.command_seconds * 1000, log.child({ backend: 'iscsi', pool }), settings.volume_group);
       };
     } else {
       const root = settings.root ?? config.backends.loop.root;

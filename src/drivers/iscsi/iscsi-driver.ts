@@ -7,6 +7,7 @@ import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
 import type { FileStore } from '../file-store.js';
 import { FileVolumes } from '../file-volumes.js';
+import { LogicalVolumes } from '../images.js';
 import { Tgtadm, tgtError, type TgtTarget } from './tgtadm.js';
 
 /** Every volume is LUN 1 of a target of its own, so a target's ACL is that volume's ACL. */
@@ -31,8 +32,18 @@ export class IscsiDriver extends FileVolumes {
     arrayHost: { exec: Exec; files?: FileStore },
     commandTimeoutMs: number,
     log: Logger,
+    /** Volumes as logical volumes in this LVM volume group on the array host, not image files. */
+    volumeGroup?: string,
   ) {
-    super({ root: pool, shared: true, files: arrayHost.files }, log);
+    super(
+      {
+        root: pool,
+        shared: true,
+        files: arrayHost.files,
+        ...(volumeGroup ? { images: () => new LogicalVolumes(arrayHost.exec, volumeGroup, commandTimeoutMs) } : {}),
+      },
+      log,
+    );
     this.tgt = new Tgtadm(arrayHost.exec, backend.array.tgt_control_port, commandTimeoutMs);
   }
 

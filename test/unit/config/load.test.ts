@@ -33,6 +33,11 @@ describe('parseConfig', () => {
     [{ backends: { iscsi: { portals: ['a:3260'], array: { ssh: { host: 'array1' } } } } }, /f: backends\.iscsi\.array\.ssh\.private_key_file: /],
     [{ backends: { iscsi: { portals: ['a:3260'], array: { ssh: { host: 'a', private_key_file: '/k', host_key_sha256: 'md5:ab' } } } } }, /f: backends\.iscsi\.array\.ssh\.host_key_sha256: expected "SHA256:"/],
     [{ backends: { iscsi: { portals: ['a:3260'], array: { tgt_control_port: 40000 } } } }, /f: backends\.iscsi\.array\.tgt_control_port: /],
+    [
+      { backends: { iscsi: { portals: ['a:3260'] } }, profiles: { a: { backend: 'iscsi' }, b: { backend: 'iscsi', volume_group: 'vg0' } } },
+      /f: profiles\.b\.volume_group: pool \/var\/lib\/ballast\/iscsi is used by another iscsi profile with another volume_group/,
+    ],
+    [{ backends: { iscsi: { portals: ['a:3260'] } }, profiles: { a: { backend: 'iscsi', volume_group: 'vg 0' } } }, /f: profiles\.a\.volume_group: expected an LVM volume group name/],
     [{ state_dir: 'relative/dir' }, /f: state_dir: expected an absolute path/],
     [{ defaults: { profile: 'gold' } }, /f: defaults\.profile: profile "gold" is not defined/],
   ])('names the file and the key for %j', (document, message) => {
