@@ -90,7 +90,8 @@ up() { cut -d' ' -f1 /proc/uptime; }
 mkdir -p /dev/pts /dev/shm /run/lock && chmod 1777 /run/lock
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# No tmpfs on /tmp: the host's /tmp (a checkout under it, a test's files) must stay visible.
+# Writes there land in the overlay's tmpfs upper layer, so they stay in the VM all the same.
 ${options.shareDir ? `mkdir -p ${q(options.shareDir)} && mount -t 9p -o ${NINEP},cache=none share ${q(options.shareDir)} || echo "ballast-vm: cannot mount the share"` : ''}
 hostname ${q(name)}
 ip link set lo up
