@@ -121,6 +121,26 @@ describe(`lease property: ${STEPS} random steps across 3 hosts (seed ${SEED})`, 
       }
     }
 
+    // Whatever the random steps did, end with one crash under a running writer, so that every
+    // run exercises the watchdog's fence (the random crashes alone sometimes hit no writer).
+    final: for (const host of HOSTS.filter((h) => !crashed.has(h))) {
+      for (const volume of VOLUMES.filter((v) => !open.has(`${host}/${v}`))) {
+        const tag = `s${++counter}-${host}-final`;
+        const reply = await callPlugin(daemons.get(host)!.socket, 'VolumeDriver.Mount', { Name: volume, ID: tag });
+        if (reply.body.Err) continue;
+        const writer = new Writer(join(reply.body.Mountpoint!, 'log'), join(dir, `ack-${tag}.json`), tag);
+        const session = { tag, host, volume, writer };
+        sessions.push(session);
+        open.set(`${host}/${volume}`, session);
+        await new Promise((r) => setTimeout(r, 300));
+        await daemons.get(host)!.stop('SIGKILL');
+        crashed.add(host);
+        await new Promise((r) => setTimeout(r, LEASE.fence_after * 1000 + 1_500));
+        trace.push(`final: mount ${host}/${volume}, crash ${host}, wait`);
+        break final;
+      }
+    }
+
     // Settle: stop every writer, bring every host back, unmount everything.
     for (const s of sessions) s.writer.stop();
     for (const host of crashed) await daemons.get(host)!.start();

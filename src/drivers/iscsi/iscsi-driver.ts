@@ -123,7 +123,7 @@ export class IscsiDriver extends FileVolumes {
     );
   }
 
-  /** Targets of this pool's volumes and the initiators allowed in: what `ballast volume inspect` shows. */
+  /** The volume's target as tgtd shows it (its LUN, ACL and sessions). */
   async describeTarget(name: string): Promise<TgtTarget | undefined> {
     return this.arrayCall('read the targets', () => this.findTarget(name));
   }
