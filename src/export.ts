@@ -2,7 +2,7 @@
  * How this host reaches a volume: produced by a backend driver, consumed by an attacher.
  * The one value that passes between the two layers, so neither imports the other.
  */
-export type Export = LoopExport | IscsiExport;
+export type Export = LoopExport | IscsiExport | VmdkExport;
 
 export interface LoopExport {
   transport: 'loop';
@@ -28,6 +28,17 @@ export interface IscsiExport {
   reservations: boolean;
 }
 
+export interface VmdkExport {
+  transport: 'vmdk';
+  /**
+   * The virtual disk's UUID as 32 lower-case hex digits. With disk.EnableUUID set on the VM
+   * the guest sees it as the disk's WWN: /sys/block/sdX/device/wwid = "naa.<diskUuid>".
+   */
+  diskUuid: string;
+  /** The disk file, "[datastore] ballast/<name>/disk.vmdk", for messages. */
+  file: string;
+}
+
 export type Transport = Export['transport'];
 
 /** Who asks for an export: what an array needs to let this host, and only this host, in. */
@@ -35,6 +46,8 @@ export interface Initiator {
   hostId: string;
   /** This host's iSCSI initiator name, for the target's ACL. */
   iqn?: string;
+  /** The vSphere VM this host runs in: its BIOS UUID (/sys/class/dmi/id/product_uuid), lower case. */
+  vmUuid?: string;
 }
 
 /** Narrows an export to the transport an attacher handles; any other is a wiring bug. */

@@ -83,6 +83,39 @@ const iscsiProfile = z.strictObject({
   description: z.string().optional(),
 });
 
+const vmdkBackend = z.strictObject({
+  vcenter: z.strictObject({
+    /** The vSphere API endpoint, "https://vcenter.example/sdk". */
+    url: z.string().regex(/^https?:\/\/[^/\s]+\/sdk$/, 'expected the vSphere API URL, e.g. "https://vcenter.example.com/sdk"'),
+    user: z.string().min(1),
+    /** A file holding the password (first line), readable by root only. */
+    password_file: absolutePath,
+    /** PEM file of the CA (or the self-signed certificate) vCenter's certificate must chain to; default: the system's CAs. */
+    ca_file: absolutePath.optional(),
+    /** Trust exactly the certificate with this SHA-256 (or SHA-1) fingerprint, hex with or without colons. */
+    thumbprint: z.string().regex(/^([0-9A-Fa-f]{2}:?){19}[0-9A-Fa-f]{2}$|^([0-9A-Fa-f]{2}:?){31}[0-9A-Fa-f]{2}$/, 'expected a SHA-1 or SHA-256 fingerprint in hex, e.g. "AB:CD:..."').optional(),
+    /** Bound on each API call and on each task ballast waits for. */
+    timeout_seconds: z.number().positive().max(600).default(60),
+  }),
+  /** The datacenter holding the datastores and this host's VM; default: the only one. */
+  datacenter: z.string().min(1).optional(),
+  /** Datastore for volumes of profiles that name none. */
+  datastore: z.string().min(1),
+  /** Folder on each datastore for volume disks, their metadata and the host leases. */
+  folder: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected a folder name of letters, digits, "_", "." and "-"').default('ballast'),
+  /** thin: space on demand; thick: allocated at create (lazily zeroed); eagerZeroedThick: allocated and zeroed. */
+  provisioning: z.enum(['thin', 'thick', 'eagerZeroedThick']).default('thin'),
+  /** This host's VM (its BIOS UUID) when /sys/class/dmi/id/product_uuid is not the right one. */
+  vm_uuid: z.string().regex(/^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/, 'expected a UUID').optional(),
+});
+
+const vmdkProfile = z.strictObject({
+  backend: z.literal('vmdk'),
+  /** The datastore of this profile's volumes; default backends.vmdk.datastore. */
+  datastore: z.string().min(1).optional(),
+  description: z.string().optional(),
+});
+
 export const FSTYPES = ['ext4', 'xfs'] as const;
 export type Fstype = (typeof FSTYPES)[number];
 
@@ -144,10 +177,10 @@ export const configSchema = z.strictObject({
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
   backends: z
-    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false }), iscsi: iscsiBackend.optional() })
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false }), iscsi: iscsiBackend.optional(), vmdk: vmdkBackend.optional() })
     .default({ loop: { root: '/var/lib/ballast/loop', shared: false } }),
   profiles: z
-    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile]))
+    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, vmdkProfile]))
     .default({ default: { backend: 'loop' } }),
 }).superRefine((config, ctx) => {
   const groupOfPool = new Map<string, string | undefined>();
@@ -160,6 +193,9 @@ export const configSchema = z.strictObject({
       }
       groupOfPool.set(pool, profile.volume_group);
     }
+    if (profile.backend === 'vmdk' && !config.backends.vmdk) {
+      ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the vmdk backend, but backends.vmdk is not configured' });
+    }
     if (profile.backend === 'iscsi' && !config.backends.iscsi) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the iscsi backend, but backends.iscsi is not configured' });
     }
@@ -170,3 +206,4 @@ export type ConfigFile = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type ProfileConfig = Config['profiles'][string];
 export type IscsiBackendConfig = NonNullable<Config['backends']['iscsi']>;
+export type VmdkBackendConfig = NonNullable<Config['backends']['vmdk']>;

@@ -1,4 +1,6 @@
-import type { Config } from '../config/schema.js';
+import { readFileSync } from 'node:fs';
+import type { Config, VmdkBackendConfig } from '../config/schema.js';
+import { errorMessage, InvalidRequest } from '../errors.js';
 import type { Exec } from '../exec.js';
 import type { Logger } from '../log.js';
 import { RemoteFileStore } from './array-host/exec-file-store.js';
@@ -6,6 +8,10 @@ import { SshExec } from './array-host/ssh-exec.js';
 import { LocalFileStore, type FileStore } from './file-store.js';
 import { IscsiDriver } from './iscsi/iscsi-driver.js';
 import { LoopDriver } from './loop-driver.js';
+import { VsphereClient } from './vsphere/client.js';
+import { Inventory } from './vsphere/inventory.js';
+import { VmDisks } from './vsphere/vm-disks.js';
+import { VmdkDriver, type Vsphere } from './vsphere/vmdk-driver.js';
 import type { BackendDriver } from './types.js';
 
 export type { BackendDriver, NewVolume, VolumeRecord } from './types.js';
@@ -19,6 +25,7 @@ export { VolumeAlreadyExists } from './types.js';
 export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Map<string, BackendDriver> {
   const byLocation = new Map<string, BackendDriver>();
   let arrayHost: { exec: Exec; files: FileStore } | undefined;
+  let vsphere: Vsphere | undefined;
   const byProfile = new Map<string, BackendDriver>();
   for (const [profile, settings] of Object.entries(config.profiles)) {
     let key: string;
@@ -31,6 +38,14 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
         arrayHost ??= arrayHostOf(config, log, arrayExec);
         return new IscsiDriver(pool, backend, arrayHost, config.timeouts.command_seconds * 1000, log.child({ backend: 'iscsi', pool }), settings.volume_group);
       };
+    } else if (settings.backend === 'vmdk') {
+      const backend = config.backends.vmdk!; // the schema refuses a vmdk profile without it
+      const datastore = settings.datastore ?? backend.datastore;
+      key = `vmdk:${datastore}`;
+      make = () => {
+        vsphere ??= vsphereOf(backend, log);
+        return new VmdkDriver(vsphere, datastore, backend, log.child({ backend: 'vmdk', datastore }));
+      };
     } else {
       const root = settings.root ?? config.backends.loop.root;
       key = `loop:${root}`;
@@ -41,6 +56,34 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
     byProfile.set(profile, driver);
   }
   return byProfile;
+}
+
+/** One vCenter session for every vmdk profile. */
+function vsphereOf(backend: VmdkBackendConfig, log: Logger): Vsphere {
+  const vcenter = backend.vcenter;
+  const vlog = log.child({ vcenter: vcenter.url });
+  const client = new VsphereClient(
+    {
+      url: vcenter.url,
+      username: vcenter.user,
+      password: readSecret(vcenter.password_file, 'backends.vmdk.vcenter.password_file'),
+      ...(vcenter.ca_file ? { caPem: readSecret(vcenter.ca_file, 'backends.vmdk.vcenter.ca_file') } : {}),
+      ...(vcenter.thumbprint ? { thumbprint: vcenter.thumbprint } : {}),
+      timeoutMs: vcenter.timeout_seconds * 1000,
+    },
+    vlog,
+  );
+  return { client, inventory: new Inventory(client, backend.datacenter), disks: new VmDisks(client, vlog) };
+}
+
+/** A file named in the configuration, read at start: a missing one stops the daemon with its key. */
+function readSecret(path: string, key: string): string {
+  try {
+    const text = readFileSync(path, 'utf8');
+    return key.endsWith('password_file') ? (text.split('\n')[0] ?? '') : text;
+  } catch (err) {
+    throw new InvalidRequest(`cannot read ${path} (${key}): ${errorMessage(err)}`);
+  }
 }
 
 /** Where the iSCSI array's commands run and its pool lives: this host, or one reached over SSH. */
