@@ -58,7 +58,7 @@ export function vcsimBinary(): string {
   try {
     execFileSync('go', ['build', '-o', partial, '.'], {
       cwd: SOURCE_DIR,
-      env: { ...process.env, GO111MODULE: 'off', GOPATH, GOCACHE: join(CACHE_DIR, 'go-build'), GOFLAGS: '' },
+      env: { ...process.env, GO111MODULE: 'off', GOPATH, GOCACHE: join(CACHE_DIR, 'go-build'), GOFLAGS: '', CGO_ENABLED: '0' },
       stdio: ['ignore', 'ignore', 'pipe'],
       timeout: 300_000,
     });

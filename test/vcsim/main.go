@@ -3,7 +3,7 @@
 // one addition: /ballast/deny makes vCenter answer NoPermission for changes to one object, as
 // a real vCenter does for a user without the privilege.
 //
-// Build: GO111MODULE=off GOPATH=/usr/share/gocode go build -o vcsim .
+// Build: CGO_ENABLED=0 GO111MODULE=off GOPATH=/usr/share/gocode go build -o vcsim .
 // Prints one JSON line when ready, serves until SIGTERM or SIGINT.
 package main
 
