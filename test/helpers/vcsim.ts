@@ -3,15 +3,15 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import axios from 'axios';
+import { REPO_ROOT } from './daemon.js';
 
 // vcsim for tests: govmomi's vCenter simulator, built from Debian's govmomi sources with the
 // small main in test/vcsim/ (cached by the hash of that file), listening on 127.0.0.1 at a port
 // of its own, stopped by its own PID.
 
-const SOURCE_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'vcsim');
+const SOURCE_DIR = join(REPO_ROOT, 'test', 'vcsim'); // also from the compiled benchmarks in dist-bench/
 const CACHE_DIR = '/var/cache/ballast-test';
 const GOPATH = '/usr/share/gocode';
 const GOVMOMI = `${GOPATH}/src/github.com/vmware/govmomi/simulator`;
