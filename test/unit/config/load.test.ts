@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { loadConfig, parseConfig } from '../../../src/config/load.js';
 import { ConfigError } from '../../../src/errors.js';
 
+const VCENTER = { url: 'https://vc.example/sdk', user: 'u', password_file: '/etc/ballast/vc' };
+
 describe('parseConfig', () => {
   it('gives the embedded default (loop under /var/lib/ballast) for an empty document', () => {
     const config = parseConfig({}, 'f');
@@ -38,6 +40,13 @@ describe('parseConfig', () => {
       /f: profiles\.b\.volume_group: pool \/var\/lib\/ballast\/iscsi is used by another iscsi profile with another volume_group/,
     ],
     [{ backends: { iscsi: { portals: ['a:3260'] } }, profiles: { a: { backend: 'iscsi', volume_group: 'vg 0' } } }, /f: profiles\.a\.volume_group: expected an LVM volume group name/],
+    [{ profiles: { gold: { backend: 'vmdk' } } }, /f: profiles\.gold\.backend: profile uses the vmdk backend, but backends\.vmdk is not configured/],
+    [{ backends: { vmdk: { vcenter: { url: 'https://vc.example', user: 'u', password_file: '/p' }, datastore: 'ds' } } }, /f: backends\.vmdk\.vcenter\.url: expected the vSphere API URL/],
+    [{ backends: { vmdk: { vcenter: { ...VCENTER, thumbprint: 'ab:cd' }, datastore: 'ds' } } }, /f: backends\.vmdk\.vcenter\.thumbprint: expected a SHA-1 or SHA-256 fingerprint/],
+    [{ backends: { vmdk: { vcenter: { ...VCENTER, password: 'inline' }, datastore: 'ds' } } }, /f: backends\.vmdk\.vcenter: .*password/],
+    [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', folder: '../up' } } }, /f: backends\.vmdk\.folder: expected a folder name/],
+    [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', provisioning: 'sparse' } } }, /f: backends\.vmdk\.provisioning: /],
+    [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', vm_uuid: 'vm-42' } } }, /f: backends\.vmdk\.vm_uuid: expected a UUID/],
     [{ state_dir: 'relative/dir' }, /f: state_dir: expected an absolute path/],
     [{ defaults: { profile: 'gold' } }, /f: defaults\.profile: profile "gold" is not defined/],
   ])('names the file and the key for %j', (document, message) => {
@@ -59,6 +68,12 @@ describe('parseConfig', () => {
       reservations: true,
     });
     expect(config.profiles.gold).toEqual({ backend: 'iscsi', pool: '/srv/ssd' });
+  });
+
+  it('reads a vmdk backend with its defaults and profiles on two datastores', () => {
+    const config = parseConfig({ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds1' } }, profiles: { default: { backend: 'vmdk' }, silver: { backend: 'vmdk', datastore: 'ds2' } } }, 'f');
+    expect(config.backends.vmdk).toEqual({ vcenter: { ...VCENTER, timeout_seconds: 60 }, datastore: 'ds1', folder: 'ballast', provisioning: 'thin' });
+    expect(config.profiles.silver).toEqual({ backend: 'vmdk', datastore: 'ds2' });
   });
 
   it('reads an array host reached over SSH, with its defaults', () => {
