@@ -27,7 +27,7 @@ export async function startDaemon(config: Config, log: Logger, configPath?: stri
     config,
     identity,
     drivers: createDrivers(config, log, exec),
-    attachers: createAttachers(exec, log, config.timeouts.command_seconds * 1000),
+    attachers: createAttachers(exec, log, config.timeouts.command_seconds * 1000, { ...(config.backends.vmdk?.vm_uuid ? { vmUuid: config.backends.vmdk.vm_uuid } : {}) }),
     filesystem: new Filesystem(exec, log, { slowMs: config.timeouts.filesystem_seconds * 1000 }),
     mountTable: new MountTable(),
     state: new MountStateStore(config.state_dir),

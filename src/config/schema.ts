@@ -105,7 +105,7 @@ const vmdkBackend = z.strictObject({
   folder: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, 'expected a folder name of letters, digits, "_", "." and "-"').default('ballast'),
   /** thin: space on demand; thick: allocated at create (lazily zeroed); eagerZeroedThick: allocated and zeroed. */
   provisioning: z.enum(['thin', 'thick', 'eagerZeroedThick']).default('thin'),
-  /** This host's VM (its BIOS UUID) when /sys/class/dmi/id/product_uuid is not the right one. */
+  /** This host's VM (its BIOS UUID) when the firmware's (/sys/class/dmi/id/product_serial or product_uuid) is not the right one. */
   vm_uuid: z.string().regex(/^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/, 'expected a UUID').optional(),
 });
 

@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createConnection, type Socket } from 'node:net';
 import { basename, join } from 'node:path';
 
 // The VM lab: Debian's own kernel under qemu (software emulation), booted from a tiny initramfs
@@ -38,6 +39,21 @@ export interface VmOptions {
   name?: string;
   /** Called with qemu's PID once it runs: a test may SIGSTOP/SIGCONT the whole VM (a hung host). */
   onStart?: (pid: number) => void;
+  /** The VM's BIOS (SMBIOS) UUID, /sys/class/dmi/id/product_uuid inside; default none (the file is absent). */
+  uuid?: string;
+  /** A virtio-scsi controller with no disks, id "scsi0" (bus "scsi0.0"): a test hot-adds disks to it. */
+  scsiController?: boolean;
+  /**
+   * Gives qemu a monitor (QMP on a Unix socket in the run dir) and calls this with it once qemu
+   * runs: the test changes the VM's hardware while the script runs (drive_add, device_add, ...).
+   */
+  onMonitor?: (monitor: VmMonitor) => void;
+}
+
+/** The running VM's qemu monitor. */
+export interface VmMonitor {
+  /** Runs one HMP command ("device_del vd1") and returns what it printed ("" or "OK" when it worked). */
+  hmp(command: string): Promise<string>;
 }
 
 const CACHE_ROOT = '/var/cache/ballast-vmlab';
@@ -132,6 +148,7 @@ export async function runInVm(options: VmOptions): Promise<VmRun> {
   const consoleFile = join(dir, 'console.log');
   const started = Date.now();
   let child: ChildProcess | undefined;
+  let monitor: QmpMonitor | undefined;
   try {
     await writeFile(join(dir, 'stage2.sh'), stage2(name, iqn, options));
     await writeFile(join(dir, 'script.sh'), options.script);
@@ -147,10 +164,14 @@ export async function runInVm(options: VmOptions): Promise<VmRun> {
       ...(options.shareDir ? ['-virtfs', `local,path=${options.shareDir},mount_tag=share,security_model=passthrough,multidevs=remap`] : []),
       ...(options.network ? ['-netdev', 'user,id=n0,restrict=off', '-device', 'virtio-net-pci,netdev=n0'] : []),
     ];
+    if (options.uuid) argv.push('-uuid', options.uuid);
+    if (options.scsiController) argv.push('-device', 'virtio-scsi-pci,id=scsi0');
+    if (options.onMonitor) argv.push('-qmp', `unix:${join(dir, 'qmp.sock')},server=on,wait=off`);
     const qemu = (child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }));
     let stderr = '';
     qemu.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString(); });
     if (qemu.pid !== undefined) options.onStart?.(qemu.pid);
+    if (options.onMonitor) options.onMonitor((monitor = new QmpMonitor(join(dir, 'qmp.sock'))));
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
@@ -168,9 +189,82 @@ export async function runInVm(options: VmOptions): Promise<VmRun> {
     const text = stderr.trim() ? `${serial}\n--- qemu stderr (${name})\n${stderr}` : serial;
     return { exitCode, timedOut, console: text, durationMs };
   } finally {
+    monitor?.close();
     // Only if it has not exited: its PID may already belong to someone else.
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A QMP client that runs HMP commands (human-monitor-command), one at a time. It connects on
+ * first use, waiting for qemu to create the socket; QMP events are ignored.
+ */
+class QmpMonitor implements VmMonitor {
+  private socket: Promise<Socket> | undefined;
+  private queue: Promise<unknown> = Promise.resolve();
+  private waiting: ((reply: { return?: unknown; error?: { desc: string } }) => void) | undefined;
+  private closed = false;
+
+  constructor(private readonly path: string) {}
+
+  hmp(command: string): Promise<string> {
+    const run = this.queue.then(async () => {
+      const reply = await this.send({ execute: 'human-monitor-command', arguments: { 'command-line': command } });
+      return String(reply ?? '').replace(/\r\n/g, '\n').trim();
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  close(): void {
+    this.closed = true;
+    void this.socket?.then((s) => s.destroy(), () => undefined);
+  }
+
+  private async send(message: object): Promise<unknown> {
+    this.socket ??= this.connect();
+    const socket = await this.socket;
+    return this.exchange(socket, message);
+  }
+
+  private exchange(socket: Socket, message: object): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      this.waiting = (reply) => (reply.error ? reject(new Error(`QMP: ${reply.error.desc}`)) : resolve(reply.return));
+      socket.write(`${JSON.stringify(message)}\n`);
+    });
+  }
+
+  private async connect(): Promise<Socket> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (this.closed) throw new Error('the VM has stopped');
+      const socket = await new Promise<Socket | undefined>((resolve) => {
+        const s = createConnection(this.path);
+        s.once('connect', () => resolve(s));
+        s.once('error', () => resolve(undefined));
+      });
+      if (socket) {
+        let buffer = '';
+        let greeted: () => void = () => undefined;
+        const greeting = new Promise<void>((resolve) => (greeted = resolve));
+        socket.on('data', (chunk: Buffer) => {
+          buffer += chunk.toString();
+          for (let nl = buffer.indexOf('\n'); nl >= 0; nl = buffer.indexOf('\n')) {
+            const line = JSON.parse(buffer.slice(0, nl)) as { QMP?: unknown; event?: string; return?: unknown; error?: { desc: string } };
+            buffer = buffer.slice(nl + 1);
+            if (line.QMP) greeted();
+            else if (!line.event) this.waiting?.(line);
+          }
+        });
+        socket.on('close', () => this.waiting?.({ error: { desc: 'the monitor connection closed (the VM stopped)' } }));
+        await greeting;
+        await this.exchange(socket, { execute: 'qmp_capabilities' });
+        return socket;
+      }
+      if (Date.now() > deadline) throw new Error(`qemu's monitor ${this.path} did not come up`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 

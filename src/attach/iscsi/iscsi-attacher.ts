@@ -8,7 +8,7 @@ import type { AttachContext, Attacher } from '../types.js';
 import { Iscsiadm, type IscsiSession } from './iscsiadm.js';
 import { Multipath } from './multipath.js';
 import { reservationKey, ScsiReservations } from './reservations.js';
-import { formatHctl, ScsiSysfs, type Hctl } from './scsi-sysfs.js';
+import { formatHctl, ScsiSysfs, type Hctl } from '../scsi-sysfs.js';
 
 export interface IscsiAttacherOptions {
   /** Bound on each iscsiadm / multipath command. */

@@ -1,6 +1,6 @@
 import { AttachFailed, errorMessage } from '../../errors.js';
 import type { Exec } from '../../exec.js';
-import type { ScsiSysfs } from './scsi-sysfs.js';
+import type { ScsiSysfs } from '../scsi-sysfs.js';
 
 export interface MultipathOptions {
   timeoutMs: number;

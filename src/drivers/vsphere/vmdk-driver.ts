@@ -156,12 +156,18 @@ export class VmdkDriver extends FileVolumes {
     return mine;
   }
 
-  /** VMs that may have the disk: those vCenter lists on the datastore and the one ballast last attached it to. */
+  /**
+   * VMs that may have the disk. ballast notes the VM before every attach, so with a note that
+   * VM is the only other candidate; without one (a disk never attached, or an older layout)
+   * every VM vCenter lists on the datastore is asked, which costs more on a big datastore.
+   */
   private async candidateVms(name: string): Promise<MoRef[]> {
-    const onDatastore = await this.vsphere.inventory.vmsOn(await this.datastore());
-    const note = await this.files.readFile(join(this.root, name, ATTACHMENT_NOTE)).catch(() => undefined);
-    const noted = note ? [JSON.parse(note).vm as MoRef] : [];
-    return [...onDatastore, ...noted];
+    const note = await this.files.readFile(join(this.root, name, ATTACHMENT_NOTE));
+    if (note !== undefined) {
+      const vm = (JSON.parse(note) as { vm?: MoRef }).vm;
+      if (vm?.type === 'VirtualMachine') return [vm];
+    }
+    return this.vsphere.inventory.vmsOn(await this.datastore());
   }
 
   private async noteAttachment(name: string, vm: MoRef): Promise<void> {

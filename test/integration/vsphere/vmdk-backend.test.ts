@@ -169,6 +169,21 @@ describe('vmdk backend against vcsim', () => {
     await b.driver.unexport('orphan', b.initiator);
   }, T);
 
+  it('vCenter is the authority: a disk attached by hand to another VM (no note of ballast\'s) is found through the datastore and taken from it', async () => {
+    const folder = newFolder();
+    const a = host(0, folder);
+    await a.driver.create(volume('by-hand'));
+    const file = a.driver.diskFile('by-hand');
+    await observer.disks.attach(moref('VirtualMachine', sim.vms[1]!.moid), file);
+    expect(await attachedTo(1, file)).toHaveLength(1);
+    await a.keeper.register();
+    await a.lease.acquire('by-hand');
+    await a.driver.export('by-hand', a.initiator);
+    expect(await attachedTo(1, file)).toEqual([]);
+    expect(await attachedTo(0, file)).toHaveLength(1);
+    await a.driver.unexport('by-hand', a.initiator);
+  }, T);
+
   it('grows an attached disk through its VM at once, and a detached one when it is next attached', async () => {
     const folder = newFolder();
     const a = host(0, folder);

@@ -54,6 +54,32 @@ export class ScsiSysfs {
     return undefined;
   }
 
+  /** The SCSI hosts (HBAs) the kernel has, by number ("host2" -> 2). */
+  async scsiHosts(): Promise<number[]> {
+    return (await list(this.path('class', 'scsi_host')))
+      .filter((entry) => /^host\d+$/.test(entry))
+      .map((entry) => Number(entry.slice(4)))
+      .sort((a, b) => a - b);
+  }
+
+  /** True for the SCSI host of an iSCSI session: its LUNs are scanned one at a time, never by wildcard. */
+  async isIscsiHost(host: number): Promise<boolean> {
+    return (await list(this.path('class', 'iscsi_host'))).includes(`host${host}`);
+  }
+
+  /**
+   * Asks the kernel to probe every channel, target and LUN of one host ("- - -"): what finds
+   * a disk a hypervisor hot-added to an HBA that does not report it by itself.
+   */
+  async scanAll(host: number): Promise<void> {
+    await writeFile(this.path('class', 'scsi_host', `host${host}`, 'scan'), '- - -');
+  }
+
+  /** The SCSI disks the kernel has ("sda", "sdb", ...), whatever transport they came by. */
+  async disks(): Promise<string[]> {
+    return (await list(this.path('block'))).filter((entry) => /^sd[a-z]+$/.test(entry)).sort();
+  }
+
   /** Asks the kernel to probe exactly one LUN (no wildcard scan: other LUNs stay invisible). */
   async scan(address: Hctl): Promise<void> {
     await writeFile(this.path('class', 'scsi_host', `host${address.host}`, 'scan'), `${address.channel} ${address.target} ${address.lun}`);
