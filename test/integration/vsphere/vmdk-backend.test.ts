@@ -69,6 +69,16 @@ function host(index: number, folder: string, clock = new FakeClock()) {
   return { driver, keeper, monitor, lease, clock, initiator: hostOn(index) };
 }
 
+/** Host 0 with a new volume it holds the lease of (not yet exported). */
+async function heldByHost0(name: string, sizeBytes?: number) {
+  const folder = newFolder();
+  const a = host(0, folder);
+  await a.driver.create(volume(name, sizeBytes));
+  await a.keeper.register();
+  await a.lease.acquire(name);
+  return { ...a, folder };
+}
+
 beforeAll(async () => {
   sim = await startVcsim({ vms: 2, datastores: 2 });
   observer = connect();
@@ -185,11 +195,7 @@ describe('vmdk backend against vcsim', () => {
   }, T);
 
   it('grows an attached disk through its VM at once, and a detached one when it is next attached', async () => {
-    const folder = newFolder();
-    const a = host(0, folder);
-    await a.driver.create(volume('grow-me', 64 * MiB));
-    await a.keeper.register();
-    await a.lease.acquire('grow-me');
+    const a = await heldByHost0('grow-me', 64 * MiB);
     await a.driver.export('grow-me', a.initiator);
     const file = a.driver.diskFile('grow-me');
     await a.driver.grow('grow-me', 128 * MiB);
@@ -205,18 +211,14 @@ describe('vmdk backend against vcsim', () => {
   }, T);
 
   it('destroy: refused while the lease is held; afterwards the directory with disk and metadata is gone', async () => {
-    const folder = newFolder();
-    const a = host(0, folder);
-    await a.driver.create(volume('doomed'));
-    await a.keeper.register();
-    await a.lease.acquire('doomed');
+    const a = await heldByHost0('doomed');
     await a.driver.export('doomed', a.initiator);
     await expect(a.driver.destroy('doomed')).rejects.toThrow(VolumeInUse);
     await a.driver.unexport('doomed', a.initiator);
     await a.lease.release('doomed');
     await a.driver.destroy('doomed');
     expect(await a.driver.read('doomed')).toBeUndefined();
-    expect(readdirSync(join(sim.datastores[0]!.dir, folder)).filter((e) => !e.startsWith('.'))).toEqual([]);
+    expect(readdirSync(join(sim.datastores[0]!.dir, a.folder)).filter((e) => !e.startsWith('.'))).toEqual([]);
     await a.driver.destroy('doomed'); // a missing volume is destroyed already
   }, T);
 
@@ -281,22 +283,14 @@ describe('vmdk backend: bad input and faults give a clear error within the bound
   });
 
   it('VM not found: export for an unknown BIOS UUID says what to configure', async () => {
-    const folder = newFolder();
-    const a = host(0, folder);
-    await a.driver.create(volume('lost'));
-    await a.keeper.register();
-    await a.lease.acquire('lost');
+    const a = await heldByHost0('lost');
     await expect(a.driver.export('lost', { hostId: 'h0', vmUuid: '11111111-2222-3333-4444-555555555555' })).rejects.toThrow(
       /no VM with BIOS UUID 11111111-2222-3333-4444-555555555555 .*set backends.vmdk.vm_uuid/,
     );
   });
 
   it('no permission to reconfigure the VM: the error names the privilege; the disk is attached nowhere', async () => {
-    const folder = newFolder();
-    const a = host(0, folder);
-    await a.driver.create(volume('denied'));
-    await a.keeper.register();
-    await a.lease.acquire('denied');
+    const a = await heldByHost0('denied');
     await sim.deny(sim.vms[0]!.moid, 'VirtualMachine.Config.AddExistingDisk');
     try {
       await expect(a.driver.export('denied', a.initiator)).rejects.toThrow(/lacks privilege VirtualMachine.Config.AddExistingDisk on vm-/);
@@ -308,14 +302,10 @@ describe('vmdk backend: bad input and faults give a clear error within the bound
   });
 
   it('a missing disk file: attach fails with file-not-found and leaves no device on the VM', async () => {
-    const folder = newFolder();
-    const a = host(0, folder);
-    await a.driver.create(volume('gone'));
-    await a.keeper.register();
-    await a.lease.acquire('gone');
+    const a = await heldByHost0('gone');
     const { rm } = await import('node:fs/promises');
-    await rm(join(sim.datastores[0]!.dir, folder, 'gone', 'disk.vmdk'));
-    await rm(join(sim.datastores[0]!.dir, folder, 'gone', 'disk-flat.vmdk'));
+    await rm(join(sim.datastores[0]!.dir, a.folder, 'gone', 'disk.vmdk'));
+    await rm(join(sim.datastores[0]!.dir, a.folder, 'gone', 'disk-flat.vmdk'));
     await expect(a.driver.export('gone', a.initiator)).rejects.toThrow(/cannot attach volume gone .*does not exist on the datastore/);
     expect(await attachedTo(0, a.driver.diskFile('gone'))).toEqual([]);
   });
