@@ -26,7 +26,8 @@ function errno(code: string, message: string): NodeJS.ErrnoException {
  * Paths are relative to the datastore's root ("ballast/pgdata/meta.json").
  */
 export class DatastoreFiles implements FileStore {
-  private scratchMade = false;
+  /** Directories made by this process: made again only after a write into one failed (someone removed it). */
+  private readonly made = new Set<string>();
 
   constructor(
     private readonly client: VsphereClient,
@@ -41,12 +42,15 @@ export class DatastoreFiles implements FileStore {
     return `[${this.datastoreName}] ${path}`;
   }
 
+  /** The health check: asks vCenter every time. */
   async ensureWritableDir(path: string): Promise<void> {
+    this.made.delete(path);
     await this.mkdir(path);
     await this.mkdir(this.scratchDir);
   }
 
   async mkdir(path: string): Promise<void> {
+    if (this.made.has(path)) return;
     const { fileManager } = await this.client.serviceContent();
     try {
       const datastore = await this.lookup();
@@ -54,6 +58,7 @@ export class DatastoreFiles implements FileStore {
     } catch (err) {
       if (!isFault(err, 'FileAlreadyExists')) throw this.fileError(err, path);
     }
+    this.made.add(path);
   }
 
   async readFile(path: string): Promise<string | undefined> {
@@ -110,23 +115,19 @@ export class DatastoreFiles implements FileStore {
     const scratch = join(this.scratchDir, `${basename(path)}.${randomBytes(6).toString('hex')}`);
     const datastore = await this.lookup();
     const put = () => this.client.datastoreFile('PUT', datastore.datacenter.name, datastore.name, scratch, data);
-    if (!this.scratchMade) await this.makeScratchDir();
-    // The scratch folder is made once; if someone removed it since, it is made again.
+    await this.mkdir(this.scratchDir);
     await put().catch(async () => {
-      await this.makeScratchDir();
+      this.made.delete(this.scratchDir);
+      await this.mkdir(this.scratchDir);
       await put();
     });
     try {
       await this.move(scratch, path, replace);
     } catch (err) {
       await this.delete(scratch).catch(() => undefined);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.made.delete(dirname(path));
       throw err;
     }
-  }
-
-  private async makeScratchDir(): Promise<void> {
-    await this.mkdir(this.scratchDir);
-    this.scratchMade = true;
   }
 
   private async move(from: string, to: string, force: boolean): Promise<void> {

@@ -89,18 +89,20 @@ export class VmdkDriver extends FileVolumes {
       throw new LeaseHeld(`volume ${name} is not leased to host ${initiator.hostId}; it cannot be attached to its VM`);
     }
     const file = this.diskFile(name);
-    let disk = await this.attachedTo(name, vm);
+    let attachedNow: AttachedDisk | undefined;
     try {
+      let disk = await this.attachedTo(name, vm);
       if (!disk) {
         await this.noteAttachment(name, vm);
-        disk = await this.vsphere.disks.attach(vm, file);
+        disk = attachedNow = await this.vsphere.disks.attach(vm, file);
         this.log.info('disk attached', { volume: name, vm: vm.value, file, unit: `${disk.controllerKey}:${disk.unitNumber}` });
       }
       // A grow recorded while the disk was not attached catches up here.
       await this.vsphere.disks.resize(disk, record.value.sizeBytes);
       return { transport: 'vmdk', diskUuid: await this.diskUuid(file), file };
     } catch (err) {
-      if (disk) await this.vsphere.disks.detach(disk).catch((undoErr: unknown) => this.log.error('detaching after a failed export failed', { volume: name, error: String(undoErr) }));
+      // Only what this call attached is undone: a disk attached before may be in use here.
+      if (attachedNow) await this.vsphere.disks.detach(attachedNow).catch((undoErr: unknown) => this.log.error('detaching after a failed export failed', { volume: name, error: String(undoErr) }));
       throw vsphereError(`attach volume ${name} (${file}) to VM ${vm.value}`, err);
     }
   }
