@@ -1,6 +1,7 @@
 import { createHash, X509Certificate } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
+import { isIP } from 'node:net';
 import tls from 'node:tls';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { Mutex } from 'async-mutex';
@@ -299,7 +300,7 @@ export class VsphereClient {
     const wanted = this.options.thumbprint!.replace(/:/g, '').toLowerCase();
     const algorithm = wanted.length === 40 ? 'sha1' : 'sha256';
     return new Promise((resolve, reject) => {
-      const socket = tls.connect({ host: url.hostname, port: Number(url.port || 443), servername: url.hostname, rejectUnauthorized: false, timeout: this.options.timeoutMs }, () => {
+      const socket = tls.connect({ host: url.hostname, port: Number(url.port || 443), ...(isIP(url.hostname) ? {} : { servername: url.hostname }), rejectUnauthorized: false, timeout: this.options.timeoutMs }, () => {
         const raw = socket.getPeerCertificate().raw;
         socket.end();
         const seen = createHash(algorithm).update(raw).digest('hex');
