@@ -42,6 +42,8 @@ export interface VcsimOptions {
   /** vcsim drops sessions idle this long (default: never). */
   idleTimeoutSeconds?: number;
   tls?: boolean;
+  /** Milliseconds vcsim waits before serving these methods (e.g. { ReconfigVM_Task: 5000 }). */
+  methodDelayMs?: Record<string, number>;
 }
 
 /** The vcsim binary, built once per version of main.go; fails naming the packages when Go or govmomi is missing. */
@@ -78,6 +80,7 @@ export async function startVcsim(options: VcsimOptions = {}): Promise<Vcsim> {
   const args = ['-vms', String(options.vms ?? 2), '-datastores', String(options.datastores ?? 2), '-username', username, '-password', password];
   if (options.idleTimeoutSeconds) args.push('-idle-timeout', `${options.idleTimeoutSeconds}s`);
   if (options.tls) args.push('-tls', '-cert-out', certFile);
+  if (options.methodDelayMs) args.push('-method-delay', Object.entries(options.methodDelayMs).map(([m, ms]) => `${m}=${ms}`).join(','));
   const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: work });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-4000)));

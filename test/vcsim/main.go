@@ -117,6 +117,7 @@ func main() {
 	certOut := flag.String("cert-out", "", "write the HTTPS certificate (PEM) here")
 	username := flag.String("username", "ballast", "the one user that may log in")
 	password := flag.String("password", "", "its password")
+	methodDelay := flag.String("method-delay", "", "slow methods down, e.g. ReconfigVM_Task=5000 (ms; comma-separated)")
 	flag.Parse()
 	if *password == "" {
 		log.Fatal("-password is required")
@@ -133,6 +134,18 @@ func main() {
 		log.Fatal(err)
 	}
 	defer model.Remove()
+	model.DelayConfig.MethodDelay = map[string]int{}
+	for _, entry := range strings.Split(*methodDelay, ",") {
+		var name string
+		var ms int
+		if entry == "" {
+			continue
+		}
+		if _, err := fmt.Sscanf(strings.Replace(entry, "=", " ", 1), "%s %d", &name, &ms); err != nil {
+			log.Fatalf("-method-delay %q: %v", entry, err)
+		}
+		model.DelayConfig.MethodDelay[name] = ms
+	}
 	model.Service.Listen = &url.URL{Host: *listen, User: url.UserPassword(*username, *password)}
 	if *useTLS {
 		model.Service.TLS = new(tls.Config)

@@ -116,6 +116,19 @@ describe('vSphere client: tasks and faults', () => {
     }
   });
 
+  it('a method vCenter is slow to answer: the call gives up at the client\'s bound, naming the method', async () => {
+    const slow = await startVcsim({ vms: 1, datastores: 1, methodDelayMs: { ReconfigVM_Task: 8_000 } });
+    try {
+      const c = client({ timeoutMs: 1_500 }, slow);
+      await c.session();
+      const started = Date.now();
+      await expect(c.call('ReconfigVM_Task', moref('VirtualMachine', slow.vms[0]!.moid), { spec: {} })).rejects.toThrow(`vCenter ${slow.url} did not answer ReconfigVM_Task within 1.5 s`);
+      expect(Date.now() - started).toBeLessThan(3_000);
+    } finally {
+      await slow.stop();
+    }
+  }, T);
+
   it('a call on an object that does not exist', async () => {
     const c = client();
     const fault = await faultOf(c.propertiesOf(moref('VirtualMachine', 'vm-nope'), ['name']));
