@@ -197,7 +197,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     }
     await this.compareAndSwap(name, current.revision, (volume) => ({ ...volume, sizeBytes }));
     await this.images.grow(name, sizeBytes);
-    await this.resized(name);
+    await this.resized(name, sizeBytes);
     this.log.info('volume grown', { volume: name, sizeBytes });
     return { ...current.value, sizeBytes };
   }
@@ -209,7 +209,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   protected async withdraw(_name: string): Promise<void> {}
 
   /** Tells whatever serves the image that it grew. */
-  protected async resized(_name: string): Promise<void> {}
+  protected async resized(_name: string, _sizeBytes: number): Promise<void> {}
 
   /** The image path, grown to the recorded size: a grow recorded while it was in use elsewhere catches up. */
   protected async imageAtRecordedSize(name: string): Promise<string> {

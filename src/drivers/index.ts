@@ -66,8 +66,8 @@ function vsphereOf(backend: VmdkBackendConfig, log: Logger): Vsphere {
     {
       url: vcenter.url,
       username: vcenter.user,
-      password: readSecret(vcenter.password_file, 'backends.vmdk.vcenter.password_file'),
-      ...(vcenter.ca_file ? { caPem: readSecret(vcenter.ca_file, 'backends.vmdk.vcenter.ca_file') } : {}),
+      password: readConfiguredFile(vcenter.password_file, 'backends.vmdk.vcenter.password_file').split('\n')[0]!,
+      ...(vcenter.ca_file ? { caPem: readConfiguredFile(vcenter.ca_file, 'backends.vmdk.vcenter.ca_file') } : {}),
       ...(vcenter.thumbprint ? { thumbprint: vcenter.thumbprint } : {}),
       timeoutMs: vcenter.timeout_seconds * 1000,
     },
@@ -77,10 +77,9 @@ function vsphereOf(backend: VmdkBackendConfig, log: Logger): Vsphere {
 }
 
 /** A file named in the configuration, read at start: a missing one stops the daemon with its key. */
-function readSecret(path: string, key: string): string {
+function readConfiguredFile(path: string, key: string): string {
   try {
-    const text = readFileSync(path, 'utf8');
-    return key.endsWith('password_file') ? (text.split('\n')[0] ?? '') : text;
+    return readFileSync(path, 'utf8');
   } catch (err) {
     throw new InvalidRequest(`cannot read ${path} (${key}): ${errorMessage(err)}`);
   }

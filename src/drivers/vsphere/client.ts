@@ -24,7 +24,6 @@ export interface VsphereClientOptions {
 
 /** What ServiceInstance.RetrieveServiceContent returns that ballast uses. */
 export interface ServiceContent {
-  apiVersion: string;
   fullName: string;
   rootFolder: MoRef;
   propertyCollector: MoRef;
@@ -101,7 +100,6 @@ export class VsphereClient {
     if (!this.content) {
       const sc = await this.send('RetrieveServiceContent', SERVICE_INSTANCE);
       this.content = {
-        apiVersion: textOf(sc.about?.apiVersion),
         fullName: textOf(sc.about?.fullName),
         rootFolder: refOf(sc.rootFolder),
         propertyCollector: refOf(sc.propertyCollector),

@@ -34,11 +34,8 @@ export class VsphereFault extends Error {
   }
 }
 
-/** Faults that are subtypes of NoPermission (the ones ballast tells apart). */
-const NO_PERMISSION = new Set(['NoPermission', 'NotAuthenticated']);
-
 export function isFault(err: unknown, ...types: string[]): err is VsphereFault {
-  return err instanceof VsphereFault && types.some((t) => t === err.faultType || (t === 'NoPermission' && NO_PERMISSION.has(err.faultType)));
+  return err instanceof VsphereFault && types.includes(err.faultType);
 }
 
 export const moref = (type: string, value: string): MoRef => ({ type, value });

@@ -58,11 +58,6 @@ export class VmdkDriver extends FileVolumes {
     );
   }
 
-  /** "[datastore] ballast/<name>/disk.vmdk". */
-  diskFile(name: string): string {
-    return this.imagePath(name);
-  }
-
   override async create(volume: NewVolume): Promise<VolumeRecord> {
     const datastore = await this.datastore();
     const space = await this.vsphere.inventory.space(datastore).catch((err: unknown) => {
@@ -88,12 +83,13 @@ export class VmdkDriver extends FileVolumes {
     if (ownership.state !== 'held' || ownership.holder.hostId !== initiator.hostId) {
       throw new LeaseHeld(`volume ${name} is not leased to host ${initiator.hostId}; it cannot be attached to its VM`);
     }
-    const file = this.diskFile(name);
+    const file = this.imagePath(name);
     let attachedNow: AttachedDisk | undefined;
     try {
-      let disk = await this.attachedTo(name, vm);
+      const { mine, noted } = await this.takeFromOthers(name, vm);
+      let disk = mine;
       if (!disk) {
-        await this.noteAttachment(name, vm);
+        if (noted?.value !== vm.value) await this.noteAttachment(name, vm);
         disk = attachedNow = await this.vsphere.disks.attach(vm, file);
         this.log.info('disk attached', { volume: name, vm: vm.value, file, unit: `${disk.controllerKey}:${disk.unitNumber}` });
       }
@@ -109,7 +105,7 @@ export class VmdkDriver extends FileVolumes {
 
   async unexport(name: string, initiator: Initiator): Promise<void> {
     const vm = await this.vmOf(initiator);
-    const file = this.diskFile(name);
+    const file = this.imagePath(name);
     try {
       for (const disk of await this.vsphere.disks.find([vm], file)) await this.vsphere.disks.detach(disk);
     } catch (err) {
@@ -121,7 +117,7 @@ export class VmdkDriver extends FileVolumes {
   /** Before a destroy (the record is free): a disk left attached anywhere is detached, or its file could not go. */
   protected override async withdraw(name: string): Promise<void> {
     try {
-      for (const disk of await this.vsphere.disks.find(await this.candidateVms(name), this.diskFile(name))) {
+      for (const disk of await this.vsphere.disks.find((await this.candidateVms(name)).vms, this.imagePath(name))) {
         this.log.warn('detaching a disk left attached to a VM before deleting it', { volume: name, vm: disk.vm.value });
         await this.vsphere.disks.detach(disk);
       }
@@ -131,23 +127,24 @@ export class VmdkDriver extends FileVolumes {
   }
 
   /** An attached disk grows now, through the VM that has it; a detached one at its next export. */
-  protected override async resized(name: string): Promise<void> {
-    const record = await this.read(name);
-    if (!record) throw new VolumeNotFound(name);
+  protected override async resized(name: string, sizeBytes: number): Promise<void> {
     try {
-      for (const disk of await this.vsphere.disks.find(await this.candidateVms(name), this.diskFile(name))) {
-        await this.vsphere.disks.resize(disk, record.value.sizeBytes);
+      for (const disk of await this.vsphere.disks.find((await this.candidateVms(name)).vms, this.imagePath(name))) {
+        await this.vsphere.disks.resize(disk, sizeBytes);
       }
     } catch (err) {
       throw vsphereError(`grow the disk of volume ${name}`, err);
     }
   }
 
-  /** Where the disk is attached, by vCenter: on `vm` it is returned; on any other VM it is taken away. */
-  private async attachedTo(name: string, vm: MoRef): Promise<AttachedDisk | undefined> {
-    const file = this.diskFile(name);
+  /**
+   * Where the disk is attached, by vCenter: on `vm` it is returned; on any other VM it is taken
+   * away. Also says which VM the note names, so an attach to that VM need not write it again.
+   */
+  private async takeFromOthers(name: string, vm: MoRef): Promise<{ mine?: AttachedDisk; noted?: MoRef }> {
+    const { vms, noted } = await this.candidateVms(name);
     let mine: AttachedDisk | undefined;
-    for (const disk of await this.vsphere.disks.find([vm, ...(await this.candidateVms(name))], file)) {
+    for (const disk of await this.vsphere.disks.find([vm, ...vms], this.imagePath(name))) {
       if (disk.vm.value === vm.value) {
         mine = disk;
         continue;
@@ -155,7 +152,7 @@ export class VmdkDriver extends FileVolumes {
       this.log.warn('taking the disk from the VM of its former holder', { volume: name, from: disk.vm.value, to: vm.value });
       await this.vsphere.disks.detach(disk);
     }
-    return mine;
+    return { ...(mine ? { mine } : {}), ...(noted ? { noted } : {}) };
   }
 
   /**
@@ -163,13 +160,11 @@ export class VmdkDriver extends FileVolumes {
    * VM is the only other candidate; without one (a disk never attached, or an older layout)
    * every VM vCenter lists on the datastore is asked, which costs more on a big datastore.
    */
-  private async candidateVms(name: string): Promise<MoRef[]> {
+  private async candidateVms(name: string): Promise<{ vms: MoRef[]; noted?: MoRef }> {
     const note = await this.files.readFile(join(this.root, name, ATTACHMENT_NOTE));
-    if (note !== undefined) {
-      const vm = (JSON.parse(note) as { vm?: MoRef }).vm;
-      if (vm?.type === 'VirtualMachine') return [vm];
-    }
-    return this.vsphere.inventory.vmsOn(await this.datastore());
+    const noted = note === undefined ? undefined : (JSON.parse(note) as { vm?: MoRef }).vm;
+    if (noted?.type === 'VirtualMachine') return { vms: [noted], noted };
+    return { vms: await this.vsphere.inventory.vmsOn(await this.datastore()) };
   }
 
   private async noteAttachment(name: string, vm: MoRef): Promise<void> {

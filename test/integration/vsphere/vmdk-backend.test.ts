@@ -99,7 +99,7 @@ describe('vmdk backend against vcsim', () => {
     expect(existsSync(join(second.dir, folder, 'pg-data', 'disk.vmdk'))).toBe(true);
     expect(existsSync(join(second.dir, folder, 'pg-data', 'meta.json'))).toBe(true);
     expect(existsSync(join(sim.datastores[0]!.dir, folder))).toBe(false);
-    expect(driver.diskFile('pg-data')).toBe(`[${second.name}] ${folder}/pg-data/disk.vmdk`);
+    expect(driver.imagePath('pg-data')).toBe(`[${second.name}] ${folder}/pg-data/disk.vmdk`);
     // Another host (own session, own driver) sees it: docker volume ls / inspect elsewhere.
     const elsewhere = newDriver(folder, { datastore: second.name });
     expect((await elsewhere.list()).map((v) => v.name)).toEqual(['pg-data']);
@@ -116,7 +116,7 @@ describe('vmdk backend against vcsim', () => {
     await a.driver.create(volume('move-me'));
     await a.keeper.register();
     await b.keeper.register();
-    const file = a.driver.diskFile('move-me');
+    const file = a.driver.imagePath('move-me');
 
     await a.lease.acquire('move-me');
     const exp = (await a.driver.export('move-me', a.initiator)) as VmdkExport;
@@ -157,7 +157,7 @@ describe('vmdk backend against vcsim', () => {
     await b.keeper.register();
     await a.lease.acquire('orphan');
     await a.driver.export('orphan', a.initiator);
-    const file = a.driver.diskFile('orphan');
+    const file = a.driver.imagePath('orphan');
 
     // Still renewing: refused, however long b waits.
     for (let t = 0; t < 30; t += 2) {
@@ -183,7 +183,7 @@ describe('vmdk backend against vcsim', () => {
     const folder = newFolder();
     const a = host(0, folder);
     await a.driver.create(volume('by-hand'));
-    const file = a.driver.diskFile('by-hand');
+    const file = a.driver.imagePath('by-hand');
     await observer.disks.attach(moref('VirtualMachine', sim.vms[1]!.moid), file);
     expect(await attachedTo(1, file)).toHaveLength(1);
     await a.keeper.register();
@@ -197,7 +197,7 @@ describe('vmdk backend against vcsim', () => {
   it('grows an attached disk through its VM at once, and a detached one when it is next attached', async () => {
     const a = await heldByHost0('grow-me', 64 * MiB);
     await a.driver.export('grow-me', a.initiator);
-    const file = a.driver.diskFile('grow-me');
+    const file = a.driver.imagePath('grow-me');
     await a.driver.grow('grow-me', 128 * MiB);
     expect((await attachedTo(0, file))[0]!.capacityKb).toBe(128 * 1024);
 
@@ -245,7 +245,7 @@ describe('vmdk backend against vcsim', () => {
       await a.lease.acquire(name);
       await a.driver.export(name, a.initiator);
     }
-    const disks = (await Promise.all(names.map((n) => attachedTo(0, a.driver.diskFile(n))))).flat();
+    const disks = (await Promise.all(names.map((n) => attachedTo(0, a.driver.imagePath(n))))).flat();
     expect(disks).toHaveLength(16);
     expect(new Set(disks.map((d) => `${d.controllerKey}:${d.unitNumber}`)).size).toBe(16);
     expect(disks.every((d) => d.unitNumber !== 7)).toBe(true);
@@ -297,8 +297,8 @@ describe('vmdk backend: bad input and faults give a clear error within the bound
     } finally {
       await sim.allow(sim.vms[0]!.moid);
     }
-    expect(await attachedTo(0, a.driver.diskFile('denied'))).toEqual([]);
-    expect(await attachedTo(1, a.driver.diskFile('denied'))).toEqual([]);
+    expect(await attachedTo(0, a.driver.imagePath('denied'))).toEqual([]);
+    expect(await attachedTo(1, a.driver.imagePath('denied'))).toEqual([]);
   });
 
   it('a missing disk file: attach fails with file-not-found and leaves no device on the VM', async () => {
@@ -307,7 +307,7 @@ describe('vmdk backend: bad input and faults give a clear error within the bound
     await rm(join(sim.datastores[0]!.dir, a.folder, 'gone', 'disk.vmdk'));
     await rm(join(sim.datastores[0]!.dir, a.folder, 'gone', 'disk-flat.vmdk'));
     await expect(a.driver.export('gone', a.initiator)).rejects.toThrow(/cannot attach volume gone .*does not exist on the datastore/);
-    expect(await attachedTo(0, a.driver.diskFile('gone'))).toEqual([]);
+    expect(await attachedTo(0, a.driver.imagePath('gone'))).toEqual([]);
   });
 
   it('vCenter hangs (accepts, never answers): the call gives up at the timeout', async () => {
