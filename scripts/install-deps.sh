@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # govmomi's sources, from which test/vcsim/ builds vcsim (the vCenter simulator).
 DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables
   open-iscsi multipath-tools sg3-utils tgt lvm2 libiscsi-bin qemu-system-x86 linux-image-amd64 curl openssh-server
-  golang-go golang-github-vmware-govmomi-dev)
+  golang-go golang-github-vmware-govmomi-dev nfs-ganesha nfs-ganesha-vfs nfs-common)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -59,6 +59,12 @@ export class LeaseHeld extends BallastError {
   readonly kind = 'conflict';
 }
 
+/** The holder looks dead but the storage cannot fence it: an operator must release the volume. */
+export class TakeoverNeedsOperator extends BallastError {
+  readonly code = 'BALLAST_TAKEOVER_NEEDS_OPERATOR';
+  readonly kind = 'conflict';
+}
+
 /** A compare-and-swap lost against a concurrent writer, or a stale fencing generation. */
 export class StaleRevision extends BallastError {
   readonly code = 'BALLAST_STALE_REVISION';

@@ -7,6 +7,11 @@ export type Export = LoopExport | IscsiExport | VmdkExport;
 export interface LoopExport {
   transport: 'loop';
   file: string;
+  /**
+   * Attach from an open file that holds an exclusive lock on the image (NFSv4: the server's
+   * fence), waiting up to lockWaitSeconds for another host to lose it. Absent: plain losetup.
+   */
+  lock?: { waitSeconds: number };
 }
 
 export interface ChapCredentials {

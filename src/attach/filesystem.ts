@@ -2,7 +2,7 @@ import type { Fstype } from '../config/schema.js';
 import { CommandFailed } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Exec } from '../exec.js';
-import { MountTable } from './mountinfo.js';
+import { MountTable } from '../util/mountinfo.js';
 
 export interface FilesystemTimeouts {
   /** mkfs, fsck and grow scale with the volume: they get a longer bound than other commands. */
@@ -31,6 +31,11 @@ const MKFS_ARGS: Record<Fstype, readonly string[]> = {
   ext4: ['mkfs.ext4', '-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1'],
   xfs: ['mkfs.xfs', '-f', '-q', '-K'],
 };
+
+/** How long a fence waits for its shutdown command before leaving it to finish on its own. */
+const SHUTDOWN_WAIT_MS = 3_000;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** blkid, mkfs, fsck, mount, umount and grow: the filesystem steps every transport shares. */
 export class Filesystem {
@@ -91,7 +96,16 @@ export class Filesystem {
     if (entry?.source !== device) {
       throw new Error(`refusing to shut down ${target}: it is not a mount of ${device} (found ${entry ? entry.source : 'no mount'})`);
     }
-    await this.exec.run(['xfs_io', '-x', '-c', 'shutdown -f', target]);
+    // No log flush (`shutdown -f`): it writes to the storage being fenced, and on a cut-off NFS
+    // root it blocks until the link returns. The ioctl marks the filesystem shut down before it
+    // aborts the journal, so writes fail at once even while the command itself still waits on
+    // the storage; then it is left to finish in the background (fsynced data is on disk already).
+    const command = this.exec.run(['xfs_io', '-x', '-c', 'shutdown', target]);
+    const finished = await Promise.race([command.then(() => true), sleep(SHUTDOWN_WAIT_MS).then(() => false)]);
+    if (!finished) {
+      command.catch(() => undefined);
+      this.log.warn('filesystem shut down; the command still waits on the storage and is left to finish', { target, device, waitedMs: SHUTDOWN_WAIT_MS });
+    }
   }
 
   /** The device's size in bytes. */

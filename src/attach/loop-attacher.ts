@@ -2,7 +2,12 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { exportOf, type Export } from '../export.js';
 import type { Exec } from '../exec.js';
+import { AttachFailed } from '../errors.js';
+import { attachLocked } from './locked-loop.js';
 import type { Attacher } from './types.js';
+
+/** How often a locked attach asks again while another host holds the image's lock. */
+const LOCK_POLL_MS = 1_000;
 
 /**
  * Parses `losetup --json --list --associated FILE --output NAME,BACK-FILE`:
@@ -38,6 +43,7 @@ export class LoopAttacher implements Attacher {
   constructor(
     private readonly exec: Exec,
     private readonly isUnclaimed: (device: string) => Promise<boolean> = deviceIsUnclaimed,
+    private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
   ) {}
 
   /**
@@ -50,7 +56,8 @@ export class LoopAttacher implements Attacher {
   }
 
   async attach(exp: Export): Promise<string> {
-    const { file } = exportOf(exp, 'loop');
+    const { file, lock } = exportOf(exp, 'loop');
+    if (lock) return this.attachLocked(file, lock.waitSeconds);
     for (const device of await this.devicesFor(file)) {
       if (await this.isUnclaimed(device)) return device;
     }
@@ -58,6 +65,29 @@ export class LoopAttacher implements Attacher {
     const device = stdout.trim();
     if (!/^\/dev\/loop\d+$/.test(device)) throw new Error(`losetup printed no loop device for ${file}: ${JSON.stringify(stdout)}`);
     return device;
+  }
+
+  /**
+   * Attaches holding the image's lock, polling while another host holds it. A device this host
+   * left bound to the image is detached first: it may carry a lock the server has since revoked.
+   */
+  private async attachLocked(file: string, waitSeconds: number): Promise<string> {
+    for (const device of await this.devicesFor(file)) {
+      if (await this.isUnclaimed(device)) await this.exec.run(['losetup', '--detach', device]);
+    }
+    const deadline = performance.now() + waitSeconds * 1000;
+    for (;;) {
+      const device = await attachLocked(this.exec, file);
+      if (device !== 'locked') return device;
+      if (performance.now() >= deadline) {
+        throw new AttachFailed(
+          `the image ${file} is locked by another NFS client: the host that had the volume still has it attached ` +
+            `(waited ${waitSeconds} s). It can move once that host detaches it (its containers stop) or the NFS server ` +
+            `expires that host's lease (a host cut off from the server); then mount again`,
+        );
+      }
+      await this.sleep(LOCK_POLL_MS);
+    }
   }
 
   async detach(exp: Export, device: string): Promise<void> {

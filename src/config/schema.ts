@@ -22,6 +22,12 @@ const loopBackend = z.strictObject({
   root: absolutePath.default('/var/lib/ballast/loop'),
   /** True when every host sees the same root: the plugin then reports Scope "global". */
   shared: z.boolean().default(false),
+  /**
+   * How a host that lost a volume is kept from writing it (shared roots): auto = nfs-lock on
+   * NFS 4.1+, a filesystem shutdown on a local filesystem (hosts in one kernel), none elsewhere;
+   * none = no automatic takeover, an operator releases volumes of a silent host.
+   */
+  fence: z.enum(['auto', 'nfs-lock', 'none']).default('auto'),
 });
 
 const loopProfile = z.strictObject({
@@ -177,8 +183,8 @@ export const configSchema = z.strictObject({
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
   backends: z
-    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false }), iscsi: iscsiBackend.optional(), vmdk: vmdkBackend.optional() })
-    .default({ loop: { root: '/var/lib/ballast/loop', shared: false } }),
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), vmdk: vmdkBackend.optional() })
+    .default({ loop: { root: '/var/lib/ballast/loop', shared: false, fence: 'auto' } }),
   profiles: z
     .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, vmdkProfile]))
     .default({ default: { backend: 'loop' } }),

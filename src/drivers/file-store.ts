@@ -37,7 +37,35 @@ function isMissing(err: unknown): boolean {
   return ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException)?.code ?? '');
 }
 
-/** Files on this host. */
+/** ESTALE: Node has no name for it and reports "Unknown system error -116". */
+export function isStale(err: unknown): boolean {
+  const e = err as NodeJS.ErrnoException;
+  return e?.code === 'ESTALE' || e?.errno === -116;
+}
+
+const STALE_ATTEMPTS = 5;
+
+/**
+ * Runs a read again when NFS answers ESTALE: the file handle it looked up was replaced by
+ * another host's rename (host leases and metadata are replaced that way all the time). A fresh
+ * attempt looks the name up again and finds the new file.
+ */
+export async function retryStale<T>(read: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await read();
+    } catch (err) {
+      if (!isStale(err) || attempt >= STALE_ATTEMPTS) throw err;
+      await new Promise((resolve) => setTimeout(resolve, attempt * 5));
+    }
+  }
+}
+
+/**
+ * Files on this host, the shared root of several hosts included (NFS): reads retry ESTALE, and
+ * "absent" comes from the server, given the mount options the loop backend checks at start
+ * (lookupcache=positive or none: no cached negative lookups).
+ */
 export class LocalFileStore implements FileStore {
   describe(path: string): string {
     return path;
@@ -54,7 +82,7 @@ export class LocalFileStore implements FileStore {
 
   async readFile(path: string): Promise<string | undefined> {
     try {
-      return await readFile(path, 'utf8');
+      return await retryStale(() => readFile(path, 'utf8'));
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;
@@ -97,7 +125,7 @@ export class LocalFileStore implements FileStore {
 
   async readdir(path: string): Promise<string[] | undefined> {
     try {
-      return await readdir(path);
+      return await retryStale(() => readdir(path));
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;
@@ -106,7 +134,7 @@ export class LocalFileStore implements FileStore {
 
   async stat(path: string): Promise<{ size: number; mtimeMs: number } | undefined> {
     try {
-      const { size, mtimeMs } = await stat(path);
+      const { size, mtimeMs } = await retryStale(() => stat(path));
       return { size, mtimeMs };
     } catch (err) {
       if (isMissing(err)) return undefined;

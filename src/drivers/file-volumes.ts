@@ -8,6 +8,7 @@ import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../o
 import { FREE_OWNERSHIP } from '../ownership/types.js';
 import { LocalFileStore, type FileStore } from './file-store.js';
 import { SparseImages, type VolumeImages } from './images.js';
+import { MetadataGuard, type HeldGuard } from './metadata-guard.js';
 import type { Export, Initiator, Transport } from '../export.js';
 import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRecord } from './types.js';
 
@@ -18,9 +19,6 @@ import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRec
 //   <root>/.hosts/<hostId>.json  each host's lease, written only by that host
 const META = 'meta.json';
 const GUARD = 'meta.lock';
-const GUARD_WAIT_MS = 5_000;
-/** A guard older than this was left by a writer that died mid-write. */
-const GUARD_STALE_MS = 30_000;
 
 const holderSchema = z.object({ hostId: z.string(), bootId: z.string(), hostname: z.string(), hostGeneration: z.number().int().default(0) });
 const hostLeaseSchema = z.object({
@@ -67,8 +65,6 @@ function isErrno(err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /**
  * Volumes as sparse image files, one directory each, with their metadata beside them: the
  * storage and metadata half of the loop and iscsi drivers. Subclasses say how a host reaches
@@ -81,12 +77,14 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   protected readonly root: string;
   protected readonly files: FileStore;
   protected readonly images: VolumeImages;
+  private readonly guard: MetadataGuard;
 
   constructor(options: FileVolumesOptions, protected readonly log: Logger) {
     this.root = options.root;
     this.files = options.files ?? new LocalFileStore();
     this.images = options.images ? options.images(this.root, this.files) : new SparseImages(this.root, this.files);
     this.scope = options.shared ? 'global' : 'local';
+    this.guard = new MetadataGuard(this.files, log);
   }
 
   /** The root as messages show it (with the array host when remote). */
@@ -141,7 +139,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     const dir = this.dir(name);
     const trash = join(this.root, `.deleting-${name}-${randomBytes(4).toString('hex')}`);
     if (!(await this.readSidecar(name))) return;
-    const removed = await this.withGuard(name, async () => {
+    const removed = await this.withGuard(name, async (guard) => {
       const current = await this.readSidecar(name);
       if (!current) return false;
       const ownership = current.volume.ownership;
@@ -149,6 +147,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
         throw new VolumeInUse(`volume ${name} is in use on host ${ownership.holder.hostId} (${ownership.holder.hostname}); unmount it there first`);
       }
       await this.withdraw(name);
+      guard.assertFresh();
       await this.files.rename(dir, trash);
       return true;
     }).catch((err: unknown) => {
@@ -274,50 +273,21 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
 
   /** Guard file + re-read + compare revision + atomic replace: safe across hosts sharing the root. */
   private async compareAndSwap(name: string, expectedRevision: number, change: (v: VolumeRecord) => VolumeRecord): Promise<number> {
-    return this.withGuard(name, async () => {
+    return this.withGuard(name, async (guard) => {
       const current = await this.readSidecar(name);
       if (!current) throw new VolumeNotFound(name);
       if (current.revision !== expectedRevision) {
         throw new StaleRevision(`metadata of volume ${name} changed (revision ${current.revision}, expected ${expectedRevision})`);
       }
       const revision = current.revision + 1;
+      guard.assertFresh();
       await this.files.writeAtomic(join(this.dir(name), META), serialize({ v: 1, revision, volume: change(current.volume) }));
       return revision;
     });
   }
 
-  private async withGuard<T>(name: string, body: () => Promise<T>): Promise<T> {
-    const guard = join(this.dir(name), GUARD);
-    const deadline = Date.now() + GUARD_WAIT_MS;
-    for (;;) {
-      try {
-        await this.files.writeNew(guard, JSON.stringify({ pid: process.pid, at: new Date().toISOString() }));
-        break;
-      } catch (err) {
-        if (isErrno(err, 'ENOENT')) throw new VolumeNotFound(name);
-        if (!isErrno(err, 'EEXIST')) throw new BackendUnavailable(`cannot lock the metadata of volume ${name}: ${errorMessage(err)}`);
-        await this.breakStaleGuard(guard, name);
-        if (Date.now() > deadline) throw new StaleRevision(`the metadata of volume ${name} stayed locked for ${GUARD_WAIT_MS / 1000} s (${guard})`);
-        await sleep(5 + Math.random() * 20);
-      }
-    }
-    try {
-      return await body();
-    } finally {
-      await this.files.unlink(guard).catch(() => undefined);
-    }
-  }
-
-  private async breakStaleGuard(guard: string, name: string): Promise<void> {
-    try {
-      const age = Date.now() - ((await this.files.stat(guard))?.mtimeMs ?? Date.now());
-      if (age > GUARD_STALE_MS) {
-        this.log.warn('breaking a stale metadata guard left by a dead writer', { volume: name, guard });
-        await this.files.unlink(guard);
-      }
-    } catch {
-      // Gone already: the next attempt will take it.
-    }
+  private withGuard<T>(name: string, body: (guard: HeldGuard) => Promise<T>): Promise<T> {
+    return this.guard.hold(join(this.dir(name), GUARD), name, body);
   }
 }
 

@@ -49,7 +49,8 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
     } else {
       const root = settings.root ?? config.backends.loop.root;
       key = `loop:${root}`;
-      make = () => new LoopDriver({ root, shared: config.backends.loop.shared }, log.child({ backend: 'loop', root }));
+      const { shared, fence } = config.backends.loop;
+      make = () => new LoopDriver({ root, shared, fence, lockWaitSeconds: config.lease.mount_wait }, log.child({ backend: 'loop', root }));
     }
     let driver = byLocation.get(key);
     if (!driver) byLocation.set(key, (driver = make()));

@@ -40,6 +40,13 @@ export interface BackendDriver extends OwnershipStore {
   unexport(name: string, initiator: Initiator): Promise<void>;
   /** Throws BackendUnavailable when the backend cannot be used now. */
   checkHealth(): Promise<void>;
+  /** Run once before the daemon serves; a thrown error stops it (a root that cannot be shared safely). */
+  start?(): Promise<void>;
+  /**
+   * Whether another host may take a volume of a silent holder by itself (default automatic):
+   * manual where the storage has no way to stop the former holder from writing.
+   */
+  readonly takeover?: 'automatic' | 'manual';
 }
 
 export class VolumeAlreadyExists extends Error {

@@ -1,4 +1,4 @@
-import { LeaseHeld, StaleRevision, VolumeNotFound } from '../errors.js';
+import { LeaseHeld, StaleRevision, TakeoverNeedsOperator, VolumeNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { HostLeaseKeeper } from './host-lease.js';
 import type { HolderAssessment, HostMonitor } from './host-monitor.js';
@@ -13,6 +13,8 @@ export interface HostLiveness {
   store: HostLeaseStore;
   keeper: HostLeaseKeeper;
   monitor: HostMonitor;
+  /** False where the storage cannot stop a former holder: a dead holder's volume waits for an operator. Default true. */
+  automaticTakeover?: () => boolean;
 }
 
 export function describeHolder(record: OwnershipRecord): string {
@@ -46,6 +48,7 @@ export class OwnershipLease {
       if (record.state === 'held' && record.holder.hostId !== this.me.hostId) {
         const assessment = await this.assess(record);
         if (!assessment?.dead) throw this.heldError(name, record, assessment);
+        if (this.liveness?.automaticTakeover?.() === false) throw this.needsOperatorError(name, record, assessment);
         this.log.warn('taking over a volume from a dead holder', { volume: name, from: record.holder.hostId, reason: assessment.reason, generation: record.generation + 1 });
       } else if (record.state === 'held') {
         // Same host id, other boot id: this host rebooted; what it held before is re-acquired.
@@ -114,6 +117,15 @@ export class OwnershipLease {
     const hostLease = await this.liveness.store.readHostLease(record.holder.hostId);
     this.liveness.monitor.observe(record.holder.hostId, hostLease);
     return this.liveness.monitor.assess(record.holder);
+  }
+
+  private needsOperatorError(name: string, record: Held, assessment: HolderAssessment): TakeoverNeedsOperator {
+    const host = record.holder.hostId;
+    return new TakeoverNeedsOperator(
+      `volume ${name} is held by ${describeHolder(record)}, which looks dead (${assessment.reason}), but this storage cannot stop ${host} ` +
+        `from writing if it is only cut off, so ballast does not take the volume over by itself. Once ${host} is known to be down ` +
+        `(powered off, or its containers stopped), run on any host: ballast volume release ${name} --force; then mount again`,
+    );
   }
 
   private heldError(name: string, record: Held, assessment: HolderAssessment | undefined): LeaseHeld {

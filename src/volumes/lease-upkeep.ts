@@ -52,8 +52,13 @@ export class LeaseUpkeep {
     await Promise.all(this.rounds);
   }
 
-  /** One renewal round; the check of mounted volumes runs beside it and never delays renewals. */
+  /**
+   * One renewal round; the check of mounted volumes runs beside it and never delays renewals.
+   * While a round still waits on the storage (an NFS server that does not answer blocks every
+   * read and write), no new one starts: they would only pile up. The fence needs no storage.
+   */
   tick(): Promise<void> {
+    if (this.rounds.size > 0) return this.fenceIfUnrenewed();
     const round = this.renewAndCheck().finally(() => this.rounds.delete(round));
     this.rounds.add(round);
     return round;
@@ -164,6 +169,18 @@ export class LeaseUpkeep {
       return true;
     }
     return false;
+  }
+
+  /** Fences every mounted volume of a backend this host could not renew for fence_after; reads nothing from the storage. */
+  private async fenceIfUnrenewed(): Promise<void> {
+    for (const [name, volume] of this.manager.mountedVolumes()) {
+      if (volume.fenced) continue;
+      const owner = await this.manager.ownerOf(name).catch(() => undefined);
+      const quiet = owner && this.manager.liveness.get(owner.driver)?.keeper.secondsSinceRenewal();
+      if (quiet !== undefined && quiet > this.deps.config.lease.fence_after) {
+        await this.fence(name, volume, `this host could not renew its lease for ${Math.round(quiet)} s`);
+      }
+    }
   }
 
   /** Shuts the volume's filesystem down: every later write on this host fails, nothing reaches the device. */

@@ -2,7 +2,7 @@ import type { Config } from '../config/schema.js';
 import { formatSize } from '../config/size.js';
 import type { Attacher } from '../attach/types.js';
 import type { Filesystem } from '../attach/filesystem.js';
-import type { MountTable } from '../attach/mountinfo.js';
+import type { MountTable } from '../util/mountinfo.js';
 import { VolumeAlreadyExists, type BackendDriver, type VolumeRecord } from '../drivers/index.js';
 import {
   BackendUnavailable,
@@ -80,7 +80,12 @@ export class VolumeManager {
       let liveness: HostLiveness | undefined;
       if (driver.scope === 'global' && isHostLeaseStore(driver)) {
         const timing = { leaseSeconds: lease.seconds, renewEverySeconds: lease.renew_every };
-        liveness = { store: driver, keeper: new HostLeaseKeeper(driver, deps.identity, timing, deps.log), monitor: new HostMonitor(lease.seconds) };
+        liveness = {
+          store: driver,
+          keeper: new HostLeaseKeeper(driver, deps.identity, timing, deps.log),
+          monitor: new HostMonitor(lease.seconds),
+          automaticTakeover: () => driver.takeover !== 'manual',
+        };
         this.liveness.set(driver, liveness);
       }
       this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log, liveness));
@@ -96,6 +101,7 @@ export class VolumeManager {
   /** Loads the persisted references and reconciles them with the kernel and the backends. */
   async start(): Promise<void> {
     this.mounted = await this.deps.state.load();
+    for (const driver of new Set(this.deps.drivers.values())) await driver.start?.();
     await this.upkeep.start();
     await this.reconcile();
   }

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Filesystem, parseBlkidExport } from '../../../src/attach/filesystem.js';
-import { MountTable } from '../../../src/attach/mountinfo.js';
+import { MountTable } from '../../../src/util/mountinfo.js';
 import { silentLogger } from '../../../src/log.js';
 import { FakeExec } from '../../helpers/fake-exec.js';
 
@@ -62,7 +62,7 @@ describe('Filesystem', () => {
       const exec = new FakeExec();
       const filesystem = new Filesystem(exec, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo));
       await filesystem.shutdown('/m/v', '/dev/loop3');
-      expect(exec.commands).toEqual(['xfs_io -x -c shutdown -f /m/v']);
+      expect(exec.commands).toEqual(['xfs_io -x -c shutdown /m/v']);
       await expect(filesystem.shutdown('/m/w', '/dev/loop4')).rejects.toThrow(/refusing to shut down \/m\/w: it is not a mount of \/dev\/loop4 \(found no mount\)/);
       await expect(filesystem.shutdown('/m/v', '/dev/loop9')).rejects.toThrow(/found \/dev\/loop3/);
       expect(exec.commands).toHaveLength(1);

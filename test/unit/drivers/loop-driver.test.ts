@@ -65,16 +65,6 @@ describe('LoopDriver', () => {
     await expect(driver.grow('v', 16 * 1024 ** 2)).rejects.toThrow(/can grow but not shrink/);
   });
 
-  it('breaks a guard file left by a writer that died, and waits for a live one', async () => {
-    await driver.create(spec('v'));
-    const guard = join(root, 'v', 'meta.lock');
-    await writeFile(guard, 'dead writer');
-    const old = new Date(Date.now() - 60_000);
-    const { utimes } = await import('node:fs/promises');
-    await utimes(guard, old, old);
-    expect(await driver.writeOwnership('v', 1, { state: 'free', generation: 0, updatedAt: 'x' })).toBe(2);
-  });
-
   it('reports damaged metadata as the backend being unavailable, naming the volume', async () => {
     await driver.create(spec('v'));
     await writeFile(join(root, 'v', 'meta.json'), '{"v":1}');

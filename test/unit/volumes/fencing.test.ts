@@ -48,7 +48,7 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
     await b.lease.acquire('v');
     await f.manager.upkeep.tick(); // node-a's next round notices
     expect([...f.host.shutDown]).toEqual([mp]);
-    expect(f.host.calls).toContain(`xfs_io -x -c shutdown -f ${mp}`);
+    expect(f.host.calls).toContain(`xfs_io -x -c shutdown ${mp}`);
     await expect(f.manager.mount('v', 'c2')).rejects.toThrow(/volume v was fenced on this host \(the volume was taken over by host node-b \(b\)\)/);
     expect((await f.manager.get('v')).status.fenced).toMatch(/taken over by host node-b/);
     await f.manager.unmount('v', 'c1'); // Docker stops the container: clean up locally

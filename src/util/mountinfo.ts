@@ -4,7 +4,10 @@ export interface MountEntry {
   mountPoint: string;
   source: string;
   fstype: string;
+  /** Per-mount options (rw, noatime, ...). */
   options: string;
+  /** The filesystem's own options (for NFS: vers=4.2, hard, lookupcache=pos, ...). */
+  superOptions: string;
 }
 
 // mountinfo escapes space, tab, newline and backslash as octal: "\040".
@@ -29,6 +32,7 @@ export function parseMountInfo(text: string): MountEntry[] {
       options: fields[5] ?? '',
       fstype: fields[separator + 1] ?? '',
       source: unescapeOctal(fields[separator + 2] ?? ''),
+      superOptions: fields[separator + 3] ?? '',
     });
   }
   return entries;

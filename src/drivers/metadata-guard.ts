@@ -1,0 +1,114 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { BackendUnavailable, StaleRevision, VolumeNotFound, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import { monotonicSeconds } from '../ownership/host-lease.js';
+import type { FileStore } from './file-store.js';
+
+/** How long one caller waits for a guard another writer holds. */
+const WAIT_MS = 5_000;
+/**
+ * A guard this host has seen unchanged for this long (on its own monotonic clock) was left by
+ * a writer that died mid-write. Never judged by the file's mtime: on NFS an exclusively created
+ * file shows the server's create verifier (1970) to other clients, and clocks differ by host.
+ */
+export const GUARD_STALE_MS = 30_000;
+/**
+ * A writer that has held its guard this long gives up instead of committing: another host may
+ * break the guard only after seeing it unchanged for GUARD_STALE_MS, and that observation began
+ * after the writer created it, so a writer that commits within half of that is never broken.
+ */
+export const GUARD_HOLD_LIMIT_MS = GUARD_STALE_MS / 2;
+
+export interface HeldGuard {
+  /** Throws StaleRevision when the guard has been held too long to still be sure it is ours. */
+  assertFresh(): void;
+}
+
+function isErrno(err: unknown, ...codes: string[]): boolean {
+  return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The guard file of a compare-and-swap on shared files: created exclusively (EEXIST: someone
+ * else holds it), removed when done. A guard is judged stale by its identity - its content,
+ * which carries a random token per holder - staying the same for GUARD_STALE_MS as this host
+ * watched it, so neither clock skew nor NFS attribute caching can make a live guard look old.
+ */
+export class MetadataGuard {
+  /** Per guard path: the content last seen there and since when (monotonic ms). */
+  private readonly sightings = new Map<string, { content: string; sinceMs: number }>();
+
+  constructor(
+    private readonly files: FileStore,
+    private readonly log: Logger,
+    private readonly clockMs: () => number = () => monotonicSeconds() * 1000,
+  ) {}
+
+  async hold<T>(path: string, volume: string, body: (guard: HeldGuard) => Promise<T>): Promise<T> {
+    const mine = JSON.stringify({ host: hostname(), pid: process.pid, token: randomBytes(8).toString('hex') });
+    const deadline = this.clockMs() + WAIT_MS;
+    for (;;) {
+      try {
+        await this.files.writeNew(path, mine);
+        break;
+      } catch (err) {
+        if (isErrno(err, 'ENOENT')) throw new VolumeNotFound(volume);
+        if (!isErrno(err, 'EEXIST')) throw new BackendUnavailable(`cannot lock the metadata of volume ${volume}: ${errorMessage(err)}`);
+        await this.breakIfStale(path, volume);
+        if (this.clockMs() > deadline) throw new StaleRevision(`the metadata of volume ${volume} stayed locked for ${WAIT_MS / 1000} s (${this.files.describe(path)})`);
+        await sleep(5 + Math.random() * 20);
+      }
+    }
+    this.sightings.delete(path);
+    const heldSince = this.clockMs();
+    const guard: HeldGuard = {
+      assertFresh: () => {
+        const heldMs = this.clockMs() - heldSince;
+        if (heldMs > GUARD_HOLD_LIMIT_MS) {
+          throw new StaleRevision(`the metadata guard of volume ${volume} was held ${Math.round(heldMs / 1000)} s; not committing (another host may have broken it)`);
+        }
+      },
+    };
+    try {
+      return await body(guard);
+    } finally {
+      await this.release(path, mine, heldSince);
+    }
+  }
+
+  /** Removes our guard; after a long hold, only if it is still ours (another host may own it now). */
+  private async release(path: string, mine: string, heldSince: number): Promise<void> {
+    try {
+      if (this.clockMs() - heldSince >= GUARD_STALE_MS && (await this.files.readFile(path)) !== mine) return;
+      await this.files.unlink(path);
+    } catch {
+      // Gone already, or unreachable: a guard left behind is broken by the next writer.
+    }
+  }
+
+  private async breakIfStale(path: string, volume: string): Promise<void> {
+    let content: string | undefined;
+    try {
+      content = await this.files.readFile(path);
+    } catch {
+      return; // unreadable right now: judge it at the next attempt
+    }
+    const now = this.clockMs();
+    if (content === undefined) {
+      this.sightings.delete(path); // released meanwhile: the next attempt takes it
+      return;
+    }
+    const seen = this.sightings.get(path);
+    if (!seen || seen.content !== content) {
+      this.sightings.set(path, { content, sinceMs: now });
+      return;
+    }
+    if (now - seen.sinceMs < GUARD_STALE_MS) return;
+    this.log.warn('breaking a stale metadata guard left by a dead writer', { volume, guard: this.files.describe(path), unchangedForMs: Math.round(now - seen.sinceMs) });
+    this.sightings.delete(path);
+    await this.files.unlink(path).catch(() => undefined);
+  }
+}
