@@ -57,7 +57,7 @@ export class MetadataGuard {
       } catch (err) {
         if (isErrno(err, 'ENOENT')) throw new VolumeNotFound(volume);
         if (!isErrno(err, 'EEXIST')) throw new BackendUnavailable(`cannot lock the metadata of volume ${volume}: ${errorMessage(err)}`);
-        await this.breakIfStale(path, volume);
+        if (await this.breakIfStale(path, volume)) continue;
         if (this.clockMs() > deadline) throw new StaleRevision(`the metadata of volume ${volume} stayed locked for ${WAIT_MS / 1000} s (${this.files.describe(path)})`);
         await sleep(5 + Math.random() * 20);
       }
@@ -89,26 +89,28 @@ export class MetadataGuard {
     }
   }
 
-  private async breakIfStale(path: string, volume: string): Promise<void> {
+  /** True when it removed a stale guard: the caller tries again at once. */
+  private async breakIfStale(path: string, volume: string): Promise<boolean> {
     let content: string | undefined;
     try {
       content = await this.files.readFile(path);
     } catch {
-      return; // unreadable right now: judge it at the next attempt
+      return false; // unreadable right now: judge it at the next attempt
     }
     const now = this.clockMs();
     if (content === undefined) {
       this.sightings.delete(path); // released meanwhile: the next attempt takes it
-      return;
+      return false;
     }
     const seen = this.sightings.get(path);
     if (!seen || seen.content !== content) {
       this.sightings.set(path, { content, sinceMs: now });
-      return;
+      return false;
     }
-    if (now - seen.sinceMs < GUARD_STALE_MS) return;
+    if (now - seen.sinceMs < GUARD_STALE_MS) return false;
     this.log.warn('breaking a stale metadata guard left by a dead writer', { volume, guard: this.files.describe(path), unchangedForMs: Math.round(now - seen.sinceMs) });
     this.sightings.delete(path);
     await this.files.unlink(path).catch(() => undefined);
+    return true;
   }
 }

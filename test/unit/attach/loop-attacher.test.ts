@@ -1,65 +1,55 @@
-import { LoopAttacher, parseLosetupJson } from '../../../src/attach/loop-attacher.js';
+import { LoopAttacher } from '../../../src/attach/loop-attacher.js';
 import { FakeExec } from '../../helpers/fake-exec.js';
 
-const FILE = '/var/lib/ballast/loop/v/disk.img';
-const listing = (rows: { name: string; 'back-file': string }[]) => JSON.stringify({ loopdevices: rows });
+// The locked attach's command sequence (its real counterpart: test/integration/locked-loop.test.ts
+// on the host, and the NFS takeover test in the VM lab).
 
-describe('parseLosetupJson', () => {
-  it('reads devices and backing files, dropping the "(deleted)" marker', () => {
-    expect(parseLosetupJson(listing([{ name: '/dev/loop3', 'back-file': `${FILE} (deleted)` }]))).toEqual([{ device: '/dev/loop3', file: FILE }]);
-    expect(parseLosetupJson('')).toEqual([]);
-  });
-});
+const FILE = '/mnt/nfs/loop/v/disk.img';
+const listing = (devices: string[]) => JSON.stringify({ loopdevices: devices.map((name) => ({ name, 'back-file': FILE })) });
 
-describe('LoopAttacher', () => {
-  const query = `losetup --json --list --associated ${FILE} --output NAME,BACK-FILE`;
-
-  const unclaimed = (...free: string[]) => async (device: string) => free.includes(device);
-
-  it('attaches a file that has no device yet', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([]) }, { match: 'losetup --find', stdout: '/dev/loop7\n' });
-    expect(await new LoopAttacher(exec, unclaimed()).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop7');
-    expect(exec.commands).toEqual([query, `losetup --find --show ${FILE}`]);
+describe('LoopAttacher with the image lock (nfs-lock)', () => {
+  it('detaches an idle device left bound to the image, then attaches holding the lock', async () => {
+    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing(['/dev/loop4']) }, { match: 'perl -e', stdout: '/dev/loop7\n' });
+    const attacher = new LoopAttacher(exec, async () => true);
+    expect(await attacher.attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 5 } })).toBe('/dev/loop7');
+    expect(exec.calls.map((argv) => (argv[0] === 'perl' ? `perl ${argv.at(-1)}` : argv.join(' ')))).toEqual([
+      `losetup --json --list --associated ${FILE} --output NAME,BACK-FILE`,
+      'losetup --detach /dev/loop4',
+      `perl ${FILE}`,
+    ]);
   });
 
-  it('reuses an idle device already bound to the file', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([{ name: '/dev/loop2', 'back-file': FILE }]) });
-    expect(await new LoopAttacher(exec, unclaimed('/dev/loop2')).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop2');
-    expect(exec.commands).toEqual([query]);
-  });
-
-  it('binds a new device rather than share one a (fenced) former holder still has mounted', async () => {
+  it('polls while another host holds the lock, and attaches once it is free', async () => {
     const exec = new FakeExec().reply(
-      { match: 'losetup --json', stdout: listing([{ name: '/dev/loop2', 'back-file': FILE }]) },
-      { match: 'losetup --find', stdout: '/dev/loop3\n' },
+      { match: 'losetup --json', stdout: '' },
+      { match: 'perl -e', exitCode: 75, once: true },
+      { match: 'perl -e', exitCode: 75, once: true },
+      { match: 'perl -e', stdout: '/dev/loop2\n' },
     );
-    expect(await new LoopAttacher(exec, unclaimed()).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop3');
-    expect(exec.commands).toEqual([query, `losetup --find --show ${FILE}`]);
+    const slept: number[] = [];
+    const attacher = new LoopAttacher(exec, async () => true, async (ms) => void slept.push(ms));
+    expect(await attacher.attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 30 } })).toBe('/dev/loop2');
+    expect(slept).toEqual([1000, 1000]);
   });
 
-  it('refuses output that is not a loop device', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([]) }, { match: 'losetup --find', stdout: 'something else' });
-    await expect(new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).rejects.toThrow(/printed no loop device/);
-  });
-
-  it('detaches only a device still bound to this volume file', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([{ name: '/dev/loop2', 'back-file': '/other/file' }]) });
-    await new LoopAttacher(exec).detach({ transport: 'loop', file: FILE }, '/dev/loop2');
-    expect(exec.commands).toEqual([query]);
-    const exec2 = new FakeExec().reply({ match: 'losetup --json', stdout: listing([{ name: '/dev/loop2', 'back-file': FILE }]) });
-    await new LoopAttacher(exec2).detach({ transport: 'loop', file: FILE }, '/dev/loop2');
-    expect(exec2.commands).toEqual([query, 'losetup --detach /dev/loop2']);
-  });
-
-  it('fails with the command and its stderr when losetup fails', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing([]) }, { match: 'losetup --find', exitCode: 1, stderr: 'losetup: cannot find an unused loop device' });
-    await expect(new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).rejects.toThrow(
-      /command 'losetup --find --show .*disk\.img' exited with code 1: losetup: cannot find an unused loop device/,
+  it('gives up after the wait, saying who holds the image and when it can move', async () => {
+    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: '' }, { match: 'perl -e', exitCode: 75 });
+    const attacher = new LoopAttacher(exec, async () => true, async () => new Promise((r) => setTimeout(r, 5)));
+    await expect(attacher.attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 0.05 } })).rejects.toThrow(
+      /the image .*disk\.img is locked by another NFS client: the host that had the volume still has it attached \(waited 0\.05 s\)/,
     );
   });
 
-  it('reports a timed-out command as such', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', timedOut: true });
-    await expect(new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).rejects.toThrow(/timed out/);
+  it('reports a failed locked attach by its own message, not the script', async () => {
+    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: '' }, { match: 'perl -e', exitCode: 2, stderr: `open ${FILE}: Stale file handle\n` });
+    await expect(new LoopAttacher(exec).attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 1 } })).rejects.toThrow(
+      new RegExp(`^cannot attach ${FILE} holding its lock: open ${FILE}: Stale file handle$`),
+    );
+  });
+
+  it('without the lock, attaches with losetup as before', async () => {
+    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: '' }, { match: 'losetup --find', stdout: '/dev/loop1\n' });
+    expect(await new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop1');
+    expect(exec.commands.some((c) => c.startsWith('perl'))).toBe(false);
   });
 });

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LoopDriver } from '../../../src/drivers/loop-driver.js';
-import { LeaseHeld } from '../../../src/errors.js';
+import { LeaseHeld, TakeoverNeedsOperator } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { HostLeaseKeeper } from '../../../src/ownership/host-lease.js';
 import { HostMonitor } from '../../../src/ownership/host-monitor.js';
@@ -22,11 +22,11 @@ describe('host leases and takeover over a shared loop root', () => {
   let root: string;
   const store = () => new LoopDriver({ root, shared: true }, silentLogger());
 
-  function node(id: string, clock: FakeClock, boot = 'b1') {
+  function node(id: string, clock: FakeClock, boot = 'b1', automaticTakeover = true) {
     const s = store();
     const keeper = new HostLeaseKeeper(s, host(id, boot), timing, silentLogger(), clock.read);
     const monitor = new HostMonitor(timing.leaseSeconds, clock.read);
-    const lease = new OwnershipLease(s, host(id, boot), silentLogger(), { store: s, keeper, monitor });
+    const lease = new OwnershipLease(s, host(id, boot), silentLogger(), { store: s, keeper, monitor, automaticTakeover: () => automaticTakeover });
     return { keeper, monitor, lease, clock };
   }
 
@@ -124,5 +124,20 @@ describe('host leases and takeover over a shared loop root', () => {
     await expect(b.lease.forceRelease('v')).rejects.toThrow(LeaseHeld);
     b.clock.now += 21;
     expect(await b.lease.forceRelease('v')).toMatchObject({ state: 'free', generation: 2 });
+  });
+
+  it("without a fence (manual takeover), a dead holder's volume waits for the operator: the error names the command", async () => {
+    const a = node('a', new FakeClock(0));
+    const b = node('b', new FakeClock(0), 'b1', false);
+    await a.keeper.register();
+    await a.lease.acquire('v');
+    await expect(b.lease.acquire('v')).rejects.toThrow(LeaseHeld); // alive: the usual wait
+    b.clock.now += 21;
+    const refused = b.lease.acquire('v');
+    await expect(refused).rejects.toThrow(TakeoverNeedsOperator);
+    await expect(b.lease.acquire('v')).rejects.toThrow(/looks dead \(host a stopped renewing its lease 21 s ago\).*ballast volume release v --force/);
+    expect((await store().readOwnership('v'))?.value).toMatchObject({ state: 'held', holder: { hostId: 'a' }, generation: 1 });
+    await b.lease.forceRelease('v'); // the operator's step
+    expect(await b.lease.acquire('v')).toMatchObject({ holder: { hostId: 'b' }, generation: 3 });
   });
 });

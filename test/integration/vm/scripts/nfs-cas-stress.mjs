@@ -84,6 +84,5 @@ out.endGeneration = await generation();
 out.wallAtGo = wallAtGo;
 out.guardBreaks = guardBreaks;
 out.warnings = warnings.slice(0, 5);
-out.warningCount = warnings.length;
 share.report(`cas-${phase}`, out);
 logger.end();
