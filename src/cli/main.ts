@@ -13,6 +13,12 @@ async function callDaemon<T>(...args: Parameters<typeof import('./client.js').ca
   return (await import('./client.js')).callDaemon<T>(...args);
 }
 
+/** What breaking a lease risks, said every time an operator does it. */
+const RELEASE_RISK =
+  'The risk: if the former holder is not down but only cut off or hung, it may write to the volume again when it comes back, ' +
+  'while another host uses it, and both hosts\' data is damaged. Release only a host that is powered off, or whose containers ' +
+  'using the volume have stopped.';
+
 const USAGE = `usage: ballast [--config FILE] COMMAND
 
 commands:
@@ -87,9 +93,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'volume release': {
       const name = need(rest[0], 'volume release NAME --force');
-      if (!values.force) throw new Error('volume release breaks another host\'s lease: give --force if that host is known to be dead');
+      if (!values.force) throw new Error(`volume release breaks another host's lease: give --force if that host is known to be dead. ${RELEASE_RISK}`);
       const reply = await callDaemon<{ Volume: VolumeView }>(config.socket, 'Ballast.Release', { Name: name });
       process.stdout.write(`${name}: lease ${JSON.stringify(reply.Volume.status.lease)}\n`);
+      process.stderr.write(`ballast: ${RELEASE_RISK}\n`);
       return 0;
     }
     default:

@@ -9,7 +9,7 @@ const VCENTER = { url: 'https://vc.example/sdk', user: 'u', password_file: '/etc
 describe('parseConfig', () => {
   it('gives the embedded default (loop under /var/lib/ballast) for an empty document', () => {
     const config = parseConfig({}, 'f');
-    expect(config.backends.loop.root).toBe('/var/lib/ballast/loop');
+    expect(config.backends.loop).toEqual({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' });
     expect(config.socket).toBe('/run/docker/plugins/ballast.sock');
     expect(config.defaults).toEqual({ size: 1024 ** 3, fstype: 'ext4', profile: 'default' });
     expect(config.profiles.default).toEqual({ backend: 'loop' });
@@ -26,6 +26,7 @@ describe('parseConfig', () => {
     [{ sockett: '/x' }, /f: \(top level\): .*sockett/],
     [{ defaults: { fstype: 'btrfs' } }, /f: defaults\.fstype: .*"ext4"/],
     [{ defaults: { size: 'huge' } }, /f: defaults\.size: expected a size/],
+    [{ backends: { loop: { shared: true, fence: 'reset' } } }, /f: backends\.loop\.fence: .*"auto"\|"nfs-lock"\|"none"/],
     [{ profiles: { gold: { backend: 'iscsi' } } }, /f: profiles\.gold\.backend: profile uses the iscsi backend, but backends\.iscsi is not configured/],
     [{ profiles: { gold: { backend: 'nfs' } } }, /f: profiles\.gold\.backend: /],
     [{ backends: { iscsi: { portals: ['10.0.0.5'] } } }, /f: backends\.iscsi\.portals\.0: expected "address:port"/],
