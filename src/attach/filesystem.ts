@@ -35,8 +35,6 @@ const MKFS_ARGS: Record<Fstype, readonly string[]> = {
 /** How long a fence waits for its shutdown command before leaving it to finish on its own. */
 const SHUTDOWN_WAIT_MS = 3_000;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** blkid, mkfs, fsck, mount, umount and grow: the filesystem steps every transport shares. */
 export class Filesystem {
   constructor(
@@ -101,7 +99,9 @@ export class Filesystem {
     // aborts the journal, so writes fail at once even while the command itself still waits on
     // the storage; then it is left to finish in the background (fsynced data is on disk already).
     const command = this.exec.run(['xfs_io', '-x', '-c', 'shutdown', target]);
-    const finished = await Promise.race([command.then(() => true), sleep(SHUTDOWN_WAIT_MS).then(() => false)]);
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SHUTDOWN_WAIT_MS)));
+    const finished = await Promise.race([command.then(() => true), waited]).finally(() => clearTimeout(timer));
     if (!finished) {
       command.catch(() => undefined);
       this.log.warn('filesystem shut down; the command still waits on the storage and is left to finish', { target, device, waitedMs: SHUTDOWN_WAIT_MS });

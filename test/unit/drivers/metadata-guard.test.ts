@@ -34,9 +34,16 @@ describe('MetadataGuard', () => {
     const log = createLogger('warn');
     const stream = new Writable({ write: (chunk: Buffer, _enc, done) => void (lines.push(chunk.toString()), done()) });
     log.clear().add(new winston.transports.Stream({ stream }));
-    guard = new MetadataGuard(new LocalFileStore(), log, clock);
+    let reads = 0;
+    const files = new (class extends LocalFileStore {
+      override readFile(p: string) {
+        reads += 1;
+        return super.readFile(p);
+      }
+    })();
+    guard = new MetadataGuard(files, log, clock);
     const held = guard.hold(path, 'v', async () => readFile(path, 'utf8'));
-    await sleep(50); // first sighting made at `now`
+    while (reads === 0) await sleep(5); // the first sighting is made at `now`
     now += GUARD_STALE_MS + 1;
     const content = await held;
     expect(content).toMatch(/"token":"[0-9a-f]{16}"/); // our own guard replaced the dead one
@@ -48,8 +55,8 @@ describe('MetadataGuard', () => {
     await writeFile(path, 'live writer');
     await utimes(path, new Date(0), new Date(191_000));
     const held = guard.hold(path, 'v', async () => 'ran');
-    await sleep(50);
-    now += 6_000; // past the 5 s wait, far short of GUARD_STALE_MS
+    await sleep(50); // (whether or not it looked yet: 6 s is far short of GUARD_STALE_MS)
+    now += 6_000; // past the 5 s wait
     await expect(held).rejects.toThrow(StaleRevision);
     expect(await readFile(path, 'utf8')).toBe('live writer');
   });
