@@ -1,4 +1,5 @@
 import { access, constants, mkdir, open, readdir, readFile, rename, rm, stat, truncate, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { fsyncDirectory, writeFileAtomic, writeNewFile } from '../util/atomic-file.js';
 
 /**
@@ -43,19 +44,23 @@ export function isStale(err: unknown): boolean {
   return e?.code === 'ESTALE' || e?.errno === -116;
 }
 
-const STALE_ATTEMPTS = 5;
+const STALE_ATTEMPTS = 8;
 
 /**
- * Runs a read again when NFS answers ESTALE: the file handle it looked up was replaced by
- * another host's rename (host leases and metadata are replaced that way all the time). A fresh
- * attempt looks the name up again and finds the new file.
+ * Runs a read again when NFS answers ESTALE: the file handle it used belongs to a file another
+ * host replaced by rename (host leases and metadata are replaced that way all the time). While
+ * another read in this process still has the old file open, a plain retry reuses its cached
+ * lookup and fails again (seen in the VM lab with three reads in flight), so before each retry
+ * the directory is listed: that revalidates it and drops the stale name, and the next open
+ * looks the name up afresh.
  */
-export async function retryStale<T>(read: () => Promise<T>): Promise<T> {
+export async function retryStale<T>(path: string, read: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt += 1) {
     try {
       return await read();
     } catch (err) {
       if (!isStale(err) || attempt >= STALE_ATTEMPTS) throw err;
+      await readdir(dirname(path)).catch(() => undefined);
       await new Promise((resolve) => setTimeout(resolve, attempt * 5));
     }
   }
@@ -82,7 +87,7 @@ export class LocalFileStore implements FileStore {
 
   async readFile(path: string): Promise<string | undefined> {
     try {
-      return await retryStale(() => readFile(path, 'utf8'));
+      return await retryStale(path, () => readFile(path, 'utf8'));
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;
@@ -125,7 +130,7 @@ export class LocalFileStore implements FileStore {
 
   async readdir(path: string): Promise<string[] | undefined> {
     try {
-      return await retryStale(() => readdir(path));
+      return await retryStale(path, () => readdir(path));
     } catch (err) {
       if (isMissing(err)) return undefined;
       throw err;
@@ -134,7 +139,7 @@ export class LocalFileStore implements FileStore {
 
   async stat(path: string): Promise<{ size: number; mtimeMs: number } | undefined> {
     try {
-      const { size, mtimeMs } = await retryStale(() => stat(path));
+      const { size, mtimeMs } = await retryStale(path, () => stat(path));
       return { size, mtimeMs };
     } catch (err) {
       if (isMissing(err)) return undefined;

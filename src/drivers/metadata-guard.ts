@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { BackendUnavailable, StaleRevision, VolumeNotFound, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -25,6 +26,46 @@ export interface HeldGuard {
   assertFresh(): void;
 }
 
+/** This process as a guard names it: a writer on this kernel (same boot, same PID namespace) can be checked by PID. */
+const PROCESS = { boot: readOr('/proc/sys/kernel/random/boot_id'), pidns: linkOr('/proc/self/ns/pid'), pid: process.pid };
+
+function readOr(path: string): string {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function linkOr(path: string): string {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return '';
+  }
+}
+
+/**
+ * True when the guard was written by a process of this kernel and PID namespace that no longer
+ * exists: a daemon killed in the middle of a compare-and-swap. Its guard goes at once instead of
+ * after GUARD_STALE_MS. A guard from another host (other boot) is judged by time only.
+ */
+function writerIsGone(content: string): boolean {
+  let writer: { boot?: unknown; pidns?: unknown; pid?: unknown };
+  try {
+    writer = JSON.parse(content) as typeof writer;
+  } catch {
+    return false;
+  }
+  if (!PROCESS.boot || !PROCESS.pidns || writer.boot !== PROCESS.boot || writer.pidns !== PROCESS.pidns || typeof writer.pid !== 'number') return false;
+  try {
+    process.kill(writer.pid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 function isErrno(err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 }
@@ -48,7 +89,7 @@ export class MetadataGuard {
   ) {}
 
   async hold<T>(path: string, volume: string, body: (guard: HeldGuard) => Promise<T>): Promise<T> {
-    const mine = JSON.stringify({ host: hostname(), pid: process.pid, token: randomBytes(8).toString('hex') });
+    const mine = JSON.stringify({ host: hostname(), ...PROCESS, token: randomBytes(8).toString('hex') });
     const deadline = this.clockMs() + WAIT_MS;
     for (;;) {
       try {
@@ -101,6 +142,12 @@ export class MetadataGuard {
     if (content === undefined) {
       this.sightings.delete(path); // released meanwhile: the next attempt takes it
       return false;
+    }
+    if (writerIsGone(content)) {
+      this.log.warn('breaking a stale metadata guard left by a dead writer on this host', { volume, guard: this.files.describe(path) });
+      this.sightings.delete(path);
+      await this.files.unlink(path).catch(() => undefined);
+      return true;
     }
     const seen = this.sightings.get(path);
     if (!seen || seen.content !== content) {

@@ -1,3 +1,5 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,9 +38,10 @@ describe('MetadataGuard', () => {
     log.clear().add(new winston.transports.Stream({ stream }));
     let reads = 0;
     const files = new (class extends LocalFileStore {
-      override readFile(p: string) {
-        reads += 1;
-        return super.readFile(p);
+      override async readFile(p: string) {
+        const text = await super.readFile(p);
+        reads += 1; // counted once read: the guard records its sighting right after
+        return text;
       }
     })();
     guard = new MetadataGuard(files, log, clock);
@@ -89,6 +92,24 @@ describe('MetadataGuard', () => {
       await writeFile(path, 'the next holder'); // another host broke ours and took the guard
     });
     expect(await readFile(path, 'utf8')).toBe('the next holder');
+  });
+
+  it('breaks at once a guard whose writer was a process of this kernel that is gone (a daemon killed mid-write)', async () => {
+    const child = spawnSync('true');
+    const dead = child.pid!;
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const pidns = readlinkSync('/proc/self/ns/pid');
+    await writeFile(path, JSON.stringify({ host: 'h', boot, pidns, pid: dead, token: '00' }));
+    expect(await guard.hold(path, 'v', async () => 'taken')).toBe('taken'); // the clock never moved
+    // The same dead PID written by another kernel (another boot) or PID namespace proves nothing.
+    for (const other of [{ boot: 'another-boot', pidns }, { boot, pidns: 'pid:[1]' }]) {
+      await writeFile(path, JSON.stringify({ host: 'h', ...other, pid: dead, token: '01' }));
+      const held = guard.hold(path, 'v', async () => 'taken');
+      await sleep(30);
+      now += 6_000;
+      await expect(held).rejects.toThrow(StaleRevision);
+      await rm(path);
+    }
   });
 
   it('a missing volume directory is VolumeNotFound', async () => {
