@@ -7,8 +7,9 @@ import { decideFence, mountOf, nfsRecoversLostLocks } from '../../../src/drivers
 import { silentLogger } from '../../../src/log.js';
 import { MountTable, parseMountInfo, type MountEntry } from '../../../src/util/mountinfo.js';
 
-// mountinfo lines as a Debian 6.1 kernel prints them (the nfs4 one from a VM-lab client of ganesha).
-const NFS_OK = '/mnt/nfs rw,relatime shared:1 - nfs4 10.0.2.2:/export rw,vers=4.2,rsize=1048576,wsize=1048576,namlen=255,hard,proto=tcp,port=32049,timeo=600,retrans=2,sec=sys,clientaddr=10.0.2.15,lookupcache=pos,local_lock=none,addr=10.0.2.2';
+// mountinfo lines as a Debian 6.1 kernel prints them (the nfs4 one as a VM-lab client of ganesha
+// showed it for `mount -t nfs4 -o vers=4.2,hard,lookupcache=positive`).
+const NFS_OK = '/mnt/nfs rw,relatime - nfs4 10.0.2.2:/export rw,vers=4.2,rsize=1048576,wsize=1048576,namlen=255,hard,proto=tcp,port=43835,timeo=600,retrans=2,sec=sys,clientaddr=10.0.2.15,lookupcache=pos,local_lock=none,addr=10.0.2.2';
 const mount = (fstype: string, superOptions: string, at = '/srv'): MountEntry => ({ mountPoint: at, source: 'server:/export', fstype, options: 'rw', superOptions });
 
 describe('the fence of a shared loop root', () => {
