@@ -113,29 +113,41 @@ async function closeToOpen(rounds) {
 
 const PAD = 'x'.repeat(700);
 
-/** d. vm1 replaces a file atomically ~50 times/s; vm2 reads it in a loop with ballast's reader. */
-async function readerUnderChurn(seconds) {
-  const store = new LocalFileStore();
+/**
+ * d. vm1 replaces a file atomically ~50 times/s; vm2 reads it in a loop with ballast's reader,
+ * with `readers` reads in flight at once (one process, as a daemon serving several requests).
+ */
+async function readerUnderChurn(tag, seconds, readers) {
   mkdirSync(join(nfs, 'churn'), { recursive: true });
   const payload = (version) => JSON.stringify({ version, pad: PAD, check: version });
   if (writer) {
+    // Temp file, fsync, rename: what ballast's writeAtomic does, minus its costlier steps
+    // (exclusive create, directory fsync), to keep up the rate in an emulated VM.
+    const replace = (version) => {
+      writeSynced(`${churnFile}.tmp`, payload(version), 'w');
+      renameSync(`${churnFile}.tmp`, churnFile);
+    };
     let version = 0;
-    await store.writeAtomic(churnFile, payload(version));
-    share.post('d-start');
+    replace(version);
+    share.post(`${tag}-start`);
     const t0 = performance.now();
     while (performance.now() - t0 < seconds * 1000) {
       const next = t0 + (version + 1) * 20;
-      await store.writeAtomic(churnFile, payload(++version));
+      replace(++version);
       await sleep(Math.max(0, next - performance.now()));
     }
-    share.post('d-done', String(version));
-    await share.waitFor('d-read');
+    share.post(`${tag}-done`, String(version));
+    await share.waitFor(`${tag}-read`);
     return { versions: version, seconds: (performance.now() - t0) / 1000 };
   }
-  await share.waitFor('d-start');
-  const out = { reads: 0, errors: {}, torn: [], older: [], versionsSeen: 0, finalFresh: false };
-  let last = -1;
+  await share.waitFor(`${tag}-start`);
+  const store = new LocalFileStore();
+  Object.assign(reads, { calls: 0, estale: 0 });
+  const out = { readers, reads: 0, errors: {}, torn: [], older: [], finalFresh: false };
+  // A read that began after another one ended must not return an older version than that one did.
+  let newestEnded = -1;
   const check = async () => {
+    const floor = newestEnded;
     let text;
     try {
       text = await store.readFile(churnFile);
@@ -154,24 +166,21 @@ async function readerUnderChurn(seconds) {
       out.torn.push(String(text).slice(0, 80));
       return;
     }
-    if (data.version < last) out.older.push({ after: last, got: data.version });
-    else if (data.version > last) out.versionsSeen += 1;
-    last = Math.max(last, data.version);
+    if (data.version < floor) out.older.push({ after: floor, got: data.version });
+    newestEnded = Math.max(newestEnded, data.version);
   };
-  let lookedAt = performance.now();
-  for (;;) {
-    await check();
-    if (performance.now() - lookedAt > 200) {
-      lookedAt = performance.now();
-      if (share.posted('d-done')) break;
-    }
-  }
-  const final = Number(await share.waitFor('d-done'));
+  let done = false;
+  const watch = setInterval(() => (done = share.posted(`${tag}-done`)), 200);
+  await Promise.all(Array.from({ length: readers }, async () => {
+    while (!done) await check();
+  }));
+  clearInterval(watch);
+  const final = Number(await share.waitFor(`${tag}-done`));
   await check();
-  out.finalFresh = last === final;
+  out.finalFresh = newestEnded === final;
   out.readFileCalls = reads.calls; // 0 would mean the ESTALE count below saw nothing
   out.estale = reads.estale;
-  share.post('d-read');
+  share.post(`${tag}-read`);
   return out;
 }
 
@@ -179,5 +188,6 @@ const result = {};
 result.excl = await exclusiveCreate(env('EXCL_ROUNDS'));
 result.rename = await directoryRename(env('RENAME_ROUNDS'));
 result.c2o = await closeToOpen(env('C2O_ROUNDS'));
-result.churn = await readerUnderChurn(env('CHURN_SECONDS'));
+result.churn = await readerUnderChurn('d1', env('CHURN_SECONDS'), 1);
+result.concurrentChurn = await readerUnderChurn('d2', env('CHURN_SECONDS'), 3);
 share.report('races', result);
