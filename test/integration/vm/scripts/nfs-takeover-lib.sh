@@ -6,6 +6,9 @@
 . "$BALLAST_SRC/test/integration/vm/scripts/nfs-lib.sh"
 
 mkdir -p "$SHARE/out"
+# Loop is a module in this kernel, and nothing here creates the static /dev/loop-control node a
+# regular host has (kmod static-nodes), which would load it on first open.
+modprobe loop || die "cannot load the loop module"
 now() { cut -d' ' -f1 /proc/uptime; }     # this VM's monotonic seconds
 since() { awk "BEGIN { printf \"%.1f\", $(now) - $1 }"; }
 save() { printf '%s\n' "$2" > "$SHARE/out/$1"; } # save KEY TEXT
@@ -21,7 +24,7 @@ ROOT=/mnt/nfs/loop
 # at its default (auto: nfs-lock on NFSv4.1+).
 write_config() {
   { base_config "$BALLAST_VM_NAME"; cat <<YAML
-log: {level: debug}
+log: {level: debug, file: $BALLAST_VM_LOGS/ballast.log}
 lease: {seconds: 12, renew_every: 1, fence_after: 6, mount_wait: $1}
 backends: {loop: {root: $ROOT, shared: true}}
 profiles: {default: {backend: loop}}
@@ -44,6 +47,15 @@ start_daemon() {
   done
   [ -S "$BALLAST_RUN/ballast.sock" ] || die "ballast did not start"
   echo "ballast (PID $BALLAST_PID) started in $(since "$t0") s" >&2
+}
+
+# wait_watchdog COUNT_BEFORE: waits (bounded) until one more fence watchdog logged that it runs
+# (it shares the daemon's log file); prints how long it took. The daemon starts it at a Mount.
+watchdogs_started() { grep -c 'fence watchdog running' "$BALLAST_VM_LOGS/ballast.log" || true; }
+wait_watchdog() {
+  local t0; t0=$(now)
+  for _ in $(seq 600); do [ "$(watchdogs_started)" -gt "$1" ] && { since "$t0"; return 0; }; sleep 0.2; done
+  die "no fence watchdog started within 120 s"
 }
 
 # stop_daemon: SIGTERM, bounded, then SIGKILL (by PID).
