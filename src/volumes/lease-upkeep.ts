@@ -14,6 +14,8 @@ import type { VolumeManager, VolumeManagerDeps } from './manager.js';
 export class LeaseUpkeep {
   private timer?: NodeJS.Timeout;
   private readonly rounds = new Set<Promise<void>>();
+  /** The host-lease writes of the round in flight, until they return. */
+  private renewal?: Promise<void>;
   private beatSeq = 0;
   /** The check of mounted volumes in flight: rounds share it rather than pile up. */
   private checking?: Promise<void>;
@@ -54,18 +56,22 @@ export class LeaseUpkeep {
 
   /**
    * One renewal round; the check of mounted volumes runs beside it and never delays renewals.
-   * While a round still waits on the storage (an NFS server that does not answer blocks every
-   * read and write), no new one starts: they would only pile up. The fence needs no storage.
+   * While a renewal still waits on the storage (an NFS server that does not answer blocks every
+   * read and write), no new round starts: they would only pile up. The fence needs no storage.
    */
   tick(): Promise<void> {
-    if (this.rounds.size > 0) return this.fenceIfUnrenewed();
+    if (this.renewal) return this.fenceIfUnrenewed();
     const round = this.renewAndCheck().finally(() => this.rounds.delete(round));
     this.rounds.add(round);
     return round;
   }
 
   private async renewAndCheck(): Promise<void> {
-    for (const { keeper } of this.manager.liveness.values()) await keeper.renew();
+    const renewal = (async () => {
+      for (const { keeper } of this.manager.liveness.values()) await keeper.renew();
+    })();
+    this.renewal = renewal;
+    await renewal.finally(() => (this.renewal = undefined));
     await this.beatIfAllRenewed();
     await this.observeHosts();
     // A check already running may have read state from before this round: let it finish,
