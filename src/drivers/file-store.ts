@@ -38,16 +38,21 @@ function isMissing(err: unknown): boolean {
   return ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException)?.code ?? '');
 }
 
-/** ESTALE: Node has no name for it and reports "Unknown system error -116". */
+/**
+ * ESTALE (Node has no name for it: "Unknown system error -116"), and EREMOTEIO (-121), which is
+ * how Linux's NFS client reports NFS4ERR_SERVERFAULT: nfs-ganesha answered that once (CI, 3 reads
+ * in flight) for a read racing another host's rename over the file. Both say "this file handle
+ * went away under you"; a read of the name again is the answer.
+ */
 export function isStale(err: unknown): boolean {
   const e = err as NodeJS.ErrnoException;
-  return e?.code === 'ESTALE' || e?.errno === -116;
+  return ['ESTALE', 'EREMOTEIO'].includes(e?.code ?? '') || e?.errno === -116 || e?.errno === -121;
 }
 
 const STALE_ATTEMPTS = 8;
 
 /**
- * Runs a read again when NFS answers ESTALE: the file handle it used belongs to a file another
+ * Runs a read again when NFS answers ESTALE (or the server fault a replace can cause): the file handle it used belongs to a file another
  * host replaced by rename (host leases and metadata are replaced that way all the time). While
  * another read in this process still has the old file open, a plain retry reuses its cached
  * lookup and fails again (seen in the VM lab with three reads in flight), so before each retry

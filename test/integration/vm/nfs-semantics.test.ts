@@ -40,6 +40,7 @@ interface Churn {
   finalFresh?: boolean;
   readFileCalls?: number;
   estale?: number;
+  serverFault?: number;
 }
 
 interface CasPhase {
@@ -121,7 +122,7 @@ describe('NFS semantics the loop backend relies on, from two kernels on one gane
           const [w, r] = [r1[part], r2[part]];
           return (
             `d${i + 1}. reader under rename churn: writer ${w.versions} versions in ${w.seconds?.toFixed(1)} s; ${r.readers} read(s) in flight: ${r.reads} reads, ` +
-            `errors ${JSON.stringify(r.errors)}, torn ${r.torn?.length}, older ${r.older?.length}, ESTALE answers (retried) ${r.estale} of ${r.readFileCalls} readFile calls, final read fresh ${r.finalFresh}`
+            `errors ${JSON.stringify(r.errors)}, torn ${r.torn?.length}, older ${r.older?.length}, ESTALE answers (retried) ${r.estale}, server faults (retried) ${r.serverFault} of ${r.readFileCalls} readFile calls, final read fresh ${r.finalFresh}`
           );
         }),
         ...(['1', '2'] as const).map((phase) => {

@@ -33,6 +33,15 @@ function sha256(path: string): Promise<string> {
   });
 }
 
+/** The 4 KiB blocks in which two images differ (a diagnostic: ext4's superblock is block 0). */
+function changedBlocks(a: Buffer, b: Buffer): number[] {
+  const changed: number[] = [];
+  for (let off = 0; off < Math.max(a.length, b.length); off += 4096) {
+    if (Buffer.compare(a.subarray(off, off + 4096), b.subarray(off, off + 4096)) !== 0) changed.push(off / 4096);
+  }
+  return changed;
+}
+
 /**
  * The locks held on a file of this host's filesystem, as /proc/locks shows them: ganesha's FSAL
  * VFS takes its clients' NFSv4 locks as OFD locks on the exported file (if it does not, this
@@ -56,6 +65,7 @@ describe('two hosts (two VMs) on one NFS loop root: the NFSv4 image lock fences 
   const lockTimeline: Record<string, Array<{ t: number; n: number }>> = {};
   let acked: Record<string, number> = {};
   const refusedBeforeSha: Record<string, boolean> = {};
+  const blocksChangedDuringRefusal: Record<string, number[]> = {};
   let fsck = { rc: -1, output: '' };
   let finalLog = '';
   let finalMarkerSha = '';
@@ -123,9 +133,12 @@ describe('two hosts (two VMs) on one NFS loop root: the NFSv4 image lock fences 
         await waitFor(`${v}-fenced`, 60_000);
         await sleep(1_000); // the journal abort's last write, if any
         refusedBeforeSha[v] = existsSync(join(share, `${v}-refused`)); // must still be waiting
-        sha[`${v}-before`] = await sha256(image(v));
+        const before = await readFile(image(v));
+        sha[`${v}-before`] = createHash('sha256').update(before).digest('hex');
         await waitFor(`${v}-refused`, 150_000);
-        sha[`${v}-after-refusal`] = await sha256(image(v));
+        const afterRefusal = await readFile(image(v));
+        sha[`${v}-after-refusal`] = createHash('sha256').update(afterRefusal).digest('hex');
+        blocksChangedDuringRefusal[v] = changedBlocks(before, afterRefusal);
         await tell(`${v}-restart`);
         await waitFor(`${v}-done`, 240_000);
       }
@@ -173,7 +186,7 @@ describe('two hosts (two VMs) on one NFS loop root: the NFSv4 image lock fences 
           `  lease.seconds ${LEASE_SECONDS}, fence_after ${FENCE_AFTER_SECONDS}, ganesha lease ${GANESHA_LEASE_SECONDS} s; host 1 recover_lost_locks=${vm1.vm1_recover_lost_locks}`,
           ...(['k9', 'st'] as const).map((v) =>
             `  ${v}: fence watchdog up ${vm1[`${v}_vm1_watchdog_start_s`]} s after the Mount; daemon ${v === 'k9' ? 'killed' : 'stopped'}; writer fenced after ${vm1[`${v}_vm1_fenced_after_s`]} s (acked ${acked[`${v}.acked`]}); ` +
-            `host 2 Mount ${vm2[`${v}_vm2_first_mount`]} after ${vm2[`${v}_vm2_first_mount_s`]} s; sha before/after ${sha[`${v}-before`]?.slice(0, 12)}/${sha[`${v}-after-refusal`]?.slice(0, 12)}; ` +
+            `host 2 Mount ${vm2[`${v}_vm2_first_mount`]} after ${vm2[`${v}_vm2_first_mount_s`]} s; sha before/after ${sha[`${v}-before`]?.slice(0, 12)}/${sha[`${v}-after-refusal`]?.slice(0, 12)} (4 KiB blocks changed: ${JSON.stringify(blocksChangedDuringRefusal[v]?.slice(0, 10))}); ` +
             `after host 1's Unmount: mounted ${vm2[`${v}_vm2_mounted`]} in ${vm2[`${v}_vm2_mount_s`]} s, lines ok ${vm2[`${v}_vm2_lines_ok`]} (${vm2[`${v}_vm2_lines`]}), generation ${vm1[`${v}_vm1_generation`]} -> ${vm2[`${v}_vm2_generation`]}; ` +
             `image locks on the server (s after the ${v === 'k9' ? 'kill' : 'stop'}:count) ${timeline(v, at[`${v}-daemon-down`])}`),
           `  partition: host 2's Mount returned ${rel(at['p-mounted'], at['p-cut'])} after the cut (its call took ${vm2.p_vm2_mount_s} s); ` +

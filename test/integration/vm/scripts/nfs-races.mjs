@@ -25,11 +25,11 @@ function writeSynced(path, content, flags) {
   }
 }
 
-// Counts the ESTALE answers ballast's reader gets (it retries them): wraps fs/promises.readFile,
+// Counts the ESTALE and EREMOTEIO (server fault) answers ballast's reader gets (it retries them): wraps fs/promises.readFile,
 // which dist/drivers/file-store.js imports, before that module loads.
 const fsp = createRequire(import.meta.url)('node:fs/promises');
 const churnFile = join(nfs, 'churn', 'value.json');
-const reads = { calls: 0, estale: 0 };
+const reads = { calls: 0, estale: 0, serverFault: 0 };
 const realReadFile = fsp.readFile;
 fsp.readFile = async (path, ...rest) => {
   if (path !== churnFile) return realReadFile(path, ...rest);
@@ -38,6 +38,7 @@ fsp.readFile = async (path, ...rest) => {
     return await realReadFile(path, ...rest);
   } catch (err) {
     if (err?.errno === -116) reads.estale += 1;
+    if (err?.errno === -121) reads.serverFault += 1;
     throw err;
   }
 };
@@ -142,7 +143,7 @@ async function readerUnderChurn(tag, seconds, readers) {
   }
   await share.waitFor(`${tag}-start`);
   const store = new LocalFileStore();
-  Object.assign(reads, { calls: 0, estale: 0 });
+  Object.assign(reads, { calls: 0, estale: 0, serverFault: 0 });
   const out = { readers, reads: 0, errors: {}, torn: [], older: [], finalFresh: false };
   // A read that began after another one ended must not return an older version than that one did.
   let newestEnded = -1;
@@ -180,6 +181,7 @@ async function readerUnderChurn(tag, seconds, readers) {
   out.finalFresh = newestEnded === final;
   out.readFileCalls = reads.calls; // 0 would mean the ESTALE count below saw nothing
   out.estale = reads.estale;
+  out.serverFault = reads.serverFault;
   share.post(`${tag}-read`);
   return out;
 }

@@ -46,10 +46,20 @@ daemon_case() { # VOLUME kill|stop
   cp "/tmp/$v.acked" "$SHARE/$v.acked"
   save "$v-vm1-writer-error" "$(cat "/tmp/$v.err")"
   save "$v-vm1-watchdog" "$(cat "$BALLAST_RUN/state/fenced.json" 2>&1)"
-  # The loop writes through this kernel's NFS page cache: what ext4 wrote before its shutdown
-  # reaches the server by writeback, up to 30 s later. Flush it now, so that the image's sha256
-  # the host takes next changes only if host 2 touches the image.
-  timeout 60 sync -f "$ROOT" || result "${v}_vm1_sync_failed=$?"
+  # The loop writes through this kernel's NFS page cache, and what ext4 wrote before its shutdown
+  # may still be dirty twice over: in the loop device's own buffers (journalled metadata checkpointed
+  # to its home block; seen: one inode-table block landing ~30 s later) and in the image's NFS
+  # pages. Both are the holder's own writes, flushed at the latest when it detaches, and host 2
+  # cannot attach before that (the lock). Flush them now, so that the image's sha256 the host takes
+  # next changes only if host 2 touches the image. The writer sees EIO as soon as the shutdown
+  # flag is set, but the ioctl then still aborts the journal: wait for the watchdog to record the
+  # fence (after its shutdown command) first.
+  for _ in $(seq 50); do grep -q "\"$v\"" "$BALLAST_RUN/state/fenced.json" 2>/dev/null && break; sleep 0.2; done
+  for _ in 1 2; do
+    timeout 60 sync || result "${v}_vm1_sync_failed=$?" # block devices (the loop's buffers) included
+    timeout 60 sync -f "$ROOT" || result "${v}_vm1_sync_failed=$?" # then the NFS pages they became
+    sleep 1
+  done
   signal "$v-fenced"
   # The host test lets host 2 try (and fail: the lock is held), then tells us to come back.
   wait_for "$v-restart" 240
