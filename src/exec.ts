@@ -9,6 +9,8 @@ export interface ExecOptions {
   timeoutMs?: number;
   /** Strings to mask in logs and errors (CHAP secrets, passwords). */
   redact?: readonly string[];
+  /** Written to the command's stdin, then EOF (a secret goes this way, never in argv). Default: no stdin. */
+  input?: string;
 }
 
 export interface ExecResult {
@@ -46,7 +48,7 @@ export class CommandRunner implements Exec {
       reject: false,
       timeout,
       forceKillAfterDelay: 2_000,
-      stdin: 'ignore',
+      ...(options.input !== undefined ? { input: options.input } : { stdin: 'ignore' as const }),
       env: { LC_ALL: 'C' },
     });
     const shownArgv = argv.map((a) => mask(a, options.redact));

@@ -2,7 +2,7 @@
  * How this host reaches a volume: produced by a backend driver, consumed by an attacher.
  * The one value that passes between the two layers, so neither imports the other.
  */
-export type Export = LoopExport | IscsiExport | VmdkExport;
+export type Export = LoopExport | IscsiExport | FcExport | VmdkExport;
 
 export interface LoopExport {
   transport: 'loop';
@@ -33,6 +33,21 @@ export interface IscsiExport {
   reservations: boolean;
 }
 
+export interface FcExport {
+  transport: 'fc';
+  /**
+   * The array's target port WWPNs this host reaches the LUN through, 16 lower-case hex digits
+   * ("2000525400000101"); each Online remote port with one of these names is a path.
+   */
+  targetWwpns: string[];
+  /** The LUN number the array mapped the volume to for this host (256 and more allowed). */
+  lun: number;
+  /** Use a dm-multipath map even over one path (hosts run multipathd, which would grab the disk). */
+  multipath: boolean;
+  /** Fence at the array with SCSI-3 persistent reservations (the array supports them). */
+  reservations: boolean;
+}
+
 export interface VmdkExport {
   transport: 'vmdk';
   /**
@@ -51,6 +66,8 @@ export interface Initiator {
   hostId: string;
   /** This host's iSCSI initiator name, for the target's ACL. */
   iqn?: string;
+  /** This host's FC initiator port WWPNs (16 lower-case hex digits), for the array's ACLs. */
+  wwpns?: string[];
   /** The vSphere VM this host runs in: its BIOS UUID (/sys/class/dmi/id/product_uuid), lower case. */
   vmUuid?: string;
 }

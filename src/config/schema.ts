@@ -40,6 +40,32 @@ const loopProfile = z.strictObject({
 const portal = z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected "address:port", e.g. "10.0.0.5:3260"');
 const iqn = z.string().regex(/^(iqn\.\d{4}-\d{2}\.[a-z0-9.-]+(:[A-Za-z0-9.:-]*)?|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$/, 'expected an iSCSI name such as "iqn.2026-11.com.example"');
 
+/** How ballast reaches a Linux array host (tgt or LIO) to run its commands and keep its pool. */
+const arrayHostSsh = z.strictObject({
+  host: z.string().min(1),
+  port: z.number().int().min(1).max(65535).default(22),
+  user: z.string().min(1).default('root'),
+  /** Its public key is in the array host's authorized_keys. */
+  private_key_file: absolutePath,
+  /** The array host's key as `ssh-keygen -lf` prints it ("SHA256:..."); any other is refused. */
+  host_key_sha256: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, 'expected "SHA256:" and the base64 fingerprint ssh-keygen -lf prints').optional(),
+});
+export type ArrayHostSsh = z.output<typeof arrayHostSsh>;
+
+const chap = z.strictObject({ username: z.string().min(1).max(255), password: z.string().min(12).max(255) });
+
+/** A Fibre Channel port name in any common spelling, kept as 16 lower-case hex digits. */
+export const wwpn = z
+  .string()
+  .transform((value, ctx) => {
+    const hex = value.trim().toLowerCase().replace(/^(0x|naa\.)/, '').replace(/[:-]/g, '');
+    if (!/^[0-9a-f]{16}$/.test(hex)) {
+      ctx.addIssue({ code: 'custom', message: `${JSON.stringify(value)} is not a WWPN: expected 16 hex digits, e.g. "20:00:00:25:b5:00:00:0a" or "0x20000025b500000a"` });
+      return z.NEVER;
+    }
+    return hex;
+  });
+
 const iscsiBackend = z.strictObject({
   /** Where hosts reach the array, "address:port" each; two or more use dm-multipath. */
   portals: z.array(portal).min(1),
@@ -49,17 +75,7 @@ const iscsiBackend = z.strictObject({
   array: z
     .strictObject({
       /** Reach the array host over SSH; without it, tgtd runs on this host (hyper-converged). */
-      ssh: z
-        .strictObject({
-          host: z.string().min(1),
-          port: z.number().int().min(1).max(65535).default(22),
-          user: z.string().min(1).default('root'),
-          /** Its public key is in the array host's authorized_keys. */
-          private_key_file: absolutePath,
-          /** The array host's key as `ssh-keygen -lf` prints it ("SHA256:..."); any other is refused. */
-          host_key_sha256: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, 'expected "SHA256:" and the base64 fingerprint ssh-keygen -lf prints').optional(),
-        })
-        .optional(),
+      ssh: arrayHostSsh.optional(),
       /** tgtd's management port (`tgtd -C N`), for arrays running several tgtd. */
       tgt_control_port: z.number().int().min(0).max(32767).default(0),
     })
@@ -77,7 +93,7 @@ const iscsiBackend = z.strictObject({
    */
   reservations: z.boolean().default(true),
   /** CHAP credentials every target requires (tgt: an account bound to each target). */
-  chap: z.strictObject({ username: z.string().min(1).max(255), password: z.string().min(12).max(255) }).optional(),
+  chap: chap.optional(),
 });
 
 const iscsiProfile = z.strictObject({
@@ -85,6 +101,48 @@ const iscsiProfile = z.strictObject({
   /** A pool directory of this profile's own on the array host (e.g. on SSDs). */
   pool: absolutePath.optional(),
   /** An LVM volume group on the array host: volumes are logical volumes there, not image files. */
+  volume_group: z.string().regex(/^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/, 'expected an LVM volume group name').optional(),
+  description: z.string().optional(),
+});
+
+export const LIO_TRANSPORTS = ['iscsi', 'fc'] as const;
+
+/** A Linux host running LIO (the kernel's SCSI target): serves volumes over iSCSI and Fibre Channel. */
+const lioBackend = z.strictObject({
+  /** Reach the array host over SSH; without it, LIO runs on this host. */
+  array: z.strictObject({ ssh: arrayHostSsh.optional() }).default({}),
+  /** Directory on the array host for volume images and metadata; a profile may name its own. */
+  pool: absolutePath.regex(/^[^,=]*$/, 'LIO takes the image path in a "name=value,..." list: no "," or "=" in the pool').default('/var/lib/ballast/lio'),
+  /** How hosts reach volumes of profiles that name no transport. */
+  transport: z.enum(LIO_TRANSPORTS).default('iscsi'),
+  iscsi: z
+    .strictObject({
+      /** Where hosts reach the array, "address:port" each (LIO listens on them: IP addresses). */
+      portals: z.array(portal).min(1),
+      /** Each volume is exported as its own target, "<target_prefix>:<volume>". */
+      target_prefix: iqn.default('iqn.2026-11.dev.ballast'),
+      chap: chap.optional(),
+    })
+    .optional(),
+  fc: z
+    .strictObject({
+      /** The array's FC target ports (their WWPNs); every one hosts can log in to is a path. */
+      target_wwpns: z.array(wwpn).min(1),
+    })
+    .optional(),
+  /** Hosts run multipathd: every volume goes through a dm-multipath map, even over one path. */
+  multipath: z.boolean().default(true),
+  /** Fence with SCSI-3 persistent reservations; LIO aborts a preempted holder's queued commands. */
+  reservations: z.boolean().default(true),
+});
+
+const lioProfile = z.strictObject({
+  backend: z.literal('lio'),
+  /** iscsi or fc; default backends.lio.transport. */
+  transport: z.enum(LIO_TRANSPORTS).optional(),
+  /** A pool directory of this profile's own on the array host. */
+  pool: absolutePath.regex(/^[^,=]*$/, 'LIO takes the image path in a "name=value,..." list: no "," or "=" in the pool').optional(),
+  /** An LVM volume group on the array host: volumes are logical volumes there (LIO iblock), not files. */
   volume_group: z.string().regex(/^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/, 'expected an LVM volume group name').optional(),
   description: z.string().optional(),
 });
@@ -183,13 +241,14 @@ export const configSchema = z.strictObject({
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
   backends: z
-    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), vmdk: vmdkBackend.optional() })
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional() })
     .default({ loop: { root: '/var/lib/ballast/loop', shared: false, fence: 'auto' } }),
   profiles: z
-    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, vmdkProfile]))
+    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile]))
     .default({ default: { backend: 'loop' } }),
 }).superRefine((config, ctx) => {
   const groupOfPool = new Map<string, string | undefined>();
+  const lioPools = new Map<string, string>();
   for (const [name, profile] of Object.entries(config.profiles)) {
     if (profile.backend === 'iscsi' && config.backends.iscsi) {
       // One pool holds one kind of volume: the metadata of both would be listed together.
@@ -205,11 +264,38 @@ export const configSchema = z.strictObject({
     if (profile.backend === 'iscsi' && !config.backends.iscsi) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the iscsi backend, but backends.iscsi is not configured' });
     }
+    if (profile.backend === 'lio') checkLioProfile(config, name, profile, lioPools, ctx);
   }
 });
+
+/** An lio profile needs the settings of its transport; one pool serves one transport and one kind of volume. */
+function checkLioProfile(
+  config: { backends: { lio?: z.output<typeof lioBackend> } },
+  name: string,
+  profile: z.output<typeof lioProfile>,
+  pools: Map<string, string>,
+  ctx: z.RefinementCtx,
+): void {
+  const lio = config.backends.lio;
+  if (!lio) {
+    ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the lio backend, but backends.lio is not configured' });
+    return;
+  }
+  const transport = profile.transport ?? lio.transport;
+  if (!lio[transport]) {
+    ctx.addIssue({ code: 'custom', path: ['profiles', name, 'transport'], message: `profile uses the lio backend over ${transport}, but backends.lio.${transport} is not configured` });
+  }
+  const pool = profile.pool ?? lio.pool;
+  const kind = `${transport}/${profile.volume_group ?? 'files'}`;
+  if (pools.has(pool) && pools.get(pool) !== kind) {
+    ctx.addIssue({ code: 'custom', path: ['profiles', name, 'pool'], message: `lio pool ${pool} is used by another profile with another transport or volume_group; give this profile a pool of its own` });
+  }
+  pools.set(pool, kind);
+}
 
 export type ConfigFile = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;
 export type ProfileConfig = Config['profiles'][string];
 export type IscsiBackendConfig = NonNullable<Config['backends']['iscsi']>;
+export type LioBackendConfig = NonNullable<Config['backends']['lio']>;
 export type VmdkBackendConfig = NonNullable<Config['backends']['vmdk']>;

@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Config, VmdkBackendConfig } from '../config/schema.js';
+import type { ArrayHostSsh, Config, VmdkBackendConfig } from '../config/schema.js';
 import { errorMessage, InvalidRequest } from '../errors.js';
 import type { Exec } from '../exec.js';
 import type { Logger } from '../log.js';
@@ -7,6 +7,7 @@ import { RemoteFileStore } from './array-host/exec-file-store.js';
 import { SshExec } from './array-host/ssh-exec.js';
 import { LocalFileStore, type FileStore } from './file-store.js';
 import { IscsiDriver } from './iscsi/iscsi-driver.js';
+import { LioDriver } from './lio/lio-driver.js';
 import { LoopDriver } from './loop-driver.js';
 import { VsphereClient } from './vsphere/client.js';
 import { Inventory } from './vsphere/inventory.js';
@@ -25,6 +26,7 @@ export { VolumeAlreadyExists } from './types.js';
 export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Map<string, BackendDriver> {
   const byLocation = new Map<string, BackendDriver>();
   let arrayHost: { exec: Exec; files: FileStore } | undefined;
+  let lioHost: { exec: Exec; files: FileStore } | undefined;
   let vsphere: Vsphere | undefined;
   const byProfile = new Map<string, BackendDriver>();
   for (const [profile, settings] of Object.entries(config.profiles)) {
@@ -35,8 +37,17 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
       const pool = settings.pool ?? backend.pool;
       key = `iscsi:${pool}:${settings.volume_group ?? ''}`;
       make = () => {
-        arrayHost ??= arrayHostOf(config, log, arrayExec);
+        arrayHost ??= arrayHostOf(config.backends.iscsi?.array.ssh, config, log, arrayExec);
         return new IscsiDriver(pool, backend, arrayHost, config.timeouts.command_seconds * 1000, log.child({ backend: 'iscsi', pool }), settings.volume_group);
+      };
+    } else if (settings.backend === 'lio') {
+      const backend = config.backends.lio!; // the schema refuses an lio profile without it
+      const pool = settings.pool ?? backend.pool;
+      const transport = settings.transport ?? backend.transport;
+      key = `lio:${pool}`; // the schema gives a pool one transport and one volume group
+      make = () => {
+        lioHost ??= arrayHostOf(backend.array.ssh, config, log, arrayExec);
+        return new LioDriver(pool, backend, transport, lioHost, config.timeouts.command_seconds * 1000, log.child({ backend: 'lio', pool, transport }), settings.volume_group);
       };
     } else if (settings.backend === 'vmdk') {
       const backend = config.backends.vmdk!; // the schema refuses a vmdk profile without it
@@ -86,12 +97,11 @@ function readConfiguredFile(path: string, key: string): string {
   }
 }
 
-/** Where the iSCSI array's commands run and its pool lives: this host, or one reached over SSH. */
-function arrayHostOf(config: Config, log: Logger, localExec: Exec | undefined): { exec: Exec; files: FileStore } {
-  const ssh = config.backends.iscsi?.array.ssh;
+/** Where an array's commands run and its pool lives: this host, or one reached over SSH. */
+function arrayHostOf(ssh: ArrayHostSsh | undefined, config: Config, log: Logger, localExec: Exec | undefined): { exec: Exec; files: FileStore } {
   const timeoutMs = config.timeouts.command_seconds * 1000;
   if (!ssh) {
-    if (!localExec) throw new Error('the iscsi backend on this host needs an Exec for tgtadm');
+    if (!localExec) throw new Error('an array backend on this host needs an Exec for its commands');
     return { exec: localExec, files: new LocalFileStore() };
   }
   const exec = new SshExec(

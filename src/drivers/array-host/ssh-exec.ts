@@ -200,7 +200,7 @@ export class SshExec implements Exec {
   }
 
   run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
-    return this.execute(argv, undefined, options);
+    return this.execute(argv, options.input, options);
   }
 
   /** Like run, with `input` written to the command's stdin (then EOF). */

@@ -10,6 +10,13 @@ import { FileVolumes } from '../file-volumes.js';
 import { LogicalVolumes } from '../images.js';
 import { Tgtadm, tgtError, type TgtTarget } from './tgtadm.js';
 
+/** "<prefix>:<name>"; names an IQN cannot hold (upper case, "_") get a hash so two never meet. */
+export function volumeTargetIqn(prefix: string, name: string): string {
+  if (/^[a-z0-9][a-z0-9.-]*$/.test(name)) return `${prefix}:${name}`;
+  const readable = name.toLowerCase().replace(/[^a-z0-9.-]/g, '-');
+  return `${prefix}:${readable}-${createHash('sha256').update(name).digest('hex').slice(0, 8)}`;
+}
+
 /** Every volume is LUN 1 of a target of its own, so a target's ACL is that volume's ACL. */
 export const VOLUME_LUN = 1;
 
@@ -47,11 +54,8 @@ export class IscsiDriver extends FileVolumes {
     this.tgt = new Tgtadm(arrayHost.exec, backend.array.tgt_control_port, commandTimeoutMs);
   }
 
-  /** "<prefix>:<name>"; names an IQN cannot hold (upper case, "_") get a hash so two never meet. */
   targetIqn(name: string): string {
-    if (/^[a-z0-9][a-z0-9.-]*$/.test(name)) return `${this.backend.target_prefix}:${name}`;
-    const readable = name.toLowerCase().replace(/[^a-z0-9.-]/g, '-');
-    return `${this.backend.target_prefix}:${readable}-${createHash('sha256').update(name).digest('hex').slice(0, 8)}`;
+    return volumeTargetIqn(this.backend.target_prefix, name);
   }
 
   override async checkHealth(): Promise<void> {

@@ -48,6 +48,16 @@ describe('parseConfig', () => {
     [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', folder: '../up' } } }, /f: backends\.vmdk\.folder: expected a folder name/],
     [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', provisioning: 'sparse' } } }, /f: backends\.vmdk\.provisioning: /],
     [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', vm_uuid: 'vm-42' } } }, /f: backends\.vmdk\.vm_uuid: expected a UUID/],
+    [{ profiles: { fc: { backend: 'lio' } } }, /f: profiles\.fc\.backend: profile uses the lio backend, but backends\.lio is not configured/],
+    [{ backends: { lio: { transport: 'fc' } }, profiles: { a: { backend: 'lio' } } }, /f: profiles\.a\.transport: profile uses the lio backend over fc, but backends\.lio\.fc is not configured/],
+    [{ backends: { lio: { fc: { target_wwpns: ['20:00:52:54:00:00:01'] } } } }, /f: backends\.lio\.fc\.target_wwpns\.0: "20:00:52:54:00:00:01" is not a WWPN: expected 16 hex digits/],
+    [{ backends: { lio: { fc: { target_wwpns: ['0x20005254000001zz'] } } } }, /f: backends\.lio\.fc\.target_wwpns\.0: .* is not a WWPN/],
+    [{ backends: { lio: { fc: { target_wwpns: [] } } } }, /f: backends\.lio\.fc\.target_wwpns: /],
+    [{ backends: { lio: { pool: '/srv/a,b' } } }, /f: backends\.lio\.pool: LIO takes the image path/],
+    [
+      { backends: { lio: { iscsi: { portals: ['a:3260'] }, fc: { target_wwpns: ['2000525400000101'] } } }, profiles: { a: { backend: 'lio' }, b: { backend: 'lio', transport: 'fc' } } },
+      /f: profiles\.b\.pool: lio pool \/var\/lib\/ballast\/lio is used by another profile with another transport/,
+    ],
     [{ state_dir: 'relative/dir' }, /f: state_dir: expected an absolute path/],
     [{ defaults: { profile: 'gold' } }, /f: defaults\.profile: profile "gold" is not defined/],
   ])('names the file and the key for %j', (document, message) => {
@@ -69,6 +79,26 @@ describe('parseConfig', () => {
       reservations: true,
     });
     expect(config.profiles.gold).toEqual({ backend: 'iscsi', pool: '/srv/ssd' });
+  });
+
+  it('reads an lio backend: WWPNs in any spelling, a transport per profile on pools of their own', () => {
+    const config = parseConfig(
+      {
+        backends: { lio: { iscsi: { portals: ['10.0.0.5:3260'] }, fc: { target_wwpns: ['20:00:52:54:00:00:01:01', '0x2000525400000102', 'naa.2000525400000103'] } } },
+        profiles: { default: { backend: 'lio' }, fc: { backend: 'lio', transport: 'fc', pool: '/srv/fc' } },
+      },
+      'f',
+    );
+    expect(config.backends.lio).toEqual({
+      array: {},
+      pool: '/var/lib/ballast/lio',
+      transport: 'iscsi',
+      iscsi: { portals: ['10.0.0.5:3260'], target_prefix: 'iqn.2026-11.dev.ballast' },
+      fc: { target_wwpns: ['2000525400000101', '2000525400000102', '2000525400000103'] },
+      multipath: true,
+      reservations: true,
+    });
+    expect(config.profiles.fc).toEqual({ backend: 'lio', transport: 'fc', pool: '/srv/fc' });
   });
 
   it('reads a vmdk backend with its defaults and profiles on two datastores', () => {
