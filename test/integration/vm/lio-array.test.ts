@@ -11,9 +11,9 @@ describe('LIO array (VM lab)', () => {
 
   beforeAll(async () => {
     requireVmLab();
-    ({ results: r } = await runScenario(scenarioScript('lio-array'), { name: 'vm1', timeoutMs: 290_000, memoryMb: 1536 }));
+    ({ results: r } = await runScenario(scenarioScript('lio-array'), { name: 'vm1', timeoutMs: 400_000, memoryMb: 1536 }));
     console.log(`LIO over iSCSI, one VM (TCG): mount new ${r.mount_new_ms} ms, unmount ${r.unmount_ms} ms, mount existing ${r.mount_existing_ms} ms`);
-  }, 300_000);
+  }, 410_000);
 
   it('exports a volume over iSCSI to this host only, with CHAP, on both portals, reserved', () => {
     expect(r.device).toMatch(/^\/dev\/mapper\/36001405[0-9a-f]+$/);
