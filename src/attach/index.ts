@@ -1,6 +1,7 @@
 import type { Exec } from '../exec.js';
 import type { Export } from '../export.js';
 import type { Logger } from '../log.js';
+import { FcAttacher } from './fc/fc-attacher.js';
 import { IscsiAttacher } from './iscsi/iscsi-attacher.js';
 import { LoopAttacher } from './loop-attacher.js';
 import type { Attacher } from './types.js';
@@ -21,6 +22,7 @@ export function createAttachers(exec: Exec, log: Logger, commandTimeoutMs: numbe
   return new Map<Export['transport'], Attacher>([
     ['loop', new LoopAttacher(exec)],
     ['iscsi', new IscsiAttacher(exec, log.child({ transport: 'iscsi' }), { commandTimeoutMs })],
+    ['fc', new FcAttacher(exec, log.child({ transport: 'fc' }), { commandTimeoutMs })],
     ['vmdk', new VmdkAttacher(exec, log.child({ transport: 'vmdk' }), { commandTimeoutMs, vmUuid: options.vmUuid })],
   ]);
 }

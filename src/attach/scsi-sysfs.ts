@@ -11,6 +11,33 @@ export interface Hctl {
 
 export const formatHctl = (a: Hctl) => `${a.host}:${a.channel}:${a.target}:${a.lun}`;
 
+/** A Fibre Channel HBA port: /sys/class/fc_host/hostH. */
+export interface FcHost {
+  host: number;
+  /** 16 lower-case hex digits, no "0x". */
+  wwpn: string;
+  /** "Online", "Linkdown", ... */
+  state: string;
+}
+
+/** A port an HBA logged in to: /sys/class/fc_remote_ports/rport-H:C-N. */
+export interface FcRemotePort {
+  /** "rport-0:0-1" */
+  name: string;
+  host: number;
+  channel: number;
+  wwpn: string;
+  /** "Online", "Blocked", ... */
+  state: string;
+  /** ["FCP Target", "FCP Initiator"] */
+  roles: string[];
+  /** The T of H:C:T:L; -1 while the kernel gave the port no SCSI target. */
+  targetId: number;
+}
+
+/** sysfs prints WWNs as "0x%llx": "0x2000525400000201" -> "2000525400000201". */
+const wwnOf = (text: string | undefined) => (text ?? '').replace(/^0x/i, '').toLowerCase();
+
 async function list(dir: string): Promise<string[]> {
   try {
     return await readdir(dir);
@@ -28,7 +55,7 @@ async function readTrimmed(path: string): Promise<string | undefined> {
 }
 
 /**
- * The kernel's SCSI, iSCSI and device-mapper state as sysfs shows it. `root` is "/" in
+ * The kernel's SCSI, iSCSI, Fibre Channel and device-mapper state as sysfs shows it. `root` is "/" in
  * production and a fixture tree in unit tests (the only fake of this edge; the VM lab
  * tests read the real sysfs through the same code).
  */
@@ -52,6 +79,42 @@ export class ScsiSysfs {
       return { host: Number(host.slice(4)), channel: 0, target: Number(target) };
     }
     return undefined;
+  }
+
+  /** The FC HBA ports, by host number (port_name "0x2000525400000201", port_state "Online"). */
+  async fcHosts(): Promise<FcHost[]> {
+    const hosts: FcHost[] = [];
+    for (const entry of await list(this.path('class', 'fc_host'))) {
+      if (!/^host\d+$/.test(entry)) continue;
+      const attr = (name: string) => readTrimmed(this.path('class', 'fc_host', entry, name));
+      hosts.push({ host: Number(entry.slice(4)), wwpn: wwnOf(await attr('port_name')), state: (await attr('port_state')) ?? 'unknown' });
+    }
+    return hosts.sort((a, b) => a.host - b.host);
+  }
+
+  /**
+   * Every remote port of every HBA. The directory name is rport-H:C-N (H the SCSI host, C the
+   * channel); roles reads "FCP Target, FCP Initiator", scsi_target_id "0", or "-1" for a port
+   * that is no SCSI target (yet).
+   */
+  async fcRemotePorts(): Promise<FcRemotePort[]> {
+    const ports: FcRemotePort[] = [];
+    for (const name of await list(this.path('class', 'fc_remote_ports'))) {
+      const match = /^rport-(\d+):(\d+)-\d+$/.exec(name);
+      if (!match) continue;
+      const attr = (file: string) => readTrimmed(this.path('class', 'fc_remote_ports', name, file));
+      const targetId = await attr('scsi_target_id');
+      ports.push({
+        name,
+        host: Number(match[1]),
+        channel: Number(match[2]),
+        wwpn: wwnOf(await attr('port_name')),
+        state: (await attr('port_state')) ?? 'unknown',
+        roles: ((await attr('roles')) ?? '').split(',').map((r) => r.trim()).filter(Boolean),
+        targetId: targetId !== undefined && /^\d+$/.test(targetId) ? Number(targetId) : -1,
+      });
+    }
+    return ports.sort((a, b) => a.host - b.host || a.name.localeCompare(b.name));
   }
 
   /** The SCSI hosts (HBAs) the kernel has, by number ("host2" -> 2). */

@@ -49,7 +49,7 @@ export class FakeIscsiHost implements Exec {
     return this.calls.map((argv) => argv.join(' '));
   }
 
-  private sys(...parts: string[]): string {
+  protected sys(...parts: string[]): string {
     return join(this.root, 'sys', ...parts);
   }
 
@@ -190,7 +190,7 @@ export class FakeIscsiHost implements Exec {
     return (await readdir(this.sys('block'))).filter((d) => d.startsWith('dm-'));
   }
 
-  private async addDisk(hctl: string, wwid: string): Promise<void> {
+  protected async addDisk(hctl: string, wwid: string): Promise<void> {
     const disk = `sd${String.fromCharCode(97 + this.nextDisk++)}`;
     await mkdir(this.sys('bus', 'scsi', 'devices', hctl, 'block', disk), { recursive: true });
     await mkdir(this.sys('block', disk, 'device'), { recursive: true });

@@ -8,6 +8,7 @@ import type { AttachContext, Attacher } from '../types.js';
 import { Iscsiadm, type IscsiSession } from './iscsiadm.js';
 import { Multipath } from './multipath.js';
 import { reservationKey, ScsiReservations } from './reservations.js';
+import { oneLogicalUnit, waitDisksGone } from '../scsi-paths.js';
 import { formatHctl, ScsiSysfs, type Hctl } from '../scsi-sysfs.js';
 
 export interface IscsiAttacherOptions {
@@ -105,7 +106,7 @@ export class IscsiAttacher implements Attacher {
       if (!map) await this.exec.run(['blockdev', '--flushbufs', `/dev/${disk}`], { timeoutMs: this.options.commandTimeoutMs });
       await this.sysfs.delete(disk);
     }
-    await this.waitGone(disks);
+    await waitDisksGone(this.sysfs, disks, this.sleep, this.options.pollMs);
     for (const portal of target.portals) {
       const session = (await this.iscsiadm.sessions()).find((s) => s.iqn === target.iqn && s.portal === portal);
       if (session && (await this.otherLuns(session, target.lun)).length > 0) {
@@ -199,11 +200,10 @@ export class IscsiAttacher implements Attacher {
 
   /** Every path must lead to the same logical unit, or multipath would join two volumes. */
   private async checkSameLun(target: IscsiExport, paths: LunPath[]): Promise<void> {
-    const wwids = new Set<string | undefined>();
-    for (const path of paths) wwids.add(await this.sysfs.wwid(path.disk!));
-    if (wwids.size !== 1 || wwids.has(undefined)) {
+    const { same, wwids } = await oneLogicalUnit(this.sysfs, paths.map((p) => p.disk!));
+    if (!same) {
       const seen = paths.map((p) => `${p.disk}@${formatHctl(p.address)}`).join(', ');
-      throw new AttachFailed(`the portals of ${target.iqn} lead to different or unidentified devices (${seen}: ${[...wwids].join(', ')})`);
+      throw new AttachFailed(`the portals of ${target.iqn} lead to different or unidentified devices (${seen}: ${[...new Set(wwids)].join(', ')})`);
     }
   }
 
@@ -215,16 +215,5 @@ export class IscsiAttacher implements Attacher {
       if (other !== lun && (await this.sysfs.blockDevice({ ...scsiTarget, lun: other }))) others.push(other);
     }
     return others;
-  }
-
-  private async waitGone(disks: string[]): Promise<void> {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const left = [];
-      for (const disk of disks) if (await this.sysfs.exists(disk)) left.push(disk);
-      if (left.length === 0) return;
-      if (Date.now() > deadline) throw new AttachFailed(`SCSI disks ${left.join(', ')} did not go away after delete`);
-      await this.sleep(this.options.pollMs ?? 250);
-    }
   }
 }
