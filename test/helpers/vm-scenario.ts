@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { runInVm, type VmOptions, type VmRun } from './vm.js';
@@ -38,4 +39,25 @@ export async function runScenario(
     throw new Error(`scenario ${scenario} failed (exit ${run.exitCode}, timed out: ${run.timedOut}, ${run.durationMs} ms); console:\n${run.console.slice(-12_000)}`);
   }
   return { run, results: parseResults(run.console) };
+}
+
+/**
+ * Waits for a file the VMs write (in a share they mount); fails with the VMs' own failure (their
+ * console) if they end first, and after timeoutMs.
+ */
+export async function waitForVmFile(path: string, timeoutMs: number, vms: Promise<unknown>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let ended = false;
+  void vms.then(
+    () => (ended = true),
+    () => (ended = true),
+  );
+  while (!existsSync(path)) {
+    if (ended) {
+      await vms; // rethrows a VM's failure
+      throw new Error(`the VMs ended before ${path} appeared`);
+    }
+    if (Date.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }

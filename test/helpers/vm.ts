@@ -48,6 +48,16 @@ export interface VmOptions {
    * runs: the test changes the VM's hardware while the script runs (drive_add, device_add, ...).
    */
   onMonitor?: (monitor: VmMonitor) => void;
+  /** Appended to the kernel command line ("scsi_mod.scan=manual"). */
+  kernelArgs?: string[];
+  /**
+   * Point-to-point Ethernet links to other VMs: each is a virtio-net NIC with this MAC over
+   * qemu's `-netdev stream` on a Unix socket, one VM listening and one connecting (lN for the
+   * Nth link). qemu 7.2's client does not retry: the listening VM must be started first and its
+   * socket must exist before the connecting VM starts (test/helpers/fc-lab.ts waits for it).
+   * The NICs are there but down: find them inside by MAC (/sys/class/net/IF/address).
+   */
+  links?: Array<{ socket: string; listen: boolean; mac: string }>;
 }
 
 /** The running VM's qemu monitor. */
@@ -58,6 +68,8 @@ export interface VmMonitor {
 
 const CACHE_ROOT = '/var/cache/ballast-vmlab';
 const EXIT_MARKER = 'BALLAST-VM-EXIT=';
+/** The user-mode NIC's MAC (qemu's default for a first NIC), by which stage2 tells it from `links`. */
+const USER_NET_MAC = '52:54:00:12:34:56';
 /** Enough to mount the host root: virtio-pci, 9p over virtio, overlayfs. Everything else is modprobed later. */
 const INITRAMFS_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'overlay'];
 /** What the common setup runs inside the VM, with the package that provides it. */
@@ -118,10 +130,11 @@ udevadm trigger
 udevadm settle
 t1=$(up)
 modprobe -a iscsi_tcp dm_multipath dm_mod sg || echo "ballast-vm: modprobe failed"
+${options.links?.length ? 'modprobe virtio_net && udevadm settle || echo "ballast-vm: no virtio_net for the links"' : ''}
 ${options.network ? `modprobe virtio_net
 udevadm settle
 nic=
-for dev in /sys/class/net/*; do [ -e "$dev/device" ] && nic=\${dev##*/}; done
+for dev in /sys/class/net/*; do [ "$(cat "$dev/address")" = ${USER_NET_MAC} ] && nic=\${dev##*/}; done
 ip link set "$nic" up && ip addr add 10.0.2.15/24 dev "$nic" || echo "ballast-vm: no network"` : ''}
 # /etc is the overlay: these writes stay in this VM. The host's own node records must not leak in.
 rm -rf /etc/iscsi/nodes /etc/iscsi/send_targets /etc/multipath
@@ -158,14 +171,18 @@ export async function runInVm(options: VmOptions): Promise<VmRun> {
       'qemu-system-x86_64', '-nodefaults', '-nographic', '-no-reboot', '-monitor', 'none',
       '-cpu', 'max', '-smp', '1', '-m', String(options.memoryMb ?? 1024),
       '-kernel', kernel.image, '-initrd', initrd,
-      '-append', `console=ttyS0 panic=-1 quiet ballast.run=${dir}`,
+      '-append', [`console=ttyS0 panic=-1 quiet ballast.run=${dir}`, ...(options.kernelArgs ?? [])].join(' '),
       '-serial', `file:${consoleFile}`,
       '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap',
       ...(options.shareDir ? ['-virtfs', `local,path=${options.shareDir},mount_tag=share,security_model=passthrough,multidevs=remap`] : []),
-      ...(options.network ? ['-netdev', 'user,id=n0,restrict=off', '-device', 'virtio-net-pci,netdev=n0'] : []),
+      ...(options.network ? ['-netdev', 'user,id=n0,restrict=off', '-device', `virtio-net-pci,netdev=n0,mac=${USER_NET_MAC}`] : []),
     ];
     if (options.uuid) argv.push('-uuid', options.uuid);
     if (options.scsiController) argv.push('-device', 'virtio-scsi-pci,id=scsi0');
+    (options.links ?? []).forEach((link, i) => {
+      argv.push('-netdev', `stream,id=l${i},server=${link.listen ? 'on' : 'off'},addr.type=unix,addr.path=${link.socket}`);
+      argv.push('-device', `virtio-net-pci,netdev=l${i},mac=${link.mac}`);
+    });
     if (options.onMonitor) argv.push('-qmp', `unix:${join(dir, 'qmp.sock')},server=on,wait=off`);
     const qemu = (child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] }));
     let stderr = '';
@@ -290,10 +307,10 @@ export function requireVmLab(): void {
   if (missing.length) throw new Error(`the VM lab is incomplete; missing:\n  ${missing.join('\n  ')}`);
 }
 
-interface Kernel { version: string; image: string; modules: string }
+export interface Kernel { version: string; image: string; modules: string }
 
-/** The newest /boot/vmlinuz-<v> that has its /lib/modules/<v>. */
-function findKernel(): Kernel {
+/** The newest /boot/vmlinuz-<v> that has its /lib/modules/<v>: the kernel the VMs boot. */
+export function findKernel(): Kernel {
   const versions = existsSync('/boot') ? readdirSync('/boot').filter((f) => f.startsWith('vmlinuz-')).map((f) => f.slice(8)) : [];
   const usable = versions.filter((v) => existsSync(`/lib/modules/${v}/modules.dep`));
   usable.sort((a, b) => b.localeCompare(a, undefined, { numeric: true }));

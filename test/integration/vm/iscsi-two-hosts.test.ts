@@ -1,36 +1,14 @@
 import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PrivateSshd } from '../../helpers/sshd.js';
 import { requireTgtTools, Tgtd } from '../../helpers/tgtd.js';
 import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { runScenario, scenarioScript, waitForVmFile, type Results } from '../../helpers/vm-scenario.js';
 
 // Two VMs are two hosts with two kernels; the array is a private tgtd on this host, managed by
 // both over a private sshd (127.0.0.1, reached from the VMs as 10.0.2.2 through qemu's user
 // network, which ends in qemu). Needs root, the VM lab, tgt and openssh-server.
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Waits for a file the VMs write; fails with the VMs' own failure (their console) if they end first. */
-async function waitForFile(path: string, timeoutMs: number, vms: Promise<unknown>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let ended = false;
-  const watch = vms.then(
-    () => (ended = true),
-    () => (ended = true),
-  );
-  void watch;
-  while (!existsSync(path)) {
-    if (ended) {
-      await vms; // rethrows a VM's failure
-      throw new Error(`the VMs ended before ${path} appeared`);
-    }
-    if (Date.now() > deadline) throw new Error(`${path} did not appear within ${timeoutMs / 1000} s`);
-    await sleep(200);
-  }
-}
 
 describe('two hosts (two VMs) on one iSCSI array: move, and a frozen holder fenced by the reservation', () => {
   let vm1: Results;
@@ -70,13 +48,13 @@ describe('two hosts (two VMs) on one iSCSI array: move, and a frozen holder fenc
       ]);
       runs.catch(() => undefined);
       // The hung host: freeze all of vm1 (kernel, ballast, its watchdog) while it holds "fenced".
-      await waitForFile(join(share, 'vm1-holding'), 400_000, runs);
+      await waitForVmFile(join(share, 'vm1-holding'), 400_000, runs);
       if (!vm1Pid) throw new Error('vm1 is not running');
       process.kill(vm1Pid, 'SIGSTOP');
       frozen = true;
       const frozenAt = Date.now();
       await writeFile(join(share, 'vm1-frozen'), '');
-      await waitForFile(join(share, 'vm2-took'), 300_000, runs);
+      await waitForVmFile(join(share, 'vm2-took'), 300_000, runs);
       frozenForMs = Date.now() - frozenAt;
       if (vm1Pid) process.kill(vm1Pid, 'SIGCONT');
       frozen = false;

@@ -74,4 +74,16 @@ describe('LIO array (VM lab)', () => {
       expect(r.fc_no_wwpn_error).toMatch(/host_c_has_no_FC_initiator_ports/);
     });
   });
+
+  it('fences with PREEMPT AND ABORT: host 2 takes the reservation over from host 1, whose writes LIO then refuses', () => {
+    expect(r.pr_holder_1).toBe('host1');
+    expect(r.pr_preempted).toBe(r.pr_key1);
+    expect(r.pr_fallback_logged).toBe('0'); // LIO took PREEMPT AND ABORT (tgt makes ballast fall back to PREEMPT)
+    expect(r.pr_holder_2).toBe('host2');
+    expect(r.pr_keys_after?.split(',')).toHaveLength(1);
+    expect(r.pr_host1_write_rc).not.toBe('0');
+    expect(r.pr_host1_write_error).toMatch(/Invalid_exchange/); // EBADE: the block layer's "reservation conflict"
+    expect(r.pr_host2_write_rc).toBe('0');
+    expect(r.pr_sessions_end).toBe('0');
+  });
 });

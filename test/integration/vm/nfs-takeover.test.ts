@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ganesha, requireGanesha } from '../../helpers/ganesha.js';
 import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { runScenario, scenarioScript, waitForVmFile, type Results } from '../../helpers/vm-scenario.js';
 
 // Two VMs are two hosts with two kernels; the shared loop root is a directory on a private
 // nfs-ganesha on this host (NFSv4.2, hard, lookupcache=positive; the VMs reach it as 10.0.2.2).
@@ -90,8 +90,6 @@ describe('two hosts (two VMs) on one NFS loop root: the NFSv4 image lock fences 
         runScenario(scenarioScript('nfs-takeover-vm2'), { ...common, name: 'vm2', onStart: (pid) => (vm2Pid = pid) }).finally(() => (vm2Pid = undefined)),
       ]);
       runs.catch(() => undefined);
-      let ended = false;
-      void runs.then(() => (ended = true), () => (ended = true));
 
       // Locks on the images as the server's filesystem sees them, every 100 ms.
       watcher = (async () => {
@@ -110,18 +108,9 @@ describe('two hosts (two VMs) on one NFS loop root: the NFSv4 image lock fences 
         }
       })();
 
-      /** Waits for a signal file; fails with the VMs' own failure (their console) if they end first. */
+      /** Waits for a signal file (failing with the VMs' own failure if they end first); notes when it came. */
       const waitFor = async (name: string, timeoutMs: number): Promise<number> => {
-        const path = join(share, name);
-        const deadline = Date.now() + timeoutMs;
-        while (!existsSync(path)) {
-          if (ended) {
-            await runs; // rethrows a VM's failure
-            throw new Error(`the VMs ended before ${name} appeared`);
-          }
-          if (Date.now() > deadline) throw new Error(`${name} did not appear within ${timeoutMs / 1000} s`);
-          await sleep(100);
-        }
+        await waitForVmFile(join(share, name), timeoutMs, runs);
         return (at[name] = Date.now());
       };
       const tell = (name: string) => writeFile(join(share, name), '');

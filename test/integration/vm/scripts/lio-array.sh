@@ -55,4 +55,36 @@ kill $BALLAST_PID; wait $BALLAST_PID 2>/dev/null
 
 # The FC side of the driver: LUNs and ACLs in configfs (no fabric here: fc-fabric.test.ts has one).
 node "$BALLAST_SRC/test/integration/vm/scripts/lio-fc-driver.mjs" "$BALLAST_RUN/fcpool" || die "lio-fc-driver.mjs"
+
+# PREEMPT AND ABORT on LIO: two hosts as two initiator names of this kernel (an open-iscsi iface
+# each: two I_T nexuses to one LUN), host 2 taking the reservation over from host 1.
+PT=iqn.2026-11.dev.ballast:pr
+H2=iqn.2026-11.dev.ballast:h2
+G=$T/iscsi/$PT/tpgt_1
+truncate -s 16M /tmp/pr.img
+mkdir -p $T/core/fileio_1/pr && echo "fd_dev_name=/tmp/pr.img,fd_dev_size=16777216" > $T/core/fileio_1/pr/control && echo 1 > $T/core/fileio_1/pr/enable
+mkdir -p $G/lun/lun_0 $G/np/127.0.0.1:3260 && ln -s $T/core/fileio_1/pr $G/lun/lun_0/pr
+echo 0 > $G/attrib/generate_node_acls; echo 0 > $G/attrib/authentication
+for i in "$BALLAST_VM_IQN" "$H2"; do mkdir -p $G/acls/$i/lun_0 && ln -s $G/lun/lun_0 $G/acls/$i/lun_0/m; done
+echo 1 > $G/enable
+iscsiadm -m iface -I h2 -o new >/dev/null && iscsiadm -m iface -I h2 -o update -n iface.initiatorname -v "$H2" >/dev/null || die "iface h2"
+for iface in default h2; do
+  iscsiadm -m node -T $PT -p 127.0.0.1:3260 -I $iface -o new >/dev/null && iscsiadm -m node -T $PT -p 127.0.0.1:3260 -I $iface --login >/dev/null || die "login via $iface"
+done
+udevadm settle
+disk_of() { # initiator name -> the disk of its session
+  local s; for s in /sys/class/iscsi_session/session*; do
+    [ "$(cat $s/initiatorname)" = "$1" ] && ls $s/device/target*/*/block 2>/dev/null | head -1
+  done
+}
+for _ in $(seq 50); do d1=$(disk_of "$BALLAST_VM_IQN"); d2=$(disk_of "$H2"); [ -n "$d1" ] && [ -n "$d2" ] && break; sleep 0.2; done
+[ -n "$d1" ] && [ -n "$d2" ] || die "no disks for the two initiators"
+node "$BALLAST_SRC/test/integration/vm/scripts/lio-preempt.mjs" "$d1" "$d2" "$BALLAST_VM_LOGS/preempt.log" || die "lio-preempt.mjs"
+result "pr_fallback_logged=$(grep -c 'does not support PREEMPT AND ABORT' "$BALLAST_VM_LOGS/preempt.log")"
+if dd if=/dev/zero of=/dev/$d1 bs=4k count=1 oflag=direct 2>/tmp/pr-dd.err; then rc=0; else rc=$?; fi
+result "pr_host1_write_rc=$rc pr_host1_write_error=$(tr ' ' _ < /tmp/pr-dd.err | head -c 80)"
+dd if=/dev/zero of=/dev/$d2 bs=4k count=1 oflag=direct 2>/dev/null; result "pr_host2_write_rc=$?"
+multipath -F >/dev/null 2>&1 || true # multipathd joined the two disks (one WWID): let them go first
+iscsiadm -m node -T $PT --logout >/dev/null; iscsiadm -m node -T $PT -o delete >/dev/null
+result "pr_sessions_end=$(sessions)"
 exit 0

@@ -1,0 +1,158 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { HOST_WWPNS, requireFcLab, runFcPair } from '../../helpers/fc-lab.js';
+import { scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+
+// A real Fibre Channel fabric: FCoE VN2VN between an "array" VM (LIO tcm_fc) and a "host" VM
+// (fcoe initiator, scsi_mod.scan=manual) over two links = two fabrics, and ballast's FcAttacher
+// (this checkout's dist/) on it. One run of both VMs (scripts/fc-fabric-{array,host}.sh); the
+// host drives the attacher through scripts/fc-attach.mjs and prints RESULT lines.
+// The array: port LUN 0 (disk0) mapped to the host as LUN 3, port LUN 1 (disk1) as LUN 300,
+// port LUN 7 (disk2) on both ports but mapped to nobody. Needs root and the FC lab.
+
+/** vpd_unit_serials of disk0..2: LIO's WWID is naa.6001405 + the serial's first 25 hex digits. */
+const SERIALS = ['6f1d0c2a-3b4c-4d5e-8f60-718293a4b5c6', '0b5e7a11-92cd-4e0f-a1b2-c3d4e5f60718', '7c2e4f60-1a3b-4c5d-8e9f-0a1b2c3d4e5f'];
+const wwidOf = (serial: string) => `naa.6001405${serial.replace(/-/g, '').slice(0, 25)}`;
+/** Docker gives a Mount 2 minutes: a failing attach must give up within that. */
+const MOUNT_BUDGET_MS = 120_000;
+
+describe('a real FC fabric (FCoE VN2VN, two VMs, two paths) and the FC attacher on it', () => {
+  let host: Results = {};
+  let array: Results = {};
+  const out: Record<string, string> = {};
+  let durations = { array: 0, host: 0 };
+
+  beforeAll(async () => {
+    requireFcLab();
+    const attacher = join(process.cwd(), 'dist', 'attach', 'fc', 'fc-attacher.js');
+    if (!existsSync(attacher)) throw new Error(`${attacher} is missing: run npm run build first`);
+    const share = await mkdtemp(join(tmpdir(), 'ballast-fc-share-'));
+    try {
+      await mkdir(join(share, 'out'));
+      const pair = await runFcPair({
+        arrayScript: scenarioScript('fc-fabric-array'),
+        hostScript: scenarioScript('fc-fabric-host'),
+        env: { FC_SERIALS: SERIALS.join(' ') },
+        timeoutMs: 540_000,
+        shareDir: share,
+      });
+      host = pair.host.results;
+      array = pair.array.results;
+      durations = { array: pair.array.run.durationMs, host: pair.host.run.durationMs };
+      for (const f of readdirSync(join(share, 'out'))) out[f] = readFileSync(join(share, 'out', f), 'utf8').trim();
+      console.log(
+        [
+          'FC fabric (FCoE VN2VN, 2 VMs, 2 paths):',
+          `  VMs: array ran ${(durations.array / 1000).toFixed(0)} s (script at ${array.array_script_start_s} s uptime, LIO ${array.array_lio_s} s, ports ${array.array_fcoe_up_s} s, ready at ${array.array_ready_s} s); ` +
+            `host ran ${(durations.host / 1000).toFixed(0)} s (script at ${host.host_script_start_s} s uptime, fabric from ${host.host_fabric_start_s} s)`,
+          `  FCoE: ports up ${host.fcoe_up_s} s, both targets logged in (Online, FCP Target, target id) ${host.login_s} s after; IPv4 beside it: ${host.ip_reachable}`,
+          `  attacher: identify ${host.identify_ms} ms; LUN 3 attach ${host.attach3_ms} ms, detach ${host.detach3_ms} ms, attach again ${host.reattach3_ms} ms, detach ${host.detach3b_ms} ms; ` +
+            `LUN 300 attach ${host.attach300_ms} ms, detach ${host.detach300_ms} ms`,
+          `  path fault (fcoe enabled=0 on one fabric during a 16 MiB direct write): path failed after ${host.failover_path_failed_s} s, write (${host.failover_written_at_fault} of 16 MiB done at the fault) done ${host.failover_write_s} s after the fault (rc ${host.failover_writer_rc}), data ${host.failover_sha_ok === 'yes' ? 'intact' : 'DIFFERS'}; ` +
+            `repaired: rport ${host.reinstate_rport_s} s, both paths active ${host.reinstate_paths_s} s`,
+          `  LUN 7 (unmapped): failed in ${host.lun7_ms} ms: ${out['lun7-error']}`,
+          `  unknown WWPN: failed in ${host.bogus_ms} ms: ${out['bogus-error']}`,
+        ].join('\n'),
+      );
+    } finally {
+      await rm(share, { recursive: true, force: true });
+    }
+  }, 600_000);
+
+  describe('the fabric', () => {
+    it('the host scans nothing by itself (scsi_mod scan=manual): no SCSI device after the FC login', () => {
+      expect(host.scan_mode).toBe('manual');
+      expect(host.fc_devices_at_login).toBe('');
+    });
+
+    it('both target ports log in on their own fabric: Online, FCP Target, with a SCSI target id', () => {
+      expect(host.fc_host_port_names?.split(',')).toEqual(HOST_WWPNS.map((w) => `0x${w}`));
+      expect(host.rports_online).toBe('2');
+      expect(Number(host.login_s)).toBeLessThan(30);
+    });
+
+    it('IPv4 runs beside FCoE on the first link (the array answers)', () => {
+      expect(host.ip_reachable).toBe('yes');
+    });
+  });
+
+  describe('identify', () => {
+    it('names the host\'s two initiator ports', () => {
+      expect(host.identify_ok).toBe('1');
+      expect(host.identify_wwpns?.split(',').sort()).toEqual(HOST_WWPNS);
+    });
+  });
+
+  describe('attach and detach (LUN 3)', () => {
+    it('attach makes one dm-multipath map over both paths, of the right LU', () => {
+      expect(host.attach3_device).toMatch(/^\/dev\/mapper\//);
+      expect(host.attach3_paths).toBe('2');
+      expect(host.attach3_active).toBe('2');
+      expect(host.attach3_wwid).toBe(wwidOf(SERIALS[0]!));
+      expect(host.attached3).toBe('1');
+    });
+
+    it('scans only LUN 3, once per fabric (LUN 7 and the rest stay unscanned)', () => {
+      const devices = host.attach3_fc_devices?.split(',') ?? [];
+      expect(devices).toHaveLength(2);
+      for (const d of devices) expect(d).toMatch(/^\d+:0:\d+:3$/);
+      expect(new Set(devices.map((d) => d.split(':')[0])).size).toBe(2);
+    });
+
+    it('I/O goes on through a path fault during a write, and the path comes back', () => {
+      expect(Number(host.failover_written_at_fault)).toBeLessThan(16); // the fault came mid-write
+      expect(host.failover_path_failed_s).not.toBe('never');
+      expect(host.failover_active_during).toBe('1'); // the map ran on the other path
+      expect(host.failover_writer_rc).toBe('0');
+      expect(host.failover_sha_ok).toBe('yes');
+      expect(host.reinstate_rport_s).not.toBe('never');
+      expect(host.reinstate_paths_s).not.toBe('never');
+      expect(host.reinstate_active).toBe('2');
+    });
+
+    it('detach leaves no map and no SCSI device, and the fabric logged in', () => {
+      expect(host.detach3_ok).toBe('1');
+      expect([host.after_detach3_fc_devices, host.after_detach3_sd, host.after_detach3_maps]).toEqual(['', '0', '0']);
+      expect(host.after_detach3_rports).toBe('2');
+      expect(host.attached3_after_detach).toBe('0');
+    });
+
+    it('attaching again finds the data intact, and detaches clean', () => {
+      expect(host.reattach3_paths).toBe('2');
+      expect(host.reattach3_sha_ok).toBe('yes');
+      expect(host.detach3b_ok).toBe('1');
+      expect([host.after_detach3b_fc_devices, host.after_detach3b_sd, host.after_detach3b_maps, host.after_detach3b_rports]).toEqual(['', '0', '0', '2']);
+    });
+  });
+
+  describe('LUN 300 (above 255)', () => {
+    it('attaches over both paths and detaches clean', () => {
+      expect(host.attach300_ok).toBe('1');
+      expect(host.attach300_paths).toBe('2');
+      expect(host.attach300_active).toBe('2');
+      expect(host.attach300_wwid).toBe(wwidOf(SERIALS[1]!));
+      for (const d of host.attach300_fc_devices?.split(',') ?? []) expect(d).toMatch(/^\d+:0:\d+:300$/);
+      expect(host.detach300_ok).toBe('1');
+      expect([host.after_300_fc_devices, host.after_300_sd, host.after_300_maps]).toEqual(['', '0', '0']);
+    });
+  });
+
+  describe('failures', () => {
+    it('a LUN the array does not map to this host: a clear error within the Mount budget, nothing left behind', () => {
+      expect(host.lun7_ok).toBe('0');
+      expect(Number(host.lun7_ms)).toBeLessThan(MOUNT_BUDGET_MS);
+      expect(out['lun7-error']).toMatch(/\b7\b/);
+      expect([host.lun7_fc_devices, host.lun7_sd, host.lun7_maps, host.lun7_rports]).toEqual(['', '0', '0', '2']);
+      expect(Number(array.array_nonexistent_lun_logs)).toBeGreaterThan(0); // the host did ask the array
+    });
+
+    it('a target WWPN no port has: a clear error naming it, and no LUN scanned on the real ports', () => {
+      expect(host.bogus_ok).toBe('0');
+      expect(Number(host.bogus_ms)).toBeLessThan(MOUNT_BUDGET_MS);
+      expect(out['bogus-error']).toMatch(/2000525400000199|20:00:52:54:00:00:01:99/);
+      expect([host.bogus_fc_devices, host.bogus_sd, host.bogus_maps, host.bogus_rports]).toEqual(['', '0', '0', '2']);
+    });
+  });
+});
