@@ -1,6 +1,21 @@
 import { AttachFailed } from '../errors.js';
 import type { ScsiSysfs } from './scsi-sysfs.js';
 
+/** What a SCSI transport's attacher (iSCSI, FC) is given. */
+export interface ScsiAttacherOptions {
+  /** Bound on each external command (iscsiadm, multipath, sg_persist, blockdev). */
+  commandTimeoutMs: number;
+  /** How long to wait for the LUN's disk to appear on every path. */
+  deviceWaitMs?: number;
+  pollMs?: number;
+  /** "/" in production; a fixture tree (sys/, etc/) in unit tests. */
+  root?: string;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** Milliseconds after the first scan at which a LUN that has not appeared is scanned again (os-brick: (n+2)^2 s). */
+export const RESCAN_AT_MS = [2_000, 5_000, 10_000];
+
 /**
  * The WWID of each disk when they are all one known logical unit, undefined otherwise:
  * multipath must never join the paths of two volumes.

@@ -7,7 +7,8 @@ import { formatSize } from '../config/size.js';
 import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../ownership/types.js';
 import { FREE_OWNERSHIP } from '../ownership/types.js';
 import { LocalFileStore, type FileStore } from './file-store.js';
-import { SparseImages, type VolumeImages } from './images.js';
+import { LogicalVolumes, SparseImages, type VolumeImages } from './images.js';
+import type { Exec } from '../exec.js';
 import { MetadataGuard, type HeldGuard } from './metadata-guard.js';
 import type { Export, Initiator, Transport } from '../export.js';
 import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRecord } from './types.js';
@@ -59,6 +60,16 @@ export interface FileVolumesOptions {
   files?: FileStore;
   /** Where volume data lives; default sparse files beside the metadata. */
   images?: (root: string, files: FileStore) => VolumeImages;
+}
+
+/** A pool on an array host (tgt, LIO): shared, its files and logical volumes reached through that host. */
+export function arrayPool(pool: string, arrayHost: { exec: Exec; files?: FileStore }, commandTimeoutMs: number, volumeGroup?: string): FileVolumesOptions {
+  return {
+    root: pool,
+    shared: true,
+    files: arrayHost.files,
+    ...(volumeGroup ? { images: () => new LogicalVolumes(arrayHost.exec, volumeGroup, commandTimeoutMs) } : {}),
+  };
 }
 
 function isErrno(err: unknown, ...codes: string[]): boolean {

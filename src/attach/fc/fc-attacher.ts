@@ -4,20 +4,11 @@ import { exportOf, type Export, type FcExport } from '../../export.js';
 import type { Logger } from '../../log.js';
 import { Multipath } from '../iscsi/multipath.js';
 import { reservationKey, ScsiReservations } from '../iscsi/reservations.js';
-import { oneLogicalUnit, waitDisksGone } from '../scsi-paths.js';
+import { oneLogicalUnit, RESCAN_AT_MS, waitDisksGone, type ScsiAttacherOptions } from '../scsi-paths.js';
 import { formatHctl, ScsiSysfs, type FcRemotePort, type Hctl } from '../scsi-sysfs.js';
 import type { AttachContext, Attacher } from '../types.js';
 
-export interface FcAttacherOptions {
-  /** Bound on each multipath / sg_persist / blockdev command. */
-  commandTimeoutMs: number;
-  /** How long to wait for the LUN's disk to appear on every path after the scan. */
-  deviceWaitMs?: number;
-  pollMs?: number;
-  /** "/" in production; a fixture tree (sys/) in unit tests. */
-  root?: string;
-  sleep?: (ms: number) => Promise<void>;
-}
+export type FcAttacherOptions = ScsiAttacherOptions;
 
 /** One path to the LUN: the array port an HBA logged in to, and the disk behind it. */
 interface LunPath {
@@ -26,8 +17,6 @@ interface LunPath {
   disk?: string;
 }
 
-/** Seconds after the first scan at which a LUN that has not appeared is scanned again (os-brick: (n+2)^2). */
-const RESCAN_AT_MS = [2_000, 5_000, 10_000];
 
 /**
  * The LUN numbers this attacher accepts. The kernel numbers a LUN by scsilun_to_int() of its

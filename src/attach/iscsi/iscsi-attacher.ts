@@ -8,19 +8,10 @@ import type { AttachContext, Attacher } from '../types.js';
 import { Iscsiadm, type IscsiSession } from './iscsiadm.js';
 import { Multipath } from './multipath.js';
 import { reservationKey, ScsiReservations } from './reservations.js';
-import { oneLogicalUnit, waitDisksGone } from '../scsi-paths.js';
+import { oneLogicalUnit, RESCAN_AT_MS, waitDisksGone, type ScsiAttacherOptions } from '../scsi-paths.js';
 import { formatHctl, ScsiSysfs, type Hctl } from '../scsi-sysfs.js';
 
-export interface IscsiAttacherOptions {
-  /** Bound on each iscsiadm / multipath command. */
-  commandTimeoutMs: number;
-  /** How long to wait for the LUN's disk to appear after login. */
-  deviceWaitMs?: number;
-  pollMs?: number;
-  /** "/" in production; a fixture tree (sys/, etc/) in unit tests. */
-  root?: string;
-  sleep?: (ms: number) => Promise<void>;
-}
+export type IscsiAttacherOptions = ScsiAttacherOptions;
 
 /** One path to the LUN: the session it came through and its disk. */
 interface LunPath {
@@ -29,8 +20,6 @@ interface LunPath {
   disk?: string;
 }
 
-/** Seconds after login at which a LUN that has not appeared is scanned again (os-brick: (n+2)^2). */
-const RESCAN_AT_MS = [2_000, 5_000, 10_000];
 
 /**
  * iSCSI attach, os-brick's sequence: a node record per portal (manual scan, manual startup,

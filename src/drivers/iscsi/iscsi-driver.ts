@@ -6,8 +6,7 @@ import type { Exec } from '../../exec.js';
 import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
 import type { FileStore } from '../file-store.js';
-import { FileVolumes } from '../file-volumes.js';
-import { LogicalVolumes } from '../images.js';
+import { arrayPool, FileVolumes } from '../file-volumes.js';
 import { Tgtadm, tgtError, type TgtTarget } from './tgtadm.js';
 
 /** "<prefix>:<name>"; names an IQN cannot hold (upper case, "_") get a hash so two never meet. */
@@ -42,15 +41,7 @@ export class IscsiDriver extends FileVolumes {
     /** Volumes as logical volumes in this LVM volume group on the array host, not image files. */
     volumeGroup?: string,
   ) {
-    super(
-      {
-        root: pool,
-        shared: true,
-        files: arrayHost.files,
-        ...(volumeGroup ? { images: () => new LogicalVolumes(arrayHost.exec, volumeGroup, commandTimeoutMs) } : {}),
-      },
-      log,
-    );
+    super(arrayPool(pool, arrayHost, commandTimeoutMs, volumeGroup), log);
     this.tgt = new Tgtadm(arrayHost.exec, backend.array.tgt_control_port, commandTimeoutMs);
   }
 

@@ -6,8 +6,7 @@ import type { Exec } from '../../exec.js';
 import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
 import type { FileStore } from '../file-store.js';
-import { FileVolumes } from '../file-volumes.js';
-import { LogicalVolumes } from '../images.js';
+import { arrayPool, FileVolumes } from '../file-volumes.js';
 import { volumeTargetIqn } from '../iscsi/iscsi-driver.js';
 import {
   addLun,
@@ -59,15 +58,7 @@ export class LioDriver extends FileVolumes {
     log: Logger,
     private readonly volumeGroup?: string,
   ) {
-    super(
-      {
-        root: pool,
-        shared: true,
-        files: arrayHost.files,
-        ...(volumeGroup ? { images: () => new LogicalVolumes(arrayHost.exec, volumeGroup, commandTimeoutMs) } : {}),
-      },
-      log,
-    );
+    super(arrayPool(pool, arrayHost, commandTimeoutMs, volumeGroup), log);
     this.lio = new LioConfigfs(arrayHost.exec, commandTimeoutMs);
     // Two pools on one array never share an object name.
     this.objectPrefix = `ballast-${createHash('sha256').update(pool).digest('hex').slice(0, 6)}`;
