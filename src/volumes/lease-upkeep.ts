@@ -177,14 +177,20 @@ export class LeaseUpkeep {
     return false;
   }
 
-  /** Fences every mounted volume of a backend this host could not renew for fence_after; reads nothing from the storage. */
+  /**
+   * Fences every mounted volume of a backend this host could not renew for fence_after; reads
+   * nothing from the storage. When the watchdog got there first, its reason is the one kept (the
+   * shutdown runs all the same: read outside the volume's lock, its record may be a former mount's).
+   */
   private async fenceIfUnrenewed(): Promise<void> {
+    const byWatchdog = await this.files.readFenced();
     for (const [name, volume] of this.manager.mountedVolumes()) {
       if (volume.fenced) continue;
       const owner = await this.manager.ownerOf(name).catch(() => undefined);
       const quiet = owner && this.manager.liveness.get(owner.driver)?.keeper.secondsSinceRenewal();
       if (quiet !== undefined && quiet > this.deps.config.lease.fence_after) {
-        await this.fence(name, volume, `this host could not renew its lease for ${Math.round(quiet)} s`);
+        const watchdog = byWatchdog[name];
+        await this.fence(name, volume, watchdog ? `fenced by the watchdog at ${watchdog.at}: ${watchdog.reason}` : `this host could not renew its lease for ${Math.round(quiet)} s`);
       }
     }
   }
