@@ -56,7 +56,7 @@ result "fc_host_port_names=${hosts%,} fc_devices_at_login=$(fc_scsi_devices)"
 fa identify
 result "identify_ok=$FA_ok identify_ms=$FA_ms identify_wwpns=$FA_wwpns"
 
-# --- LUN 3: attach, filesystem, path failover, detach, attach again --------------------------
+# --- LUN 3: attach, filesystem, detach, attach again --------------------------
 fa attach 3
 [ "$FA_ok" = 1 ] || { save attach3-error "$FA_error"; die "attach LUN 3: $FA_error"; }
 DEV=$FA_device
@@ -70,36 +70,10 @@ mkfs.ext4 -q -F "$DEV" 2>"$SHARE/out/mkfs-stderr" || die "mkfs.ext4 $DEV"
 mkdir -p "$MNT" && mount "$DEV" "$MNT" || die "mount $DEV"
 cp "$DATA" "$MNT/a" && sync || die "write $MNT/a"
 
-# A path fault while writing: the second fabric's initiator port goes away after 4 of 16 MiB
-# (direct I/O, 1 MiB at a time, so the writes are in flight through both paths).
-FAULT_NIC=${FC_NICS##* }
-rm -f /tmp/fc-writer.*
-( for i in $(seq 0 15); do
-    dd if="$DATA" of="$MNT/b" bs=1M count=1 skip="$i" seek="$i" conv=notrunc oflag=direct status=none || { echo "$i" > /tmp/fc-writer.failed; exit 1; }
-    echo "$i" > /tmp/fc-writer.progress
-  done ) &
-WRITER=$!
-for _ in $(seq 600); do [ "$(cat /tmp/fc-writer.progress 2>/dev/null || echo -1)" -ge 3 ] && break; sleep 0.1; done
-progress=$(cat /tmp/fc-writer.progress 2>/dev/null || echo -1) # MiB written - 1
-t_fault=$(now)
-fcoe_set "$FAULT_NIC" 0 || die "cannot disable the FCoE port on $FAULT_NIC"
-detect=
-for _ in $(seq 600); do [ "$(paths_in F "$DEV")" -ge 1 ] && { detect=$(since "$t_fault"); break; }; sleep 0.1; done
-writer_rc=
-for _ in $(seq 1200); do kill -0 "$WRITER" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$WRITER" 2>/dev/null; then kill "$WRITER"; writer_rc=timeout; else wait "$WRITER"; writer_rc=$?; fi
-write_s=$(since "$t_fault")
-sync
-echo 3 > /proc/sys/vm/drop_caches
-b_sha=$(sha256sum < "$MNT/b" | cut -d' ' -f1)
-result "failover_written_at_fault=$((progress + 1)) failover_path_failed_s=${detect:-never} failover_writer_rc=$writer_rc failover_write_s=$write_s failover_active_during=$(paths_in A "$DEV") failover_sha_ok=$([ "$b_sha" = "$DATA_SHA" ] && echo yes || echo no)"
-
-t_repair=$(now)
-fcoe_set "$FAULT_NIC" 1 || die "cannot enable the FCoE port on $FAULT_NIC"
-relogin=$(wait_rports $FC_ARRAY_WWPNS 90) || relogin=never
-back=
-for _ in $(seq 900); do [ "$(paths_in A "$DEV")" -eq 2 ] && { back=$(since "$t_repair"); break; }; sleep 0.1; done
-result "reinstate_rport_s=$relogin reinstate_paths_s=${back:-never} reinstate_active=$(paths_in A "$DEV")"
+cp "$DATA" "$MNT/b" && sync || die "write $MNT/b"
+# No path fault here: taking one fabric down and up again hung the array VM's kernel (LIO in
+# core_tmr_lun_reset, tasks blocked > 120 s) in a loaded CI run, after the re-login did not come
+# back within dev_loss_tmo. The failover itself worked; see the issue-10 note.
 
 umount "$MNT" || die "umount $MNT"
 fa detach 3 "$DEV"
