@@ -25,7 +25,7 @@ fa() {
   done
   [ "$FA_ok" = 1 ] && FA_error=
 }
-dm_of() { basename "$(readlink -f "$1")"; }                      # /dev/mapper/X -> dm-N
+dm_of() { dm_kname "$1"; }                                       # /dev/mapper/X -> dm-N
 map_paths() { ls "/sys/block/$(dm_of "$1")/slaves" 2>/dev/null | wc -l; }
 path_wwid() { local s; s=$(ls "/sys/block/$(dm_of "$1")/slaves" | head -n1); cat "/sys/block/$s/device/wwid" 2>/dev/null; }
 # paths_in STATE DEV: the map's paths that dm counts as A(ctive) or F(ailed), from its status

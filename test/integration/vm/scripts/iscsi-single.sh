@@ -15,7 +15,7 @@ start_ballast
 expect_ok VolumeDriver.Create '{"Name":"v1","Opts":{"size":"64M"}}' >/dev/null
 mp=$(timed mount_new expect_ok VolumeDriver.Mount '{"Name":"v1","ID":"c1"}' | json Mountpoint) || die "mount"
 dev=$(findmnt -n -o SOURCE "$mp")
-dm=$(basename "$(readlink -f "$dev")")
+dm=$(dm_kname "$dev")
 result "device=$dev"
 result "paths=$(ls /sys/block/$dm/slaves | wc -l)"
 result "dm_uuid=$(cat /sys/block/$dm/dm/uuid)"

@@ -45,6 +45,9 @@ start_ballast() { # with $BALLAST_RUN/config.yml written
 # timed NAME CMD...: runs CMD, prints RESULT NAME_ms=<elapsed>
 timed() { local name=$1; shift; local t0; t0=$(date +%s%N); "$@"; local rc=$?; result "${name}_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"; return $rc; }
 
+# dm_kname DEV: the kernel name (dm-N) of a device node, whether udev made /dev/mapper/X a
+# symlink or (slow udev) ballast made it a node of its own with dmsetup mknodes.
+dm_kname() { lsblk -ndo KNAME "$1"; }
 sessions() { iscsiadm -m session 2>/dev/null | wc -l; }
 scsi_disks() { ls /sys/block | grep -c '^sd' || true; }
 dm_maps() { ls /sys/block | grep -c '^dm-' || true; }

@@ -21,7 +21,7 @@ start_ballast
 expect_ok VolumeDriver.Create '{"Name":"v1","Opts":{"size":"64M"}}' >/dev/null
 mp=$(timed mount_new expect_ok VolumeDriver.Mount '{"Name":"v1","ID":"c1"}' | json Mountpoint) || die "mount"
 dev=$(findmnt -n -o SOURCE "$mp")
-dm=$(basename "$(readlink -f "$dev")")
+dm=$(dm_kname "$dev")
 tpg=$T/iscsi/iqn.2026-11.dev.ballast:v1/tpgt_1
 result "device=$dev paths=$(ls /sys/block/$dm/slaves | wc -l) sessions_mounted=$(sessions)"
 result "acls=$(ls $tpg/acls | tr '\n' ,) chap_user=$(cat $tpg/acls/$BALLAST_VM_IQN/auth/userid) auth=$(cat $tpg/attrib/authentication) portals=$(ls $tpg/np | tr '\n' ,)"

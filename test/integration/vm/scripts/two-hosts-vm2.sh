@@ -12,7 +12,7 @@ wait_for vm1-frozen 300
 # Refused at first (vm1's lease is fresh), it waits inside Mount until the lease runs out.
 mp=$(timed vm2_takeover expect_ok VolumeDriver.Mount '{"Name":"fenced","ID":"d2"}' | json Mountpoint) || die "takeover"
 dev=$(findmnt -n -o SOURCE "$mp")
-slave=$(ls /sys/block/$(basename "$(readlink -f "$dev")")/slaves | head -1)
+slave=$(ls /sys/block/$(dm_kname "$dev")/slaves | head -1)
 result "vm2_pr_keys=$(sg_persist -n -i -k /dev/$slave | grep -c '^ *0x')"
 result "vm2_lines_at_takeover=$(grep -c . "$mp/log")"
 cp "$mp/log" "$SHARE/log.at-takeover"
