@@ -6,4 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh >&2
+# A sysfs write stuck in the kernel (a scan of a hung target) keeps one of libuv's threads until
+# it returns; ballast stops waiting for it, and more threads keep the daemon's file I/O going.
+export UV_THREADPOOL_SIZE=${UV_THREADPOOL_SIZE:-16}
 exec node dist/cli/main.js "$@" serve

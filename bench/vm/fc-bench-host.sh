@@ -26,11 +26,6 @@ trap cleanup EXIT
 # lib.sh's call with more room: on a loaded 2-core machine a Create over SSH has taken minutes.
 call() { curl -sS --max-time 600 --unix-socket "$BALLAST_RUN/ballast.sock" -X POST -d "$2" "http://plugin/$1"; }
 
-# nap SECONDS: sleeps without forking (a read that times out on a FIFO nobody writes). Polling
-# with `sleep 0.1` forks ten processes a second, which costs a TCG VM much of its one CPU.
-rm -f /tmp/nap.fifo && mkfifo /tmp/nap.fifo && exec 9<>/tmp/nap.fifo || die "cannot open a FIFO for nap"
-nap() { read -r -t "$1" -u 9 || true; }
-
 fcoe_prepare
 for _ in $(seq 300); do [ -e "$SHARE/array-ready" ] && break; nap 1; done
 [ -e "$SHARE/array-ready" ] || die "waited too long for array-ready"
@@ -72,8 +67,7 @@ tail -n +1 -F "$BALLAST_VM_LOGS/ballast.log" > "$SHARE/out/ballast.log" 2>/dev/n
 TAIL_PID=$!
 
 # timed_call NAME METHOD JSON: one plugin call, timed alone (curl), as RESULT NAME_ms; then its
-# reply checked (lib.sh's expect_ok parses it with node, which takes seconds under TCG: outside
-# the timing) and printed.
+# reply checked (outside the timing) and printed.
 timed_call() {
   local t0 t1 out err
   t0=$(date +%s%N)

@@ -39,8 +39,7 @@ trap cleanup EXIT
 start_ballast
 
 # timed_call NAME METHOD JSON: one plugin call, timed alone (curl), as RESULT NAME_ms; then its
-# reply checked (lib.sh's expect_ok parses it with node, which takes seconds under TCG: outside
-# the timing) and printed.
+# reply checked (outside the timing) and printed.
 timed_call() {
   local t0 t1 out err
   t0=$(date +%s%N)

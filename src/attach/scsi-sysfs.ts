@@ -1,5 +1,6 @@
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { AttachFailed } from '../errors.js';
 
 /** A SCSI address: host, channel, target, LUN (as in /sys/bus/scsi/devices/H:C:T:L). */
 export interface Hctl {
@@ -60,7 +61,15 @@ async function readTrimmed(path: string): Promise<string | undefined> {
  * tests read the real sysfs through the same code).
  */
 export class ScsiSysfs {
-  constructor(readonly root = '/') {}
+  /**
+   * `writeTimeoutMs` bounds each write that makes the kernel talk to a device (scan, delete,
+   * rescan): the kernel does the SCSI commands inside the write(2), uninterruptibly, and a target
+   * that stopped answering or a blocked remote port keeps it there for minutes or for good.
+   */
+  constructor(
+    readonly root = '/',
+    private readonly writeTimeoutMs = 30_000,
+  ) {}
 
   private path(...parts: string[]): string {
     return join(this.root, 'sys', ...parts);
@@ -135,7 +144,7 @@ export class ScsiSysfs {
    * a disk a hypervisor hot-added to an HBA that does not report it by itself.
    */
   async scanAll(host: number): Promise<void> {
-    await writeFile(this.path('class', 'scsi_host', `host${host}`, 'scan'), '- - -');
+    await this.write(this.path('class', 'scsi_host', `host${host}`, 'scan'), '- - -', `the scan of SCSI host ${host}`);
   }
 
   /** The SCSI disks the kernel has ("sda", "sdb", ...), whatever transport they came by. */
@@ -145,7 +154,7 @@ export class ScsiSysfs {
 
   /** Asks the kernel to probe exactly one LUN (no wildcard scan: other LUNs stay invisible). */
   async scan(address: Hctl): Promise<void> {
-    await writeFile(this.path('class', 'scsi_host', `host${address.host}`, 'scan'), `${address.channel} ${address.target} ${address.lun}`);
+    await this.write(this.path('class', 'scsi_host', `host${address.host}`, 'scan'), `${address.channel} ${address.target} ${address.lun}`, `the scan of LUN ${formatHctl(address)}`);
   }
 
   /** The block device name (e.g. "sdb") at an address, once the kernel has made it. */
@@ -199,11 +208,31 @@ export class ScsiSysfs {
 
   /** Removes a SCSI disk from the kernel (after its data was flushed and nothing holds it). */
   async delete(disk: string): Promise<void> {
-    await writeFile(this.path('block', disk, 'device', 'delete'), '1');
+    await this.write(this.path('block', disk, 'device', 'delete'), '1', `the removal of ${disk}`);
   }
 
   /** Re-reads a disk's capacity after the array grew the LUN. */
   async rescan(disk: string): Promise<void> {
-    await writeFile(this.path('block', disk, 'device', 'rescan'), '1');
+    await this.write(this.path('block', disk, 'device', 'rescan'), '1', `the rescan of ${disk}`);
+  }
+
+  /**
+   * A write the caller stops waiting for after writeTimeoutMs. A stuck write cannot be cancelled:
+   * it keeps one of libuv's threads until the kernel returns (scripts/start.sh gives the daemon
+   * more of them), but the call that wanted it fails in time with the reason.
+   */
+  private async write(path: string, data: string, what: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new AttachFailed(`${what} did not return within ${this.writeTimeoutMs / 1000} s (writing "${data}" to ${path}): the HBA or the storage behind it is not answering; check the paths (multipath -ll, the HBA's log in dmesg)`)),
+        this.writeTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([writeFile(path, data), stuck]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }

@@ -106,14 +106,14 @@ export class FakeFcHost extends FakeIscsiHost {
   }
 
   private async deleted(disk: string): Promise<boolean> {
-    const mark = await readFile(this.sys('block', disk, 'device', 'delete'), 'utf8').catch(() => '1');
-    return mark.trim() === '1';
+    const mark = this.sys('block', disk, 'device', 'delete');
+    return !existsSync(mark) || (await this.readSys(mark)) === '1';
   }
 
   override async settle(): Promise<void> {
     for (const host of this.hbas) {
       const scanFile = this.sys('class', 'scsi_host', `host${host}`, 'scan');
-      const request = (await readFile(scanFile, 'utf8')).trim();
+      const request = await this.readSys(scanFile);
       if (!request) continue;
       await writeFile(scanFile, '');
       this.scans.push(`host${host}: ${request}`);

@@ -1,3 +1,5 @@
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CommandFailed } from '../../src/errors.js';
@@ -42,6 +44,8 @@ export class FakeIscsiHost implements Exec {
   private nextDm = 0;
   /** Map name -> dm-N. */
   private readonly dmNames = new Map<string, string>();
+  /** sysfs files whose writes never return (see hang()). */
+  private readonly hung = new Set<string>();
 
   constructor(readonly root: string) {}
 
@@ -164,11 +168,44 @@ export class FakeIscsiHost implements Exec {
     return {};
   }
 
+  /**
+   * Makes a sysfs file (the path under /sys) one whose write never returns, as a scan or a delete
+   * does while the kernel waits on a target that stopped answering: a FIFO nobody reads, whose
+   * open(2) blocks. releaseHung() must run after the test, or the writes keep libuv's threads.
+   */
+  async hang(...sysPath: string[]): Promise<void> {
+    const file = this.sys(...sysPath);
+    await rm(file, { force: true });
+    execFileSync('mkfifo', [file]);
+    this.hung.add(file);
+  }
+
+  /** Lets the writes stuck in hang()'s files return: opens each for reading and drains it. */
+  releaseHung(): void {
+    for (const file of this.hung) {
+      const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+      try {
+        readSync(fd, Buffer.alloc(4096));
+      } catch {
+        // nothing written yet (EAGAIN): the writer's open() returns all the same
+      } finally {
+        closeSync(fd);
+      }
+    }
+    this.hung.clear();
+  }
+
+  /** A sysfs file as the fake kernel reads it; "" for a hung one (reading it would release the writer). */
+  protected async readSys(file: string): Promise<string> {
+    if (this.hung.has(file)) return '';
+    return (await readFile(file, 'utf8').catch(() => '')).trim();
+  }
+
   /** What the kernel and udev would have done by now: answer scans, deletes, and multipathd's uevents. */
   async settle(): Promise<void> {
     for (const session of this.sessions) {
       const scanFile = this.sys('class', 'scsi_host', `host${session.host}`, 'scan');
-      const request = (await readFile(scanFile, 'utf8').catch(() => '')).trim();
+      const request = await this.readSys(scanFile);
       if (!request) continue;
       await writeFile(scanFile, '');
       const lun = Number(request.split(' ')[2]);
@@ -176,7 +213,7 @@ export class FakeIscsiHost implements Exec {
       if (offered) await this.addDisk(`${session.host}:0:0:${lun}`, offered.wwid);
     }
     for (const disk of await this.disks()) {
-      const deleted = (await readFile(this.sys('block', disk, 'device', 'delete'), 'utf8').catch(() => '')).trim() === '1';
+      const deleted = (await this.readSys(this.sys('block', disk, 'device', 'delete'))) === '1';
       if (deleted) await this.removeDisk(disk);
     }
     if (this.autoMultipath) await this.buildMaps(false);

@@ -53,7 +53,7 @@ export class FcAttacher implements Attacher {
     private readonly options: FcAttacherOptions,
   ) {
     this.sleep = options.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
-    this.sysfs = new ScsiSysfs(options.root ?? '/');
+    this.sysfs = new ScsiSysfs(options.root ?? '/', options.commandTimeoutMs);
     this.multipath = new Multipath(exec, this.sysfs, { timeoutMs: options.commandTimeoutMs, pollMs: options.pollMs, sleep: this.sleep });
     this.reservations = new ScsiReservations(exec, log, options.commandTimeoutMs);
   }
@@ -205,6 +205,7 @@ export class FcAttacher implements Attacher {
     try {
       await this.sysfs.scan(path.address);
     } catch (err) {
+      if (err instanceof AttachFailed) throw err; // stuck: ScsiSysfs says which write and how long
       // EINVAL: a LUN above the HBA driver's max_lun (lpfc_max_luns), or a port that lost its target id.
       throw new AttachFailed(`the kernel refused to scan ${formatHctl(path.address)} (host${path.address.host}/scan): ${errorMessage(err)}`);
     }

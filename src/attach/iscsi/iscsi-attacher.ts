@@ -42,7 +42,7 @@ export class IscsiAttacher implements Attacher {
   ) {
     this.sleep = options.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
     this.iscsiadm = new Iscsiadm(exec, { timeoutMs: options.commandTimeoutMs, sleep: this.sleep });
-    this.sysfs = new ScsiSysfs(options.root ?? '/');
+    this.sysfs = new ScsiSysfs(options.root ?? '/', options.commandTimeoutMs);
     this.multipath = new Multipath(exec, this.sysfs, { timeoutMs: options.commandTimeoutMs, pollMs: options.pollMs, sleep: this.sleep });
     this.reservations = new ScsiReservations(exec, log, options.commandTimeoutMs);
   }

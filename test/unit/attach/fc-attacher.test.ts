@@ -39,7 +39,10 @@ describe('FcAttacher (fake FC sysfs; the FCoE lab runs it against a real kernel)
     for (const t of [T1, T2]) host.targets.set(t, [{ lun: 3, wwid: WWID }, { lun: 7, wwid: WWID7 }]);
     attacher = newAttacher();
   });
-  afterEach(() => rm(root, { recursive: true, force: true }));
+  afterEach(async () => {
+    host.releaseHung();
+    await rm(root, { recursive: true, force: true });
+  });
 
   describe('identify', () => {
     it('returns the port_name of every HBA, without 0x', async () => {
@@ -131,6 +134,18 @@ describe('FcAttacher (fake FC sysfs; the FCoE lab runs it against a real kernel)
       expect(await scsiDevices()).toEqual([]);
     });
 
+    it('gives up on a scan the kernel does not return from (a hung target), within the bound, naming it, with nothing scanned after it', async () => {
+      await host.hang('class', 'scsi_host', 'host0', 'scan');
+      const started = Date.now();
+      const err = await newAttacher({ commandTimeoutMs: 300 }).attach(exp(), CTX).catch((e: unknown) => e);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect(err).toBeInstanceOf(AttachFailed);
+      expect((err as Error).message).toMatch(/^the scan of LUN 0:0:0:3 did not return within 0\.3 s \(writing "0 0 3" to .*host0\/scan\): the HBA or the storage behind it is not answering/);
+      expect(host.scans).toEqual([]); // host1 was never asked
+      expect(await host.disks()).toEqual([]);
+      expect(await scsiDevices()).toEqual([]);
+    });
+
     it('scans a path again, and only that path, while its LUN has not appeared (the array mapped it late)', async () => {
       host.targets.set(T2, []);
       const started = Date.now();
@@ -191,6 +206,16 @@ describe('FcAttacher (fake FC sysfs; the FCoE lab runs it against a real kernel)
       expect(await scsiDevices()).toEqual([]);
       expect(host.reservations.get(WWID)).toEqual({ keys: new Map(), holder: undefined });
       for (const disk of ['sda', 'sdb']) expect(host.commands).not.toContain(`blockdev --flushbufs /dev/${disk}`);
+    });
+
+    it('fails within the bound when deleting a path does not return, naming the disk', async () => {
+      const device = await attacher.attach(exp(), CTX);
+      await host.hang('block', 'sdb', 'device', 'delete');
+      const started = Date.now();
+      const err = await newAttacher({ commandTimeoutMs: 300 }).detach(exp(), device, CTX).catch((e: unknown) => e);
+      expect(Date.now() - started).toBeLessThan(3_000);
+      expect((err as Error).message).toMatch(/the removal of sdb did not return within 0\.3 s/);
+      expect(await host.maps()).toEqual([]); // the map went first, as always
     });
 
     it('flushes a single path\'s buffers before deleting it', async () => {

@@ -13,7 +13,7 @@ since() { awk "BEGIN { printf \"%.1f\", $(now) - $1 }"; }
 save() { printf '%s\n' "$2" > "$SHARE/out/$1"; }               # save KEY TEXT: for the test to read whole
 signal() { touch "$SHARE/$1"; }
 wait_for() { # FILE [SECONDS]: waits for $SHARE/FILE
-  for _ in $(seq $(( ${2:-240} * 10 ))); do [ -e "$SHARE/$1" ] && return 0; sleep 0.1; done
+  for _ in $(seq $(( ${2:-240} * 10 ))); do [ -e "$SHARE/$1" ] && return 0; nap 0.1; done
   die "waited too long for $1"
 }
 colons() { local w=$1 o=; while [ -n "$w" ]; do o+=${w:0:2}:; w=${w:2}; done; echo "${o%:}"; } # 2000525400000101 -> 20:00:52:54:00:00:01:01
