@@ -25,6 +25,10 @@ export interface Exec {
 }
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+/** SIGTERM at the timeout, SIGKILL this much later. */
+const FORCE_KILL_MS = 2_000;
+/** After the SIGKILL, how long to wait for the command to be gone before giving up on it. */
+const EXIT_GRACE_MS = 3_000;
 
 function mask(text: string, secrets: readonly string[] | undefined): string {
   let out = text;
@@ -44,14 +48,33 @@ export class CommandRunner implements Exec {
     if (!file) throw new Error('Exec.run needs a command');
     const timeout = options.timeoutMs ?? this.defaultTimeoutMs;
     const started = performance.now();
-    const result = await execa(file, args, {
+    const subprocess = execa(file, args, {
       reject: false,
       timeout,
-      forceKillAfterDelay: 2_000,
+      forceKillAfterDelay: FORCE_KILL_MS,
       ...(options.input !== undefined ? { input: options.input } : { stdin: 'ignore' as const }),
       env: { LC_ALL: 'C' },
     });
     const shownArgv = argv.map((a) => mask(a, options.redact));
+    // execa settles only once the command has exited and its output pipes have closed. Neither
+    // happens when the command is stuck in the kernel (state D: SIGKILL waits for the syscall) or
+    // left a child holding its output: stop waiting then, so the caller's bound holds.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const abandoned = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), timeout + FORCE_KILL_MS + EXIT_GRACE_MS)));
+    const result = await Promise.race([subprocess, abandoned]);
+    clearTimeout(timer);
+    if (result === undefined) {
+      subprocess.stdout?.destroy();
+      subprocess.stderr?.destroy();
+      const durationMs = Math.round(performance.now() - started);
+      this.log.error('command', { argv: shownArgv, pid: subprocess.pid, timedOut: true, stuck: true, durationMs });
+      throw new CommandFailed(
+        shownArgv,
+        undefined,
+        `still running ${durationMs} ms after it started, though it was killed at ${timeout} ms: it is stuck in the kernel (a device or server that stopped answering), or a process it started holds its output; ballast stopped waiting for it`,
+        true,
+      );
+    }
     const exitCode = result.exitCode;
     const stderr = mask(String(result.stderr ?? ''), options.redact);
     const ok = !result.timedOut && exitCode !== undefined && (options.okExitCodes ?? [0]).includes(exitCode);
