@@ -1,9 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireFcLab, runFcPair } from '../test/helpers/fc-lab.js';
-import { fingerprintOf } from '../test/helpers/sshd.js';
+import { arraySshKeys, requireFcLab, runFcPair } from '../test/helpers/fc-lab.js';
 import { intFromEnv, out } from './lib/bench-run.js';
 
 // In the FC lab (two VMs under qemu TCG joined by two FCoE VN2VN links = two fabrics, two
@@ -104,11 +103,7 @@ async function main(): Promise<number> {
   process.once('SIGINT', () => stopVms('SIGINT'));
   process.once('SIGTERM', () => stopVms('SIGTERM'));
   try {
-    // Keys for the array VM's sshd and the daemon's client, in the share (the VMs' /tmp is their own).
-    await mkdir(join(share, 'ssh'));
-    for (const key of ['host_key', 'client_key']) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `ballast-fc-bench-${key}`, '-f', join(share, 'ssh', key)]);
-    await writeFile(join(share, 'ssh', 'authorized_keys'), await readFile(join(share, 'ssh', 'client_key.pub')));
-    const hostKey = fingerprintOf(await readFile(join(share, 'ssh', 'host_key.pub'), 'utf8'));
+    const hostKey = await arraySshKeys(share); // in the share: the VMs' /tmp is their own
     const started = Date.now();
     const { host, array } = await runFcPair({
       arrayScript: join(process.cwd(), 'bench', 'vm', 'fc-bench-array.sh'),

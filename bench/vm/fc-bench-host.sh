@@ -33,13 +33,10 @@ for nic in $FC_NICS; do fcoe_up "$nic" >/dev/null || die "FCoE port on $nic"; do
 login=$(wait_rports $FC_MY_TARGETS 90) || die "the array's ports did not log in"
 result "login_s=$login"
 
-echo "$FC_PEER_IP $(cat "$SHARE/ssh/host_key.pub")" > /tmp/known_hosts
-on_array() { ssh -i "$SHARE/ssh/client_key" -o BatchMode=yes -o UserKnownHostsFile=/tmp/known_hosts -o StrictHostKeyChecking=yes -o LogLevel=ERROR "root@$FC_PEER_IP" "$@"; }
 
 # One SSH command's round trip (a new connection each: OpenSSH's client), for reading the figures.
 for i in 1 2; do timed "ssh_true_$i" on_array true || die "ssh to the array"; done
 
-targets=$(for w in $FC_MY_TARGETS; do printf '"%s", ' "$w"; done)
 # The default lease (20 s, renewed every 2 s, self-fence after 12 s) and command bound (30 s) with
 # more room: under TCG on a shared machine one SSH command has taken over 30 s, and a late renewal
 # must not fail a Mount. Neither changes what a Mount or Unmount does.
@@ -49,13 +46,8 @@ targets=$(for w in $FC_MY_TARGETS; do printf '"%s", ' "$w"; done)
 log: {level: debug}
 lease: {seconds: 180, renew_every: 2, fence_after: 150}
 timeouts: {command_seconds: 120}
-backends:
-  lio:
-    pool: $POOL
-    transport: fc
-    fc: {target_wwpns: [${targets%, }]}
-    array:
-      ssh: {host: $FC_PEER_IP, user: root, private_key_file: $SHARE/ssh/client_key, host_key_sha256: "$SSH_HOST_KEY"}
+YAML
+lio_array_yaml "$POOL"; cat <<YAML
 profiles:
   default: {backend: lio}
 YAML

@@ -1,7 +1,9 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
+import { fingerprintOf } from './sshd.js';
 import { findKernel, requireVmLab } from './vm.js';
 import { runScenario, type Results } from './vm-scenario.js';
 import type { VmRun } from './vm.js';
@@ -168,6 +170,18 @@ export async function runFcLab(options: FcLabOptions): Promise<Record<string, Fc
 export async function runFcPair(options: Omit<FcLabOptions, 'hosts'> & { hostScript: string }): Promise<{ array: FcVmResult; host: FcVmResult }> {
   const runs = await runFcLab({ ...options, hosts: [{ name: 'host', script: options.hostScript, links: 2 }] });
   return { array: runs.array!, host: runs.host! };
+}
+
+/**
+ * Keys for the array VM's sshd (fc-lib.sh's array_sshd) and the hosts' client (on_array, the
+ * daemon's array.ssh) in `shareDir`/ssh; returns the host key's fingerprint (SSH_HOST_KEY).
+ */
+export async function arraySshKeys(shareDir: string): Promise<string> {
+  const dir = join(shareDir, 'ssh');
+  await mkdir(dir);
+  for (const key of ['host_key', 'client_key']) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', `ballast-fc-lab-${key}`, '-f', join(dir, key)]);
+  await writeFile(join(dir, 'authorized_keys'), readFileSync(join(dir, 'client_key.pub')));
+  return fingerprintOf(readFileSync(join(dir, 'host_key.pub'), 'utf8'));
 }
 
 /** SIGKILLs the qemu of each VM still running, by its own PID. */

@@ -2,13 +2,16 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { HOST_WWPNS, requireFcLab, runFcPair } from '../../helpers/fc-lab.js';
+import { ARRAY_WWPNS, HOST_WWPNS, arraySshKeys, requireFcLab, runFcPair } from '../../helpers/fc-lab.js';
 import { scenarioScript, type Results } from '../../helpers/vm-scenario.js';
 
 // A real Fibre Channel fabric: FCoE VN2VN between an "array" VM (LIO tcm_fc) and a "host" VM
 // (fcoe initiator, scsi_mod.scan=manual) over two links = two fabrics, and ballast's FcAttacher
 // (this checkout's dist/) on it. One run of both VMs (scripts/fc-fabric-{array,host}.sh); the
-// host drives the attacher through scripts/fc-attach.mjs and prints RESULT lines.
+// host drives the attacher through scripts/fc-attach.mjs and prints RESULT lines, fences LUN 3
+// between its two initiator ports (PREEMPT AND ABORT), then runs the daemon with backends.lio over
+// FC, the array's LIO managed over SSH: mount, a path lost during a write, remount on the path
+// left, a Mount with both ports gone, remove.
 // The array: port LUN 0 (disk0) mapped to the host as LUN 3, port LUN 1 (disk1) as LUN 300,
 // port LUN 7 (disk2) on both ports but mapped to nobody. Needs root and the FC lab.
 
@@ -31,12 +34,14 @@ describe('a real FC fabric (FCoE VN2VN, two VMs, two paths) and the FC attacher 
     const share = await mkdtemp(join(tmpdir(), 'ballast-fc-share-'));
     try {
       await mkdir(join(share, 'out'));
+      const hostKey = await arraySshKeys(share);
       const pair = await runFcPair({
         arrayScript: scenarioScript('fc-fabric-array'),
         hostScript: scenarioScript('fc-fabric-host'),
-        env: { FC_SERIALS: SERIALS.join(' ') },
-        timeoutMs: 540_000,
+        env: { FC_SERIALS: SERIALS.join(' '), SSH_HOST_KEY: hostKey },
+        timeoutMs: 1_140_000,
         shareDir: share,
+        memoryMb: 1280,
       });
       host = pair.host.results;
       array = pair.array.results;
@@ -52,12 +57,14 @@ describe('a real FC fabric (FCoE VN2VN, two VMs, two paths) and the FC attacher 
             `LUN 300 attach ${host.attach300_ms} ms, detach ${host.detach300_ms} ms`,
           `  LUN 7 (unmapped): failed in ${host.lun7_ms} ms: ${out['lun7-error']}`,
           `  unknown WWPN: failed in ${host.bogus_ms} ms: ${out['bogus-error']}`,
+          `  daemon over FC (LIO over SSH): started in ${host.ballast_start_s} s; Mount new ${host.d_mount_new_ms} ms, on one path ${host.d_mount_one_path_ms} ms; ` +
+            `write through a path loss ${host.d_fault_write_s} s; Mount with the ports gone failed in ${host.d_ports_gone_ms} ms: ${out['d-ports-gone-error']}`,
         ].join('\n'),
       );
     } finally {
       await rm(share, { recursive: true, force: true });
     }
-  }, 600_000);
+  }, 1_200_000);
 
   describe('the fabric', () => {
     it('the host scans nothing by itself (scsi_mod scan=manual): no SCSI device after the FC login', () => {
@@ -140,6 +147,63 @@ describe('a real FC fabric (FCoE VN2VN, two VMs, two paths) and the FC attacher 
       expect(Number(host.bogus_ms)).toBeLessThan(MOUNT_BUDGET_MS);
       expect(out['bogus-error']).toMatch(/2000525400000199|20:00:52:54:00:00:01:99/);
       expect([host.bogus_fc_devices, host.bogus_sd, host.bogus_maps, host.bogus_rports]).toEqual(['', '0', '0', '2']);
+    });
+  });
+
+  describe('PREEMPT AND ABORT over FC (the host\'s two initiator ports as two hosts)', () => {
+    it('the second takes the reservation over, and LIO then refuses the first one\'s writes', () => {
+      expect(host.pr_initiators?.split(',').map((w) => w.replace(/^0x/, '')).sort()).toEqual(HOST_WWPNS);
+      expect([host.pr_take1_ok, host.pr_take2_ok]).toEqual(['1', '1']);
+      expect(host.pr_holder1).toBe(host.pr_key1);
+      expect(host.pr_preempted).toBe(host.pr_key1);
+      expect(host.pr_holder2).toBe(host.pr_key2);
+      expect(host.pr_keys_after).toBe(host.pr_key2);
+      expect(host.pr_host1_write_rc).not.toBe('0');
+      expect(host.pr_host1_write_error).toMatch(/Invalid_exchange/); // EBADE: the block layer's "reservation conflict"
+      expect(host.pr_host2_write_rc).toBe('0');
+    });
+  });
+
+  describe('the daemon over FC (backends.lio, transport fc, the array over SSH)', () => {
+    it('mounts over both paths, on the first LUN number the array leaves free, mapped to this host only, reserved', () => {
+      expect(host.d_device).toMatch(/^\/dev\/mapper\/36001405[0-9a-f]+$/);
+      expect([host.d_paths, host.d_active]).toEqual(['2', '2']);
+      const devices = host.d_fc_devices?.split(',') ?? [];
+      expect(devices).toHaveLength(2);
+      for (const d of devices) expect(d).toMatch(/^\d+:0:\d+:2$/);
+      expect(host.d_array_luns).toBe('lun_0,lun_1,lun_2,lun_7,');
+      expect(host.d_array_acl_maps).toBe('4'); // each port's ACL of each of this host's WWPNs
+      expect(host.d_reservation).toMatch(/Write_Exclusive,_registrants_only/i);
+      expect(host.d_pr_keys).toBe('2');
+    });
+
+    it('a write goes on through the loss of one path, with its data intact', () => {
+      expect(host.d_fault_write_rc).toBe('0');
+      expect([host.d_fault_active, host.d_fault_failed]).toEqual(['1', '1']);
+      expect(host.d_fault_sha_ok).toBe('yes');
+    });
+
+    it('unmount leaves no SCSI device and no map on the host, no LUN and no storage object on the array', () => {
+      expect([host.d_unmount_fc_devices, host.d_unmount_maps]).toEqual(['', '0']);
+      expect([host.d_unmount_array_luns, host.d_unmount_objects]).toEqual(['lun_0,lun_1,lun_7,', '0']);
+    });
+
+    it('remounts on the path left with all the data', () => {
+      expect(host.d_one_path_paths).toBe('1');
+      expect([host.d_remount_a_ok, host.d_remount_b_ok]).toEqual(['yes', 'yes']);
+    });
+
+    it('with the target ports gone, a Mount fails within Docker\'s budget naming them, and nothing is left attached or exported', () => {
+      expect(Number(host.d_ports_gone_ms)).toBeLessThan(MOUNT_BUDGET_MS);
+      expect(out['d-ports-gone-error']).toMatch(new RegExp(`${ARRAY_WWPNS[0]}.*${ARRAY_WWPNS[1]}`));
+      expect([host.d_ports_gone_fc_devices, host.d_ports_gone_maps]).toEqual(['', '0']);
+      expect([host.d_ports_gone_array_luns, host.d_ports_gone_objects]).toEqual(['lun_0,lun_1,lun_7,', '0']);
+    });
+
+    it('remove leaves nothing on the array, and no key reaches the log', () => {
+      expect([host.d_removed_objects, host.d_removed_pool]).toEqual(['0', '0']);
+      expect([array.array_ballast_objects, array.array_port_luns]).toEqual(['0', '6']);
+      expect(host.d_secret_key_in_log).toBe('0');
     });
   });
 });

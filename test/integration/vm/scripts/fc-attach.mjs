@@ -3,6 +3,7 @@
 //   attach LUN [WWPN,WWPN]
 //   detach LUN DEVICE [WWPN,WWPN]
 //   is-attached LUN DEVICE [WWPN,WWPN]
+//   reserve DISK HOST_ID GENERATION   (ballast's reservation fence on one path, as that host)
 // One command from argv, or (no argv) one per line of stdin, each answered with key=value lines
 // (ok, ms, and device / wwpns / attached / error) and a line "." so a bash coprocess can read
 // them: one node start for the whole scenario (seconds each under TCG). Targets default to
@@ -22,10 +23,12 @@ if (!existsSync(attacherFile)) {
 }
 const { FcAttacher } = await import(attacherFile);
 const { CommandRunner } = await import(`${src}/dist/exec.js`);
+const { ScsiReservations, reservationKey } = await import(`${src}/dist/attach/iscsi/reservations.js`);
 const { createLogger } = await import(`${src}/dist/log.js`);
 
 const log = createLogger('debug', `${process.env.BALLAST_VM_LOGS ?? '/tmp'}/fc-attacher.log`);
 const attacher = new FcAttacher(new CommandRunner(log), log, { commandTimeoutMs: 30_000 });
+const reservations = new ScsiReservations(new CommandRunner(log), log, 30_000);
 const context = { hostId: process.env.BALLAST_VM_NAME ?? 'host', generation: 1 };
 const fcExport = (lun, wwpns) => ({
   transport: 'fc',
@@ -54,6 +57,13 @@ async function run([command, lun, ...rest]) {
       case 'is-attached':
         fields = { attached: (await attacher.isAttached(fcExport(lun, rest[1]), rest[0])) ? 1 : 0 };
         break;
+      case 'reserve': {
+        const disk = lun;
+        const key = reservationKey(rest[0], Number(rest[1]));
+        const { preempted } = await reservations.take([disk], key);
+        fields = { key, preempted: preempted.join(',') || '-', holder: (await reservations.holder(`/dev/${disk}`)) ?? '-', keys: (await reservations.keys(`/dev/${disk}`)).join(',') };
+        break;
+      }
       default:
         throw new Error(`unknown command ${command}`);
     }

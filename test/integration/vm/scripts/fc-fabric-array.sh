@@ -22,13 +22,17 @@ for w in $FC_ARRAY_WWPNS; do
   done
 done
 result "array_lio_s=$(since "$t0")"
+array_sshd # for the host's ballast daemon (backends.lio over SSH)
 t0=$(now)
 for nic in $FC_NICS; do fcoe_up "$nic" >/dev/null || die "FCoE port on $nic"; done
 result "array_fcoe_up_s=$(since "$t0")"
 signal array-ready
 result "array_ready_s=$(now)"
 
-wait_for host-done 600
+wait_for host-done 1500
 # The host probed LUN 7, which no ACL maps: LIO says so in its log.
 result "array_nonexistent_lun_logs=$(dmesg | grep -c 'NON_EXISTENT_LUN' || true)"
+# What ballast's daemon left: storage objects of its own, LUNs beyond the three of this script.
+result "array_ballast_objects=$(ls -d $LIO/core/*/ballast-* 2>/dev/null | wc -l) array_port_luns=$(ls -d $LIO/fc/*/tpgt_1/lun/lun_* | wc -l)"
+array_sshd_stop
 

@@ -144,6 +144,10 @@ lio_prepare() {
   modprobe -a configfs target_core_mod target_core_file tcm_fc libfcoe fcoe || die "cannot load the LIO / FCoE modules"
   mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config || die "cannot mount configfs"
   [ -d "$LIO" ] || die "no $LIO after loading target_core_mod"
+  # LIO keeps reservation state under its dbroot (/etc/target if it existed when the module
+  # loaded, else /var/target) and answers every PR command with NOT READY when <dbroot>/pr is
+  # missing. ballast's driver makes it at its first export; the LUNs set up by hand need it first.
+  mkdir -p "$(cat "$LIO/dbroot")/pr" || die "cannot create LIO's <dbroot>/pr"
 }
 
 # lio_fileio NAME FILE SIZE SERIAL: a fileio backstore over a sparse FILE of SIZE (64M, 1G, ...)
@@ -180,3 +184,48 @@ lio_fc_acl() {
   mkdir -p "$a/lun_$3" && ln -s "$g/lun/lun_$4" "$a/lun_$3/m" || die "cannot map LUN $4 of $1 as $3 for $2"
 }
 
+
+# --- SSH between a host VM and the array VM (keys from fc-lab.ts's arraySshKeys, in the share) ---
+
+# array_sshd: an sshd on every address of the array VM, for the hosts' ballast daemons. Nothing
+# of /etc/ssh is used. sshd runs every command through root's shell, and bash started by sshd
+# reads ~/.bashrc: the lab machine's /root (seen through the VM's root overlay) has one that runs
+# `pyenv init`, which cost every command 15-25 s under TCG. An empty home for root, in this VM only.
+array_sshd() {
+  mount -t tmpfs -o mode=0700 tmpfs /root || die "cannot give root an empty home"
+  mkdir -p /run/sshd
+  cat > /tmp/sshd_config <<CONF
+ListenAddress 0.0.0.0
+HostKey $SHARE/ssh/host_key
+AuthorizedKeysFile $SHARE/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UsePAM no
+StrictModes no
+MaxStartups 50
+PidFile /run/sshd-ballast.pid
+CONF
+  /usr/sbin/sshd -f /tmp/sshd_config -E "$BALLAST_VM_LOGS/sshd.log" || die "sshd"
+}
+array_sshd_stop() { kill "$(cat /run/sshd-ballast.pid 2>/dev/null)" 2>/dev/null; }
+
+# on_array CMD...: runs CMD on the array VM as root (OpenSSH's client, a new connection each).
+on_array() {
+  [ -e /tmp/known_hosts ] || echo "$FC_PEER_IP $(cat "$SHARE/ssh/host_key.pub")" > /tmp/known_hosts
+  ssh -i "$SHARE/ssh/client_key" -o BatchMode=yes -o UserKnownHostsFile=/tmp/known_hosts -o StrictHostKeyChecking=yes -o LogLevel=ERROR "root@$FC_PEER_IP" "$@"
+}
+
+# lio_array_yaml POOL: the ballast config lines of a backends.lio over FC on this lab's array,
+# managed over SSH ($SSH_HOST_KEY: the array's host key fingerprint, from arraySshKeys).
+lio_array_yaml() {
+  local targets; targets=$(for w in $FC_MY_TARGETS; do printf '"%s", ' "$w"; done)
+  cat <<YAML
+backends:
+  lio:
+    pool: $1
+    transport: fc
+    fc: {target_wwpns: [${targets%, }]}
+    array:
+      ssh: {host: $FC_PEER_IP, user: root, private_key_file: $SHARE/ssh/client_key, host_key_sha256: "$SSH_HOST_KEY"}
+YAML
+}
