@@ -3,7 +3,7 @@ import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { arraySshKeys, requireFcLab, runFcPair } from '../test/helpers/fc-lab.js';
-import { intFromEnv, out } from './lib/bench-run.js';
+import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 
 // In the FC lab (two VMs under qemu TCG joined by two FCoE VN2VN links = two fabrics, two
 // paths): an array VM running LIO's tcm_fc target, managed over SSH by the ballast daemon of a
@@ -176,10 +176,4 @@ async function main(): Promise<number> {
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  },
-);
+exitWith(main);

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { runScenario } from '../test/helpers/vm-scenario.js';
 import { requireVmLab } from '../test/helpers/vm.js';
-import { intFromEnv, out } from './lib/bench-run.js';
+import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 
 // In the VM lab (Debian's kernel under qemu, software emulation), one VM that is both the
 // array (tgtd, two portals) and the host: ballast's attach + mount and detach times, and
@@ -42,10 +42,4 @@ async function main(): Promise<number> {
   return left.every((n) => n === '0') ? 0 : 1;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  },
-);
+exitWith(main);

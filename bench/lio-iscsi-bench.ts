@@ -4,7 +4,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runScenario } from '../test/helpers/vm-scenario.js';
 import { requireVmLab } from '../test/helpers/vm.js';
-import { intFromEnv, out } from './lib/bench-run.js';
+import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 
 // In the VM lab (one VM under qemu TCG that is both the array and the host): ballast's iSCSI
 // path on LIO (backends.lio, transport iscsi, the kernel's target) beside its tgt path
@@ -128,10 +128,4 @@ async function main(): Promise<number> {
   return left.every((n) => n === '0') ? 0 : 1;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  },
-);
+exitWith(main);
