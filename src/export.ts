@@ -2,7 +2,7 @@
  * How this host reaches a volume: produced by a backend driver, consumed by an attacher.
  * The one value that passes between the two layers, so neither imports the other.
  */
-export type Export = LoopExport | IscsiExport | FcExport | VmdkExport;
+export type Export = LoopExport | IscsiExport | FcExport | NvmeTcpExport | VmdkExport;
 
 export interface LoopExport {
   transport: 'loop';
@@ -48,6 +48,16 @@ export interface FcExport {
   reservations: boolean;
 }
 
+export interface NvmeTcpExport {
+  transport: 'nvme-tcp';
+  /** The NVM subsystem's NQN ("nqn.2014-08.org.example:array1"). */
+  subsystemNqn: string;
+  /** "address:port" ("[v6]:port" for IPv6) as this host reaches the array; more than one is native NVMe multipath. */
+  portals: string[];
+  /** The namespace's NGUID, 32 lower-case hex digits: the host sees it as wwid "eui.<nguid>". */
+  nguid: string;
+}
+
 export interface VmdkExport {
   transport: 'vmdk';
   /**
@@ -68,6 +78,8 @@ export interface Initiator {
   iqn?: string;
   /** This host's FC initiator port WWPNs (16 lower-case hex digits), for the array's ACLs. */
   wwpns?: string[];
+  /** This host's NVMe host NQN (/etc/nvme/hostnqn), for the subsystem's allowed hosts. */
+  nqn?: string;
   /** The vSphere VM this host runs in: its BIOS UUID (/sys/class/dmi/id/product_uuid), lower case. */
   vmUuid?: string;
 }

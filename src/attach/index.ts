@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import { FcAttacher } from './fc/fc-attacher.js';
 import { IscsiAttacher } from './iscsi/iscsi-attacher.js';
 import { LoopAttacher } from './loop-attacher.js';
+import { NvmeTcpAttacher } from './nvme/nvme-attacher.js';
 import type { Attacher } from './types.js';
 import { VmdkAttacher } from './vmdk/vmdk-attacher.js';
 
@@ -23,6 +24,7 @@ export function createAttachers(exec: Exec, log: Logger, commandTimeoutMs: numbe
     ['loop', new LoopAttacher(exec)],
     ['iscsi', new IscsiAttacher(exec, log.child({ transport: 'iscsi' }), { commandTimeoutMs })],
     ['fc', new FcAttacher(exec, log.child({ transport: 'fc' }), { commandTimeoutMs })],
+    ['nvme-tcp', new NvmeTcpAttacher(exec, log.child({ transport: 'nvme-tcp' }), { commandTimeoutMs })],
     ['vmdk', new VmdkAttacher(exec, log.child({ transport: 'vmdk' }), { commandTimeoutMs, vmUuid: options.vmUuid })],
   ]);
 }
