@@ -25,8 +25,9 @@ describe('retryStale', () => {
     await expect(failingFirst(3, err)).resolves.toEqual({ value: 'fresh', calls: 4 });
   });
 
-  it('gives up after 8 attempts with the last error', async () => {
+  it('gives up after 16 attempts with the last error', async () => {
     await expect(failingFirst(100, errnoError('EREMOTEIO', -121))).rejects.toThrow('EREMOTEIO');
+    await expect(failingFirst(15, errnoError('EREMOTEIO', -121))).resolves.toEqual({ value: 'fresh', calls: 16 });
   });
 
   it('does not retry other errors', async () => {
