@@ -5,14 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Runtime: loop devices, filesystems; iSCSI initiator, dm-multipath and persistent reservations
-# (open-iscsi, multipath-tools, sg3-utils); tgt and lvm2 for an iSCSI array on a Linux host.
+# (open-iscsi, multipath-tools, sg3-utils); NVMe over TCP (nvme-cli); tgt and lvm2 for an iSCSI array on a Linux host.
 # Tests: a real Docker engine, compose, a busybox image source; multi-host tests: sqlite3 (copied
 # into a test image) and iptables (a FORWARD rule for their bridge); iSCSI tests: libiscsi-bin
 # (checks the array from outside), jq (the VM scenarios read JSON replies), qemu and Debian's kernel for the VM lab, curl inside it,
 # openssh-server (an array host reached over SSH, as the VMs reach the host); vSphere tests: Go and
 # govmomi's sources, from which test/vcsim/ builds vcsim (the vCenter simulator).
 DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables
-  open-iscsi multipath-tools sg3-utils tgt lvm2 libiscsi-bin qemu-system-x86 linux-image-amd64 curl jq openssh-server
+  open-iscsi multipath-tools sg3-utils tgt lvm2 libiscsi-bin qemu-system-x86 linux-image-amd64 curl jq openssh-server nvme-cli
   golang-go golang-github-vmware-govmomi-dev nfs-ganesha nfs-ganesha-vfs nfs-common)
 
 missing=()

@@ -54,7 +54,7 @@ export interface NvmeTcpExport {
   subsystemNqn: string;
   /** "address:port" ("[v6]:port" for IPv6) as this host reaches the array; more than one is native NVMe multipath. */
   portals: string[];
-  /** The namespace's NGUID, 32 lower-case hex digits: the host sees it as wwid "eui.<nguid>". */
+  /** The namespace's NGUID, 32 lower-case hex digits, which the host reads in /sys/block/nvmeXnY/nguid. */
   nguid: string;
 }
 

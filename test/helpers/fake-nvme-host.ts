@@ -16,8 +16,8 @@ export interface FakeSubsystem {
  * The host side of NVMe/TCP for unit tests of the NVMe attacher: nvme-cli answered from a small
  * model of an array, and a sysfs tree under `root` laid out as Linux 6.1 shows it with native
  * multipath (/sys/class/nvme/nvmeN with transport, address, subsysnqn, state;
- * /sys/class/nvme-subsystem/nvme-subsysK with the namespace heads; /sys/block/nvmeKnY/wwid
- * "eui.<nguid>"). `settle()` (the attacher's injected sleep) plays the kernel's asynchronous
+ * /sys/class/nvme-subsystem/nvme-subsysK with the namespace heads; /sys/block/nvmeKnY/nguid and
+ * wwid). `settle()` (the attacher's injected sleep) plays the kernel's asynchronous
  * namespace scan after a connect. Its real counterpart is nvmet in the VM lab.
  */
 export class FakeNvmeHost implements Exec {
@@ -100,7 +100,7 @@ export class FakeNvmeHost implements Exec {
         const disk = `nvme${index}n${i + 1}`;
         if (live && ns.enabled) {
           await mkdir(this.sys('block', disk), { recursive: true });
-          await writeFile(this.sys('block', disk, 'wwid'), `eui.${ns.nguid}\n`);
+          await writeNamespace(this.sys('block', disk), ns.nguid);
           await mkdir(dir, { recursive: true });
           await writeFile(join(dir, 'subsysnqn'), `${nqn}\n`);
           await symlink(join('..', '..', '..', 'block', disk), join(dir, disk)).catch(() => undefined);
@@ -116,12 +116,20 @@ export class FakeNvmeHost implements Exec {
   /** A second block device with the same WWID, as each controller gives one when native multipath is off. */
   async addPathDevice(disk: string, nguid: string): Promise<void> {
     await mkdir(this.sys('block', disk), { recursive: true });
-    await writeFile(this.sys('block', disk, 'wwid'), `eui.${nguid}\n`);
+    await writeNamespace(this.sys('block', disk), nguid);
   }
 
   connectedControllers(): string[] {
     return [...this.controllers.keys()].sort();
   }
+}
+
+/** A namespace head's IDs as nvmet gives them: a random UUID besides the NGUID, so the WWID is the UUID. */
+async function writeNamespace(dir: string, nguid: string): Promise<void> {
+  const dashed = `${nguid.slice(0, 8)}-${nguid.slice(8, 12)}-${nguid.slice(12, 16)}-${nguid.slice(16, 20)}-${nguid.slice(20)}`;
+  await writeFile(join(dir, 'nguid'), `${dashed}\n`);
+  await writeFile(join(dir, 'size'), '131072\n');
+  await writeFile(join(dir, 'wwid'), `uuid.${[...nguid].reverse().join('').replace(/^(.{8})(.{4})(.{4})(.{4})/, '$1-$2-$3-$4-')}\n`);
 }
 
 function ok(stdout = ''): ExecResult {

@@ -36,7 +36,7 @@ const servesPortal = (c: NvmeController, nqn: string, p: Portal) => c.transport 
 
 /**
  * NVMe over TCP with nvme-cli, following os-brick's NVMeOFConnector: one controller per portal
- * (`nvme connect`), the namespace found by the WWID the array's NGUID gives it ("eui.<nguid>"),
+ * (`nvme connect`), the namespace found by its NGUID (/sys/block/nvmeXnY/nguid),
  * native NVMe multipath joining the portals into one /dev/nvmeXnY. Detach flushes, then
  * disconnects the subsystem only when no other namespace of it is left on this host (arrays
  * such as PowerFlex serve every volume from one subsystem). The storage-side fence is the
@@ -97,11 +97,10 @@ export class NvmeTcpAttacher implements Attacher {
 
   async detach(exp: Export, device: string, _context: AttachContext): Promise<void> {
     const nvme = exportOf(exp, 'nvme-tcp');
-    const mine = `eui.${nvme.nguid}`;
-    const disks = await this.sysfs.disksWithWwid(mine);
+    const disks = await this.sysfs.disksWithNguid(nvme.nguid);
     for (const disk of disks) await this.exec.run(['blockdev', '--flushbufs', `/dev/${disk}`], { timeoutMs: this.options.commandTimeoutMs });
     if (disks.length === 0 && device) this.log.debug('NVMe namespace already gone', { device, nguid: nvme.nguid });
-    const others = (await this.sysfs.namespacesOf(nvme.subsystemNqn)).filter((ns) => ns.wwid !== mine);
+    const others = (await this.sysfs.namespacesOf(nvme.subsystemNqn)).filter((ns) => ns.nguid !== nvme.nguid);
     if (others.length) {
       // Other volumes of this subsystem are attached here: keep the controllers; the array's unexport removes the namespace.
       this.log.debug('NVMe subsystem still serves other namespaces here; staying connected', { nqn: nvme.subsystemNqn, others: others.map((ns) => ns.disk) });
@@ -123,8 +122,7 @@ export class NvmeTcpAttacher implements Attacher {
 
   async isAttached(exp: Export, device: string): Promise<boolean> {
     const nvme = exportOf(exp, 'nvme-tcp');
-    const disk = device.replace(/^\/dev\//, '');
-    return (await this.sysfs.wwid(disk)) === `eui.${nvme.nguid}`;
+    return (await this.sysfs.nguid(device.replace(/^\/dev\//, ''))) === nvme.nguid;
   }
 
   private async hostNqn(): Promise<string> {
@@ -152,20 +150,21 @@ export class NvmeTcpAttacher implements Attacher {
     await this.exec.run(['nvme', 'disconnect', `--device=${name}`], { timeoutMs: this.options.commandTimeoutMs });
   }
 
-  /** The namespace's one device, waited for (bounded): the kernel scans namespaces after connect, asynchronously. */
+  /** The namespace's one device with its size, waited for (bounded): the kernel scans namespaces after connect, asynchronously. */
   private async waitForNamespace(nvme: NvmeTcpExport): Promise<string> {
     const waitMs = this.options.deviceWaitMs ?? 30_000;
     const deadline = Date.now() + waitMs;
     for (;;) {
-      const disks = await this.sysfs.disksWithWwid(`eui.${nvme.nguid}`);
-      if (disks.length === 1) return disks[0]!;
+      const disks = await this.sysfs.disksWithNguid(nvme.nguid);
+      // The multipath head appears before a path has given it its capacity (size 0 for a moment).
+      if (disks.length === 1 && (await this.sysfs.sectors(disks[0]!)) > 0) return disks[0]!;
       if (disks.length > 1 && !(await this.sysfs.nativeMultipath())) {
         throw new AttachFailed(`NVMe namespace ${nvme.nguid} shows as ${disks.join(', ')}: native NVMe multipath is off (nvme_core.multipath=N); ballast needs it on (the kernel's default)`);
       }
       if (Date.now() > deadline) {
-        const seen = (await this.sysfs.namespacesOf(nvme.subsystemNqn)).map((ns) => `${ns.disk} ${ns.wwid}`);
+        const seen = (await this.sysfs.namespacesOf(nvme.subsystemNqn)).map((ns) => `${ns.disk} NGUID ${ns.nguid || 'none'}`);
         throw new AttachFailed(
-          `NVMe namespace eui.${nvme.nguid} did not appear within ${waitMs / 1000} s on subsystem ${nvme.subsystemNqn} ` +
+          `NVMe namespace with NGUID ${nvme.nguid} did not appear within ${waitMs / 1000} s on subsystem ${nvme.subsystemNqn} ` +
             `(namespaces this host sees there: ${seen.join(', ') || 'none'}); does the array allow this host's NQN and enable the namespace?`,
         );
       }

@@ -19,8 +19,10 @@ export interface NvmeController {
 export interface NvmeNamespace {
   /** "nvme0n1" */
   disk: string;
-  /** "eui.<32 hex digits>" when the array set an NGUID, "uuid.<...>" or "nvme.<...>" otherwise. */
+  /** The kernel's preferred ID: "uuid.<...>" when the array set a UUID, else "eui.<nguid>", else "nvme.<...>". */
   wwid: string;
+  /** 32 lower-case hex digits, "" when the array set none. */
+  nguid: string;
 }
 
 const HEAD = /^nvme\d+n\d+$/;
@@ -77,22 +79,37 @@ export class NvmeSysfs {
       const dir = this.sys('class', 'nvme-subsystem', subsystem);
       if ((await read(join(dir, 'subsysnqn'))) !== subsystemNqn) continue;
       const disks = (await list(dir)).filter((entry) => HEAD.test(entry));
-      return Promise.all(disks.map(async (disk) => ({ disk, wwid: await this.wwid(disk) })));
+      return Promise.all(disks.map(async (disk) => ({ disk, wwid: await this.wwid(disk), nguid: await this.nguid(disk) })));
     }
     return [];
   }
 
-  /** Every namespace block device of this host with that WWID (more than one: native multipath is off). */
-  async disksWithWwid(wwid: string): Promise<string[]> {
+  /**
+   * Every namespace block device of this host with that NGUID (more than one: native multipath
+   * is off). By the NGUID, not the WWID: the kernel's WWID is the namespace UUID when the array
+   * sets one too (nvmet makes a random one), and "eui.<nguid>" only otherwise.
+   */
+  async disksWithNguid(nguid: string): Promise<string[]> {
     const found: string[] = [];
     for (const disk of (await list(this.sys('block'))).filter((entry) => HEAD.test(entry))) {
-      if ((await this.wwid(disk)) === wwid) found.push(disk);
+      if ((await this.nguid(disk)) === nguid) found.push(disk);
     }
     return found.sort();
   }
 
   wwid(disk: string): Promise<string> {
     return read(this.sys('block', disk, 'wwid'));
+  }
+
+  /** /sys/block/nvmeXnY/nguid ("4f6e3a2b-0000-0001-a1b2-c3d4e5f60718") as 32 hex digits; "" for none (all zeros). */
+  async nguid(disk: string): Promise<string> {
+    const hex = (await read(this.sys('block', disk, 'nguid'))).replace(/-/g, '').toLowerCase();
+    return /^0*$/.test(hex) ? '' : hex;
+  }
+
+  /** The device's size in 512-byte sectors; 0 while the kernel has not read the namespace's capacity yet. */
+  async sectors(disk: string): Promise<number> {
+    return Number(await read(this.sys('block', disk, 'size'))) || 0;
   }
 
   /** nvme_core's multipath parameter: "Y" when one device stands for every path. */

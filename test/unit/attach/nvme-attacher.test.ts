@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NvmeTcpAttacher, parsePortal, type NvmeAttacherOptions } from '../../../src/attach/nvme/nvme-attacher.js';
@@ -85,7 +85,7 @@ describe('NvmeTcpAttacher (fake nvme-cli and sysfs; nvmet in the VM lab is the r
       const err = await attacherWith().attach(exp(), CTX).catch((e: unknown) => e);
       expect(Date.now() - started).toBeLessThan(3_000);
       expect((err as Error).message).toBe(
-        `NVMe namespace eui.${NGUID} did not appear within 0.3 s on subsystem ${NQN} (namespaces this host sees there: none); does the array allow this host's NQN and enable the namespace?`,
+        `NVMe namespace with NGUID ${NGUID} did not appear within 0.3 s on subsystem ${NQN} (namespaces this host sees there: none); does the array allow this host's NQN and enable the namespace?`,
       );
       expect(host.connectedControllers()).toEqual([]);
       expect(host.commands.filter((c) => c.startsWith('nvme disconnect'))).toEqual(['nvme disconnect --device=nvme1', 'nvme disconnect --device=nvme0']);
@@ -97,9 +97,24 @@ describe('NvmeTcpAttacher (fake nvme-cli and sysfs; nvmet in the VM lab is the r
       host.calls.length = 0;
       host.subsystems.get(NQN)!.namespaces[0]!.enabled = false;
       await host.settle(); // the array's event: the kernel drops the disabled namespace
-      await expect(attacherWith().attach(exp(), CTX)).rejects.toThrow(/namespaces this host sees there: nvme0n2 eui\.4f6e3a2b00000002/);
+      await expect(attacherWith().attach(exp(), CTX)).rejects.toThrow(`namespaces this host sees there: nvme0n2 NGUID ${OTHER})`);
       expect(host.commands.filter((c) => c.startsWith('nvme'))).toEqual([]);
       expect(host.connectedControllers()).toEqual(['nvme0', 'nvme1']);
+    });
+
+    it('waits until the device has its size (the multipath head shows size 0 for a moment)', async () => {
+      const attacher = attacherWith();
+      let settles = 0;
+      const sizeFile = join(root, 'sys', 'block', 'nvme0n1', 'size');
+      const slow = attacherWith({
+        sleep: async () => {
+          await host.settle();
+          if (++settles < 3) await writeFile(sizeFile, '0\n'); // the head is there, its capacity not yet
+        },
+      });
+      expect(await slow.attach(exp(), CTX)).toBe('/dev/nvme0n1');
+      expect(settles).toBe(3);
+      expect(await attacher.isAttached(exp(), '/dev/nvme0n1')).toBe(true);
     });
 
     it('refuses a namespace that shows as one device per path (native multipath off)', async () => {

@@ -12,19 +12,7 @@ DATA=/tmp/fc-data
 head -c 16M /dev/urandom > "$DATA"
 DATA_SHA=$(sha256sum < "$DATA" | cut -d' ' -f1)
 
-# fa COMMAND ARGS: one command of fc-attach.mjs, which runs as a coprocess (one node for the
-# whole scenario); sets FA_ok, FA_ms, FA_device, FA_wwpns, FA_attached, FA_error.
-coproc FA_PROC { exec node "$BALLAST_SRC/test/integration/vm/scripts/fc-attach.mjs" 2>>"$BALLAST_VM_LOGS/fc-attach-stderr.log"; }
-fa() {
-  local line k
-  FA_ok=0 FA_ms= FA_device= FA_wwpns= FA_attached= FA_key= FA_preempted= FA_holder= FA_keys= FA_error="no answer from fc-attach.mjs within 300 s"
-  echo "$*" >&"${FA_PROC[1]}" || die "fc-attach.mjs is gone (see fc-attach-stderr.log)"
-  while IFS= read -r -t 300 -u "${FA_PROC[0]}" line && [ "$line" != . ]; do
-    k=${line%%=*}
-    case $k in ok|ms|device|wwpns|attached|error|key|preempted|holder|keys) printf -v "FA_$k" '%s' "${line#*=}" ;; esac
-  done
-  [ "$FA_ok" = 1 ] && FA_error=
-}
+attacher_start "$BALLAST_SRC/test/integration/vm/scripts/fc-attach.mjs" # ac COMMAND ARGS: one command of it
 dm_of() { dm_kname "$1"; }                                       # /dev/mapper/X -> dm-N
 map_paths() { ls "/sys/block/$(dm_of "$1")/slaves" 2>/dev/null | wc -l; }
 path_wwid() { local s; s=$(ls "/sys/block/$(dm_of "$1")/slaves" | head -n1); cat "/sys/block/$s/device/wwid" 2>/dev/null; }
@@ -53,18 +41,18 @@ result "fcoe_up_s=$(since "$t0") login_s=$login rports_online=$(rports_online)"
 hosts=$(for h in /sys/class/fc_host/host*; do cat "$h/port_name"; done | sort | tr '\n' , )
 result "fc_host_port_names=${hosts%,} fc_devices_at_login=$(fc_scsi_devices)"
 
-fa identify
-result "identify_ok=$FA_ok identify_ms=$FA_ms identify_wwpns=$FA_wwpns"
+ac identify
+result "identify_ok=$AC_ok identify_ms=$AC_ms identify_wwpns=$AC_wwpns"
 
 # --- LUN 3: attach, filesystem, detach, attach again --------------------------
-fa attach 3
-[ "$FA_ok" = 1 ] || { save attach3-error "$FA_error"; die "attach LUN 3: $FA_error"; }
-DEV=$FA_device
-result "attach3_ms=$FA_ms attach3_device=$DEV attach3_paths=$(map_paths "$DEV") attach3_active=$(paths_in A "$DEV") attach3_wwid=$(path_wwid "$DEV")"
+ac attach 3
+[ "$AC_ok" = 1 ] || { save attach3-error "$AC_error"; die "attach LUN 3: $AC_error"; }
+DEV=$AC_device
+result "attach3_ms=$AC_ms attach3_device=$DEV attach3_paths=$(map_paths "$DEV") attach3_active=$(paths_in A "$DEV") attach3_wwid=$(path_wwid "$DEV")"
 result "attach3_fc_devices=$(fc_scsi_devices)"
 save attach3-multipath "$(multipath -ll 2>&1)"
-fa is-attached 3 "$DEV"
-result "attached3=$FA_attached"
+ac is-attached 3 "$DEV"
+result "attached3=$AC_attached"
 
 mkfs.ext4 -q -F "$DEV" 2>"$SHARE/out/mkfs-stderr" || die "mkfs.ext4 $DEV"
 mkdir -p "$MNT" && mount "$DEV" "$MNT" || die "mount $DEV"
@@ -76,17 +64,17 @@ cp "$DATA" "$MNT/b" && sync || die "write $MNT/b"
 # back within dev_loss_tmo. The failover itself worked; see the issue-10 note.
 
 umount "$MNT" || die "umount $MNT"
-fa detach 3 "$DEV"
-result "detach3_ok=$FA_ok detach3_ms=$FA_ms"
-[ "$FA_ok" = 1 ] || save detach3-error "$FA_error"
+ac detach 3 "$DEV"
+result "detach3_ok=$AC_ok detach3_ms=$AC_ms"
+[ "$AC_ok" = 1 ] || save detach3-error "$AC_error"
 leftovers after_detach3
-fa is-attached 3 "$DEV"
-result "attached3_after_detach=$FA_attached"
+ac is-attached 3 "$DEV"
+result "attached3_after_detach=$AC_attached"
 
-fa attach 3
-[ "$FA_ok" = 1 ] || { save reattach3-error "$FA_error"; die "attach LUN 3 again: $FA_error"; }
-DEV=$FA_device
-result "reattach3_ms=$FA_ms reattach3_paths=$(map_paths "$DEV")"
+ac attach 3
+[ "$AC_ok" = 1 ] || { save reattach3-error "$AC_error"; die "attach LUN 3 again: $AC_error"; }
+DEV=$AC_device
+result "reattach3_ms=$AC_ms reattach3_paths=$(map_paths "$DEV")"
 mount -o ro "$DEV" "$MNT" || die "mount $DEV again"
 a_sha=$(sha256sum < "$MNT/a" | cut -d' ' -f1)
 b_sha=$(sha256sum < "$MNT/b" | cut -d' ' -f1)
@@ -98,50 +86,50 @@ umount "$MNT" || die "umount $MNT"
 pr_disks=($(ls "/sys/block/$(dm_of "$DEV")/slaves"))
 fc_host_of() { local a; a=$(ls "/sys/block/$1/device/scsi_device"); cat "/sys/class/fc_host/host${a%%:*}/port_name"; }
 result "pr_initiators=$(fc_host_of "${pr_disks[0]}"),$(fc_host_of "${pr_disks[1]}")"
-fa reserve "${pr_disks[0]}" host1 1
-result "pr_take1_ok=$FA_ok pr_key1=$FA_key pr_holder1=$FA_holder"
-fa reserve "${pr_disks[1]}" host2 2
-result "pr_take2_ok=$FA_ok pr_key2=$FA_key pr_preempted=$FA_preempted pr_holder2=$FA_holder pr_keys_after=$FA_keys"
-[ -z "$FA_error" ] || save pr-error "$FA_error"
+ac reserve "${pr_disks[0]}" host1 1
+result "pr_take1_ok=$AC_ok pr_key1=$AC_key pr_holder1=$AC_holder"
+ac reserve "${pr_disks[1]}" host2 2
+result "pr_take2_ok=$AC_ok pr_key2=$AC_key pr_preempted=$AC_preempted pr_holder2=$AC_holder pr_keys_after=$AC_keys"
+[ -z "$AC_error" ] || save pr-error "$AC_error"
 # Past the filesystem's data (LUN 3 is not read again): host 1's write is refused at the array.
 if dd if=/dev/zero of="/dev/${pr_disks[0]}" bs=4k seek=12000 count=1 oflag=direct 2>/tmp/pr-dd.err; then rc=0; else rc=$?; fi
 result "pr_host1_write_rc=$rc pr_host1_write_error=$(tr ' ' _ < /tmp/pr-dd.err | head -c 80)"
 dd if=/dev/zero of="/dev/${pr_disks[1]}" bs=4k seek=12000 count=1 oflag=direct 2>/dev/null; result "pr_host2_write_rc=$?"
-sg_persist -n -o -C -K "$FA_key" "/dev/${pr_disks[1]}" >/dev/null || die "clear the reservation of LUN 3"
+sg_persist -n -o -C -K "$AC_key" "/dev/${pr_disks[1]}" >/dev/null || die "clear the reservation of LUN 3"
 
-fa detach 3 "$DEV"
-result "detach3b_ok=$FA_ok detach3b_ms=$FA_ms"
+ac detach 3 "$DEV"
+result "detach3b_ok=$AC_ok detach3b_ms=$AC_ms"
 leftovers after_detach3b
 
 # --- LUN 300 (above 255: SAM flat addressing) ---------------------------------------------------
-fa attach 300
-if [ "$FA_ok" = 1 ]; then
-  DEV=$FA_device
-  result "attach300_ok=1 attach300_ms=$FA_ms attach300_paths=$(map_paths "$DEV") attach300_active=$(paths_in A "$DEV") attach300_wwid=$(path_wwid "$DEV") attach300_fc_devices=$(fc_scsi_devices)"
-  fa detach 300 "$DEV"
-  result "detach300_ok=$FA_ok detach300_ms=$FA_ms"
+ac attach 300
+if [ "$AC_ok" = 1 ]; then
+  DEV=$AC_device
+  result "attach300_ok=1 attach300_ms=$AC_ms attach300_paths=$(map_paths "$DEV") attach300_active=$(paths_in A "$DEV") attach300_wwid=$(path_wwid "$DEV") attach300_fc_devices=$(fc_scsi_devices)"
+  ac detach 300 "$DEV"
+  result "detach300_ok=$AC_ok detach300_ms=$AC_ms"
 else
-  result "attach300_ok=0 attach300_ms=$FA_ms"
-  save attach300-error "$FA_error"
+  result "attach300_ok=0 attach300_ms=$AC_ms"
+  save attach300-error "$AC_error"
 fi
 leftovers after_300
 
 # --- LUN 7: on the array's ports, but no ACL maps it to this host ------------------------------
-fa attach 7
-result "lun7_ok=$FA_ok lun7_ms=$FA_ms"
-save lun7-error "$FA_error"
+ac attach 7
+result "lun7_ok=$AC_ok lun7_ms=$AC_ms"
+save lun7-error "$AC_error"
 leftovers lun7
-[ "$FA_ok" = 1 ] && fa detach 7 "$FA_device"
+[ "$AC_ok" = 1 ] && ac detach 7 "$AC_device"
 
 # --- a target WWPN no port has (with LUN 3, which the real ports do map: a scan written to them
 # would show up as devices) ---------------------------------------------------------------------
-fa attach 3 2000525400000199
-result "bogus_ok=$FA_ok bogus_ms=$FA_ms"
-save bogus-error "$FA_error"
+ac attach 3 2000525400000199
+result "bogus_ok=$AC_ok bogus_ms=$AC_ms"
+save bogus-error "$AC_error"
 leftovers bogus
-[ "$FA_ok" = 1 ] && fa detach 3 "$FA_device" 2000525400000199
+[ "$AC_ok" = 1 ] && ac detach 3 "$AC_device" 2000525400000199
 
-exec {FA_PROC[1]}>&-; wait "$FA_PROC_PID" 2>/dev/null # fc-attach.mjs is done: its memory and CPU to the daemon
+attacher_stop # fc-attach.mjs is done: its memory and CPU to the daemon
 
 # --- the daemon over FC: backends.lio transport fc, the array VM's LIO managed over SSH -----------
 # The array VM's configuration above stays (LUN 0, 1, 7 on the ports, 3 and 300 in the ACLs), as a

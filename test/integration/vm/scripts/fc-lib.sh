@@ -10,7 +10,6 @@ FC_LIB_LOADED=1
 LIO=/sys/kernel/config/target
 now() { cut -d' ' -f1 /proc/uptime; }                         # this VM's monotonic seconds
 since() { awk "BEGIN { printf \"%.1f\", $(now) - $1 }"; }
-save() { printf '%s\n' "$2" > "$SHARE/out/$1"; }               # save KEY TEXT: for the test to read whole
 signal() { touch "$SHARE/$1"; }
 wait_for() { # FILE [SECONDS]: waits for $SHARE/FILE
   for _ in $(seq $(( ${2:-240} * 10 ))); do [ -e "$SHARE/$1" ] && return 0; nap 0.1; done

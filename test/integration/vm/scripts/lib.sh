@@ -5,6 +5,8 @@
 mkdir -p "$BALLAST_RUN"
 result() { echo "RESULT $*" >&2; } # stderr: stays out of $(...) captures
 die() { echo "FAILED: $*" >&2; exit 1; }
+# save KEY TEXT: a text the test reads whole (an error message), as $SHARE/out/KEY (runScenario's shareDir).
+save() { mkdir -p "$SHARE/out" && printf '%s\n' "$2" > "$SHARE/out/$1"; }
 # nap SECONDS: sleeps without forking (a read that times out on a FIFO nobody writes). A polling
 # loop of `sleep 0.1` forks ten processes a second, CPU the one-CPU TCG VM needs for the work.
 [ -p /tmp/nap.fifo ] || mkfifo /tmp/nap.fifo
@@ -19,6 +21,25 @@ call() { curl -sS --max-time 150 --unix-socket "$BALLAST_RUN/ballast.sock" -X PO
 json() { jq -jr --arg f "$1" '.[$f] // "" | tostring'; }
 # expect_ok METHOD JSON: fails the scenario on an Err
 expect_ok() { local out; out=$(call "$1" "$2"); local err; err=$(echo "$out" | json Err); [ -z "$err" ] || die "$1 $2: $err"; echo "$out"; }
+
+# attacher_start SCRIPT: runs an attacher driver (fc-attach.mjs, nvme-attach.mjs: see
+# attach-coproc.mjs) as this scenario's coprocess, one node for the whole scenario. `ac COMMAND
+# ARGS` sends it one command and sets AC_<key> for each key=value line of the answer (AC_ok,
+# AC_ms, AC_error, AC_device, ...), emptying the previous answer's first (under set -u, read a key
+# an answer may lack as ${AC_key:-}).
+attacher_start() { coproc AC_PROC { exec node "$1" 2>>"$BALLAST_VM_LOGS/$(basename "$1" .mjs)-stderr.log"; }; }
+ac() {
+  local line k
+  for k in "${!AC_@}"; do [[ $k == AC_PROC* ]] || printf -v "$k" '%s' ''; done
+  AC_ok=0 AC_error="no answer from the attacher driver within 300 s"
+  echo "$*" >&"${AC_PROC[1]}" || die "the attacher driver is gone (see its -stderr.log)"
+  while IFS= read -r -t 300 -u "${AC_PROC[0]}" line && [ "$line" != . ]; do
+    k=${line%%=*}
+    [[ $k =~ ^[a-z0-9_]+$ ]] && printf -v "AC_$k" '%s' "${line#*=}"
+  done
+  [ "$AC_ok" = 1 ] && AC_error=
+}
+attacher_stop() { exec {AC_PROC[1]}>&-; wait "$AC_PROC_PID" 2>/dev/null; }
 
 start_tgtd() { # local array (hyper-converged): tgtd in this VM on 127.0.0.1:3260 and 127.0.0.2:3260
   tgtd -f >"$BALLAST_VM_LOGS/tgtd.log" 2>&1 &

@@ -1,0 +1,73 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { requireVmLab } from '../../helpers/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+
+// NVMe/TCP against Linux's nvmet in one VM (nvmet, nvmet-tcp and nvme-tcp exist only in the VM
+// lab's kernel here): ballast's NvmeTcpAttacher through scripts/nvme-attach.mjs, two portals.
+// Needs root, the VM lab and nvme-cli.
+const NQN = 'nqn.2026-12.dev.ballast:array1';
+const NGUID = '4f6e3a2b00000001a1b2c3d4e5f60718';
+/** Docker gives a Mount 2 minutes: a failing attach must give up within that. */
+const MOUNT_BUDGET_MS = 120_000;
+
+describe('NVMe/TCP attacher against nvmet (VM lab)', () => {
+  let r: Results;
+  const out: Record<string, string> = {};
+
+  beforeAll(async () => {
+    requireVmLab();
+    if (!existsSync('/usr/sbin/nvme')) throw new Error('nvme-cli is missing: apt-get install nvme-cli (scripts/install-deps.sh installs it)');
+    const share = await mkdtemp(join(tmpdir(), 'ballast-nvme-share-'));
+    try {
+      ({ results: r } = await runScenario(scenarioScript('nvme-tcp'), { name: 'vm1', timeoutMs: 290_000, shareDir: share, env: { SHARE: share } }));
+      for (const f of readdirSync(join(share, 'out'))) out[f] = readFileSync(join(share, 'out', f), 'utf8').trim();
+      console.log(`NVMe/TCP (TCG): attach over 2 portals ${r.attach_ms} ms, detach ${r.detach_ms} ms; refused host failed in ${r.refused_ms} ms; disabled namespace failed in ${r.disabled_ms} ms`);
+    } finally {
+      await rm(share, { recursive: true, force: true });
+    }
+  }, 300_000);
+
+  it('identifies the host by /etc/nvme/hostnqn', () => {
+    expect([r.identify_ok, r.host_nqn_matches_file]).toEqual(['1', 'yes']);
+  });
+
+  it('a host the subsystem does not allow is refused on every portal, with nothing left connected', () => {
+    expect(r.refused_ok).toBe('0');
+    expect(out['refused-error']).toContain(`cannot connect to NVMe/TCP subsystem ${NQN} as `);
+    expect(out['refused-error']).toMatch(/127\.0\.0\.1:4420: .*; 127\.0\.0\.2:4420: /);
+    expect(r.refused_controllers).toBe('0');
+  });
+
+  it('attaches over both portals as one device (native multipath), found by the NGUID', () => {
+    expect(r.device).toMatch(/^\/dev\/nvme\d+n1$/);
+    expect([r.controllers, r.paths_live, r.namespaces]).toEqual(['2', '2', '1']);
+    expect(r.nguid).toBe(NGUID);
+    expect(r.wwid).toMatch(/^uuid\./); // nvmet sets a UUID too, which the kernel prefers for the WWID: ballast matches the NGUID
+  });
+
+  it('detach leaves no controller and no namespace', () => {
+    expect(r.detach_ok).toBe('1');
+    expect([r.controllers_after_detach, r.namespaces_after_detach]).toEqual(['0', '0']);
+  });
+
+  it('a namespace the array disabled: the attach fails within the bound naming it, and disconnects', () => {
+    expect(r.disabled_ok).toBe('0');
+    expect(Number(r.disabled_ms)).toBeLessThan(MOUNT_BUDGET_MS);
+    expect(out['disabled-error']).toContain(`NVMe namespace with NGUID ${NGUID} did not appear within 15 s on subsystem ${NQN}`);
+    expect(r.disabled_controllers).toBe('0');
+  });
+
+  it('attaching again finds the data; with the namespace disabled under it (the fence) its direct write fails', () => {
+    expect(r.data_intact).toBe('yes');
+    expect(r.fenced_write_rc).not.toBe('0');
+    expect(r.fenced_write_rc).not.toBe('124'); // failed, not hung until timeout(1)
+  });
+
+  it('a fenced volume still detaches clean', () => {
+    expect(r.fenced_detach_ok).toBe('1');
+    expect([r.controllers_end, r.namespaces_end]).toEqual(['0', '0']);
+  });
+});
