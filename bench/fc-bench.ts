@@ -1,9 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { arraySshKeys, requireFcLab, runFcPair } from '../test/helpers/fc-lab.js';
 import { exitWith, intFromEnv, out } from './lib/bench-run.js';
+import { commandsPerCall, loadAverages as load, logEntries, type CallCommands } from './lib/daemon-log.js';
+import { median } from './lib/stats.js';
 
 // In the FC lab (two VMs under qemu TCG joined by two FCoE VN2VN links = two fabrics, two
 // paths): an array VM running LIO's tcm_fc target, managed over SSH by the ballast daemon of a
@@ -13,69 +15,18 @@ import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 // each path, multipathd's own map). Absolute figures are those of an emulated CPU and an
 // emulated network; the ratios are the point.
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/** What one plugin call ran, from the daemon's debug log: commands on the array (over SSH) and on the host. */
-interface CallCommands {
-  ssh: number;
-  sshMs: number;
-  local: number;
-  localMs: number;
-  wallMs: number;
-}
-
-/** The calls the host script times (by request, volume and mount ID), each with the commands it ran. */
-function commandsPerCall(log: string): Map<string, CallCommands[]> {
-  const pending = new Map<number, CallCommands>();
-  const calls = new Map<string, CallCommands[]>();
-  const figure = (request: string, volume: string, mountId: string) => {
-    const fresh = /^n\d+$/.test(volume);
-    if (request === 'VolumeDriver.Mount') return fresh ? 'new' : volume === 'b0' && mountId === 'y' ? 'existing' : undefined;
-    if (request === 'VolumeDriver.Unmount') return fresh ? 'detach' : volume === 'b0' && mountId === 'y' ? 'detach_existing' : undefined;
-    return undefined;
-  };
-  for (const line of log.split('\n')) {
-    let entry: Record<string, unknown>;
-    try {
-      entry = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
-    const reqId = entry.reqId;
-    if (typeof reqId !== 'number') continue;
-    const stats = pending.get(reqId) ?? { ssh: 0, sshMs: 0, local: 0, localMs: 0, wallMs: 0 };
-    pending.set(reqId, stats);
-    if (entry.message === 'command') {
-      const ms = Number(entry.durationMs) || 0;
-      if (entry.target) {
-        stats.ssh++;
-        stats.sshMs += ms;
-      } else {
-        stats.local++;
-        stats.localMs += ms;
-      }
-    } else if (entry.message === 'request' && typeof entry.durationMs === 'number') {
-      pending.delete(reqId);
-      const key = figure(String(entry.request), String(entry.volume ?? ''), String(entry.mountId ?? ''));
-      if (!key || entry.err) continue;
-      stats.wallMs = entry.durationMs;
-      calls.set(key, [...(calls.get(key) ?? []), stats]);
-    }
-  }
-  return calls;
+/** fc-bench-host.sh's timed calls: new volumes n1, n2, ...; b0 mounted as "y" is the existing one. */
+function figure(request: Record<string, unknown>): string | undefined {
+  const volume = String(request.volume ?? '');
+  const fresh = /^n\d+$/.test(volume);
+  const existing = volume === 'b0' && request.mountId === 'y';
+  if (request.request === 'VolumeDriver.Mount') return fresh ? 'new' : existing ? 'existing' : undefined;
+  if (request.request === 'VolumeDriver.Unmount') return fresh ? 'detach' : existing ? 'detach_existing' : undefined;
+  return undefined;
 }
 
 /** Every SSH command's duration in the log (lease renewals included). */
-const sshCommandMs = (log: string) =>
-  log.split('\n').flatMap((line) => {
-    try {
-      const e = JSON.parse(line) as Record<string, unknown>;
-      return e.message === 'command' && e.target ? [Number(e.durationMs)] : [];
-    } catch {
-      return [];
-    }
-  });
-const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+const sshCommandMs = (log: string) => [...logEntries(log)].filter((e) => e.message === 'command' && e.target).map((e) => Number(e.durationMs));
 
 async function main(): Promise<number> {
   requireFcLab();
@@ -146,7 +97,7 @@ async function main(): Promise<number> {
     out(`  left behind on the host VM: ${r.left_disks} FC SCSI disks, ${r.left_maps} dm maps (remote ports ${r.left_rports})`);
     out(`  left behind on the array VM: ${a.array_left_luns} LUNs on the ports, ${a.array_left_mapped_luns} LUNs mapped in ACLs, ${a.array_left_objects} storage objects`);
     const log = await readFile(join(share, 'out', 'ballast.log'), 'utf8').catch(() => '');
-    const calls = commandsPerCall(log);
+    const calls = commandsPerCall(log, figure);
     if (calls.size) {
       out('');
       out("  Commands per call, from the daemon's debug log (count and their summed time, median over the rounds):");

@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { runScenario } from '../test/helpers/vm-scenario.js';
 import { requireVmLab } from '../test/helpers/vm.js';
+import { median } from './lib/stats.js';
 import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 
 // In the VM lab (Debian's kernel under qemu, software emulation), one VM that is both the
@@ -9,7 +10,6 @@ import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 // attached by hand in the same run. Absolute figures are those of an emulated CPU; the
 // ratios are the point.
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<number> {
   requireVmLab();

@@ -1,10 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runScenario } from '../test/helpers/vm-scenario.js';
 import { requireVmLab } from '../test/helpers/vm.js';
 import { exitWith, intFromEnv, out } from './lib/bench-run.js';
+import { commandsPerCall, loadAverages as load } from './lib/daemon-log.js';
+import { median } from './lib/stats.js';
 
 // In the VM lab (one VM under qemu TCG that is both the array and the host): ballast's iSCSI
 // path on LIO (backends.lio, transport iscsi, the kernel's target) beside its tgt path
@@ -12,41 +14,18 @@ import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 // Attach + mount and detach times and sequential direct throughput, with the ratio LIO / tgt.
 // Absolute figures are those of an emulated CPU; the ratios are the point.
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
-
 /**
- * From the daemon's debug log: for each timed call ("tgt_new", "lio_existing", ...; by request,
- * volume and mount ID), how many commands it ran and their summed time. Both arrays are local
- * here, so tgtadm and LIO's configfs scripts count with iscsiadm, multipath and the rest.
+ * lio-iscsi-bench.sh's timed calls ("tgt_new", "lio_existing", ...): new volumes tgtn1, lion1, ...;
+ * tgtb0 / liob0 mounted as "y" are the existing ones. Both arrays are local here, so tgtadm and
+ * LIO's configfs scripts count with iscsiadm, multipath and the rest.
  */
-function commandsPerCall(log: string): Map<string, Array<{ n: number; ms: number }>> {
-  const pending = new Map<number, { n: number; ms: number }>();
-  const calls = new Map<string, Array<{ n: number; ms: number }>>();
-  for (const line of log.split('\n')) {
-    let e: Record<string, unknown>;
-    try {
-      e = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      continue;
-    }
-    if (typeof e.reqId !== 'number') continue;
-    const stats = pending.get(e.reqId) ?? { n: 0, ms: 0 };
-    pending.set(e.reqId, stats);
-    if (e.message === 'command') {
-      stats.n++;
-      stats.ms += Number(e.durationMs) || 0;
-    } else if (e.message === 'request' && typeof e.durationMs === 'number') {
-      pending.delete(e.reqId);
-      const m = /^(tgt|lio)(n\d+|b0)$/.exec(String(e.volume ?? ''));
-      if (!m || e.err) continue;
-      const fresh = m[2] !== 'b0';
-      if (!fresh && e.mountId !== 'y') continue;
-      const what = e.request === 'VolumeDriver.Mount' ? (fresh ? 'new' : 'existing') : e.request === 'VolumeDriver.Unmount' ? (fresh ? 'detach' : 'detach_existing') : undefined;
-      if (what) calls.set(`${m[1]}_${what}`, [...(calls.get(`${m[1]}_${what}`) ?? []), stats]);
-    }
-  }
-  return calls;
+function figure(request: Record<string, unknown>): string | undefined {
+  const m = /^(tgt|lio)(n\d+|b0)$/.exec(String(request.volume ?? ''));
+  if (!m) return undefined;
+  const fresh = m[2] !== 'b0';
+  if (!fresh && request.mountId !== 'y') return undefined;
+  const what = request.request === 'VolumeDriver.Mount' ? (fresh ? 'new' : 'existing') : request.request === 'VolumeDriver.Unmount' ? (fresh ? 'detach' : 'detach_existing') : undefined;
+  return what && `${m[1]}_${what}`;
 }
 
 async function main(): Promise<number> {
@@ -108,7 +87,7 @@ async function main(): Promise<number> {
   row('unmount + detach (existing volume, after I/O)', 'detach_existing', '_ms', 'ms');
   row(`sequential direct write, ${writeMb} MiB`, 'write_mbps', '', 'MB/s');
   row(`sequential direct read, ${writeMb} MiB`, 'read_mbps', '', 'MB/s');
-  const calls = commandsPerCall(log);
+  const calls = commandsPerCall(log, figure);
   if (calls.size) {
     out('');
     out("  Commands per call, from the daemon's debug log (count and summed time, medians; array and host are one VM here):");
@@ -116,7 +95,7 @@ async function main(): Promise<number> {
     for (const [key, what] of [['new', 'attach + mount, new volume'], ['existing', 'attach + mount, existing volume'], ['detach', 'unmount + detach, new volume'], ['detach_existing', 'unmount + detach, existing volume']] as const) {
       const cell = (kind: string) => {
         const xs = calls.get(`${kind}_${key}`) ?? [];
-        return xs.length ? `${median(xs.map((x) => x.n))} (${(median(xs.map((x) => x.ms)) / 1000).toFixed(1)} s)` : '-';
+        return xs.length ? `${median(xs.map((x) => x.ssh + x.local))} (${(median(xs.map((x) => x.sshMs + x.localMs)) / 1000).toFixed(1)} s)` : '-';
       };
       out(`  ${what.padEnd(44)} ${cell('tgt').padStart(14)} ${cell('lio').padStart(14)}`);
     }
