@@ -146,7 +146,8 @@ echo "ballast-vm: ${name} ready at $(up)s (udev trigger+settle $(awk "BEGIN { pr
 export BALLAST_VM_NAME=${q(name)} BALLAST_VM_IQN=${q(iqn)} BALLAST_VM_LOGS=$logs
 bash /run/ballast-vm/script.sh </dev/null
 code=$?
-if [ $code -ne 0 ]; then for f in $logs/*.log; do echo "--- $f"; tail -n 30 "$f"; done; fi
+# The daemon's log last, then the failure again: a console cut short keeps its end.
+if [ $code -ne 0 ]; then for f in $(ls $logs/*.log | grep -v /ballast.log) $(ls $logs/ballast.log 2>/dev/null); do echo "--- $f"; tail -n 30 "$f"; done; [ ! -f $logs/failed ] || cat $logs/failed; fi
 echo "${EXIT_MARKER}$code"
 busybox poweroff -f
 `;

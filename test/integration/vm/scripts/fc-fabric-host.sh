@@ -174,6 +174,18 @@ sync
 result "d_fault_write_rc=$rc d_fault_write_s=$(since "$t0") d_fault_active=$(paths_in A "$VDEV") d_fault_failed=$(paths_in F "$VDEV")"
 result "d_fault_sha_ok=$([ "$(sha256sum < "$mp/b" | cut -d' ' -f1)" = "$B_SHA" ] && echo yes || echo no)"
 
+# The array must see the lost path go before the unmount: while its remote port for this host's
+# second initiator is Online, LIO keeps that session's commands, and removing the LUN waits for
+# them (on a loaded machine, over 90 s: the Unmount's unexport timed out).
+host_wwpns=($FC_HOST_WWPNS)
+array_rport_state() { on_array "for r in /sys/class/fc_remote_ports/rport-*; do [ \"\$(cat \$r/port_name)\" != 0x$1 ] || cat \$r/port_state; done"; }
+t0=$(now)
+while [ "$(array_rport_state "${host_wwpns[1]}")" = Online ]; do
+  [ "$(since "$t0" | cut -d. -f1)" -lt 150 ] || die "the array still sees ${host_wwpns[1]} Online 150 s after the path went down"
+  nap 2
+done
+result "d_array_saw_loss_s=$(since "$t0") d_array_rport_after_loss=$(array_rport_state "${host_wwpns[1]}" | tr ' ' _)"
+
 expect_ok VolumeDriver.Unmount '{"Name":"v1","ID":"c1"}' >/dev/null
 result "d_unmount_fc_devices=$(fc_scsi_devices) d_unmount_maps=$(dm_maps) d_unmount_array_luns=$(array_luns | tr ' ' ,) d_unmount_objects=$(array_objects)"
 

@@ -4,7 +4,9 @@
 
 mkdir -p "$BALLAST_RUN"
 result() { echo "RESULT $*" >&2; } # stderr: stays out of $(...) captures
-die() { echo "FAILED: $*" >&2; exit 1; }
+# die also leaves its message in $BALLAST_VM_LOGS/failed: the VM prints it again after the logs,
+# as the last lines a truncated console shows.
+die() { echo "FAILED: $*" >&2; [ -z "${BALLAST_VM_LOGS:-}" ] || echo "FAILED: $*" >> "$BALLAST_VM_LOGS/failed"; exit 1; }
 # save KEY TEXT: a text the test reads whole (an error message), as $SHARE/out/KEY (runScenario's shareDir).
 save() { mkdir -p "$SHARE/out" && printf '%s\n' "$2" > "$SHARE/out/$1"; }
 # nap SECONDS: sleeps without forking (a read that times out on a FIFO nobody writes). A polling
