@@ -2,7 +2,8 @@ import { requireVmLab } from '../../helpers/vm.js';
 import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
 
 // Needs root, qemu-system-x86, linux-image-amd64, busybox-static, open-iscsi, multipath-tools,
-// sg3-utils and tgt (scripts/install-deps.sh installs them); fails loudly without them.
+// sg3-utils, tgt and lvm2 (scripts/install-deps.sh installs them); fails loudly without them.
+// One VM run for both profiles: image files (default) and LVM logical volumes (lvm).
 const MiB = 1024 * 1024;
 
 describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM lab)', () => {
@@ -10,9 +11,9 @@ describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM la
 
   beforeAll(async () => {
     requireVmLab();
-    ({ results } = await runScenario(scenarioScript('iscsi-single'), { name: 'vm1', timeoutMs: 290_000, memoryMb: 1536 }));
+    ({ results } = await runScenario(scenarioScript('iscsi-single'), { name: 'vm1', timeoutMs: 520_000, memoryMb: 1536 }));
     console.log('VM lab iscsi-single timings (ms):', Object.fromEntries(Object.entries(results).filter(([k]) => k.endsWith('_ms') || k.endsWith('_s'))));
-  }, 300_000);
+  }, 540_000);
 
   it('mounts a new volume on the multipath map over both portals, under a type 5 reservation', () => {
     expect(results.device).toMatch(/^\/dev\/mapper\/3[0-9a-f]+$/);
@@ -49,5 +50,24 @@ describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM la
     expect(results.targets_after_remove).toBe('0');
     expect(results.pool_after_remove).toBe('0');
     expect([results.sessions_end, results.disks_end, results.maps_end]).toEqual(['0', '0', '0']);
+  });
+
+  describe('profile lvm: volumes as LVM logical volumes on the array', () => {
+    it('creates a logical volume of the requested size and exports it as the LUN', () => {
+      expect(Number(results.lv_bytes_created)).toBe(64 * MiB);
+      expect(results.lv_backing).toBe('/dev/ballastvg/ballast-lv1');
+      expect(results.lv_device).toMatch(/^\/dev\/mapper\/3[0-9a-f]+$/);
+    });
+
+    it('grows the logical volume and the mounted filesystem online', () => {
+      expect(Number(results.lv_bytes_grown)).toBe(128 * MiB);
+      expect(Number(results.lv_fs_bytes_grown)).toBeGreaterThan(100 * MiB);
+    });
+
+    it('keeps the data across unmount and mount, and remove deletes the logical volume', () => {
+      expect(results.lv_data_intact).toBe('yes');
+      expect(results.lvs_after_remove).toBe('0');
+      expect([results.lv_sessions_end, results.lv_disks_end, results.lv_maps_end]).toEqual(['0', '0', '0']);
+    });
   });
 });
