@@ -13,7 +13,10 @@ cd "$(dirname "$0")/.."
 # govmomi's sources, from which test/vcsim/ builds vcsim (the vCenter simulator).
 DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables
   open-iscsi multipath-tools sg3-utils tgt lvm2 libiscsi-bin qemu-system-x86 linux-image-amd64 curl jq openssh-server nvme-cli
-  golang-go golang-github-vmware-govmomi-dev nfs-ganesha nfs-ganesha-vfs nfs-common)
+  golang-go golang-github-vmware-govmomi-dev nfs-ganesha nfs-ganesha-vfs nfs-common
+  # Cinder tests (test/helpers/cinder-lab.ts): a real OpenStack Cinder (Zed) on loopback, its API,
+  # scheduler and volume service, and RabbitMQ for their RPC; its volumes are exported by tgt (above).
+  cinder-api cinder-scheduler cinder-volume rabbitmq-server)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

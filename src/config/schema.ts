@@ -180,6 +180,47 @@ const vmdkProfile = z.strictObject({
   description: z.string().optional(),
 });
 
+/** OpenStack Cinder through the Block Storage API v3: volumes of a volume type, attached over iSCSI. */
+const cinderBackend = z.strictObject({
+  /** The Block Storage API root; the project id is appended. */
+  url: z.string().regex(/^https?:\/\/[^/\s]+(\/[^\s]*)?\/v3\/?$/, 'expected the Block Storage API v3 root, e.g. "https://cinder.example.com:8776/v3"'),
+  auth: z.discriminatedUnion('type', [
+    /** Cinder with auth_strategy = noauth (labs only). */
+    z.strictObject({ type: z.literal('noauth'), project_id: z.string().regex(/^[0-9a-f]{32}$/, 'expected the project id: 32 lower-case hex digits') }),
+    z.strictObject({
+      type: z.literal('password'),
+      /** Keystone v3, "https://keystone.example.com:5000/v3". */
+      auth_url: z.string().regex(/^https?:\/\/[^/\s]+(\/[^\s]*)?\/v3\/?$/, 'expected the Keystone v3 URL, e.g. "https://keystone.example.com:5000/v3"'),
+      user: z.string().min(1),
+      /** A file holding the password (first line), readable by root only. */
+      password_file: absolutePath,
+      user_domain: z.string().min(1).default('Default'),
+      project: z.string().min(1),
+      project_domain: z.string().min(1).default('Default'),
+    }),
+  ]),
+  /** PEM file of the CA Cinder's (and Keystone's) certificate must chain to; default: the system's CAs. */
+  ca_file: absolutePath.optional(),
+  /** Volume type and availability zone of profiles that name none; default: Cinder's. */
+  volume_type: z.string().min(1).optional(),
+  availability_zone: z.string().min(1).optional(),
+  /** The address this host gives Cinder in its connector; default: its first non-loopback IPv4 address. */
+  connector_ip: z.string().min(1).optional(),
+  /** Hosts run multipathd: every volume goes through a dm-multipath map. */
+  multipath: z.boolean().default(false),
+  /** Fence with SCSI-3 persistent reservations (Cinder re-creates a target with the same CHAP secret, so a former holder could log in again). */
+  reservations: z.boolean().default(true),
+  /** Bound on each API call and on each wait for a volume's status. */
+  timeout_seconds: z.number().positive().max(600).default(60),
+});
+
+const cinderProfile = z.strictObject({
+  backend: z.literal('cinder'),
+  volume_type: z.string().min(1).optional(),
+  availability_zone: z.string().min(1).optional(),
+  description: z.string().optional(),
+});
+
 export const FSTYPES = ['ext4', 'xfs'] as const;
 export type Fstype = (typeof FSTYPES)[number];
 
@@ -241,10 +282,10 @@ export const configSchema = z.strictObject({
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
   backends: z
-    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional() })
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional(), cinder: cinderBackend.optional() })
     .default({ loop: { root: '/var/lib/ballast/loop', shared: false, fence: 'auto' } }),
   profiles: z
-    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile]))
+    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile, cinderProfile]))
     .default({ default: { backend: 'loop' } }),
 }).superRefine((config, ctx) => {
   const groupOfPool = new Map<string, string | undefined>();
@@ -260,6 +301,9 @@ export const configSchema = z.strictObject({
     }
     if (profile.backend === 'vmdk' && !config.backends.vmdk) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the vmdk backend, but backends.vmdk is not configured' });
+    }
+    if (profile.backend === 'cinder' && !config.backends.cinder) {
+      ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the cinder backend, but backends.cinder is not configured' });
     }
     if (profile.backend === 'iscsi' && !config.backends.iscsi) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the iscsi backend, but backends.iscsi is not configured' });
@@ -299,3 +343,4 @@ export type ProfileConfig = Config['profiles'][string];
 export type IscsiBackendConfig = NonNullable<Config['backends']['iscsi']>;
 export type LioBackendConfig = NonNullable<Config['backends']['lio']>;
 export type VmdkBackendConfig = NonNullable<Config['backends']['vmdk']>;
+export type CinderBackendConfig = NonNullable<Config['backends']['cinder']>;

@@ -1,9 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import type { ArrayHostSsh, Config, VmdkBackendConfig } from '../config/schema.js';
 import { errorMessage, InvalidRequest } from '../errors.js';
 import type { Exec } from '../exec.js';
 import type { Logger } from '../log.js';
 import { RemoteFileStore } from './array-host/exec-file-store.js';
+import { CinderClient } from './cinder/client.js';
+import { CinderDriver, type Placement } from './cinder/cinder-driver.js';
 import { SshExec } from './array-host/ssh-exec.js';
 import { LocalFileStore, type FileStore } from './file-store.js';
 import { IscsiDriver } from './iscsi/iscsi-driver.js';
@@ -49,6 +52,9 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
         lioHost ??= arrayHostOf(backend.array.ssh, config, log, arrayExec);
         return new LioDriver(pool, backend, transport, lioHost, config.timeouts.command_seconds * 1000, log.child({ backend: 'lio', pool, transport }), settings.volume_group);
       };
+    } else if (settings.backend === 'cinder') {
+      key = 'cinder'; // one endpoint and project: every cinder profile lists the same volumes
+      make = () => cinderDriverOf(config, log);
     } else if (settings.backend === 'vmdk') {
       const backend = config.backends.vmdk!; // the schema refuses a vmdk profile without it
       const datastore = settings.datastore ?? backend.datastore;
@@ -68,6 +74,47 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
     byProfile.set(profile, driver);
   }
   return byProfile;
+}
+
+/** One Cinder session for every cinder profile; each profile names its volume type and zone. */
+function cinderDriverOf(config: Config, log: Logger): CinderDriver {
+  const backend = config.backends.cinder!; // the schema refuses a cinder profile without it
+  const auth = backend.auth;
+  const clog = log.child({ backend: 'cinder', cinder: backend.url });
+  const client = new CinderClient(
+    {
+      url: backend.url,
+      auth:
+        auth.type === 'noauth'
+          ? { kind: 'noauth', projectId: auth.project_id }
+          : {
+              kind: 'password',
+              authUrl: auth.auth_url,
+              username: auth.user,
+              password: readConfiguredFile(auth.password_file, 'backends.cinder.auth.password_file').split('\n')[0]!,
+              userDomain: auth.user_domain,
+              project: auth.project,
+              projectDomain: auth.project_domain,
+            },
+      ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, 'backends.cinder.ca_file') } : {}),
+      timeoutMs: backend.timeout_seconds * 1000,
+    },
+    clog,
+  );
+  const placements = new Map<string, Placement>();
+  for (const [profile, settings] of Object.entries(config.profiles)) {
+    if (settings.backend !== 'cinder') continue;
+    const volumeType = settings.volume_type ?? backend.volume_type;
+    const availabilityZone = settings.availability_zone ?? backend.availability_zone;
+    placements.set(profile, { ...(volumeType ? { volumeType } : {}), ...(availabilityZone ? { availabilityZone } : {}) });
+  }
+  return new CinderDriver(client, backend, placements, backend.connector_ip ?? firstIpv4(), clog);
+}
+
+/** The connector's address when none is configured: informational for most Cinder drivers. */
+function firstIpv4(): string {
+  const addresses = Object.values(networkInterfaces()).flat();
+  return addresses.find((a) => a && a.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
 }
 
 /** One vCenter session for every vmdk profile. */

@@ -48,6 +48,10 @@ describe('parseConfig', () => {
     [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', folder: '../up' } } }, /f: backends\.vmdk\.folder: expected a folder name/],
     [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', provisioning: 'sparse' } } }, /f: backends\.vmdk\.provisioning: /],
     [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', vm_uuid: 'vm-42' } } }, /f: backends\.vmdk\.vm_uuid: expected a UUID/],
+    [{ profiles: { gold: { backend: 'cinder' } } }, /f: profiles\.gold\.backend: profile uses the cinder backend, but backends\.cinder is not configured/],
+    [{ backends: { cinder: { url: 'https://cinder.example:8776/v2', auth: { type: 'noauth', project_id: 'a'.repeat(32) } } } }, /f: backends\.cinder\.url: expected the Block Storage API v3 root/],
+    [{ backends: { cinder: { url: 'https://cinder.example:8776/v3', auth: { type: 'noauth', project_id: 'ballast' } } } }, /f: backends\.cinder\.auth\.project_id: expected the project id: 32 lower-case hex digits/],
+    [{ backends: { cinder: { url: 'https://cinder.example:8776/v3', auth: { type: 'password', auth_url: 'https://k:5000/v3', user: 'u', password: 'inline', project: 'p' } } } }, /f: backends\.cinder\.auth: .*password/],
     [{ profiles: { fc: { backend: 'lio' } } }, /f: profiles\.fc\.backend: profile uses the lio backend, but backends\.lio is not configured/],
     [{ backends: { lio: { transport: 'fc' } }, profiles: { a: { backend: 'lio' } } }, /f: profiles\.a\.transport: profile uses the lio backend over fc, but backends\.lio\.fc is not configured/],
     [{ backends: { lio: { fc: { target_wwpns: ['20:00:52:54:00:00:01'] } } } }, /f: backends\.lio\.fc\.target_wwpns\.0: "20:00:52:54:00:00:01" is not a WWPN: expected 16 hex digits/],
@@ -99,6 +103,13 @@ describe('parseConfig', () => {
       reservations: true,
     });
     expect(config.profiles.fc).toEqual({ backend: 'lio', transport: 'fc', pool: '/srv/fc' });
+  });
+
+  it('reads a cinder backend with its defaults, and profiles of two volume types', () => {
+    const auth = { type: 'password', auth_url: 'https://keystone.example:5000/v3', user: 'ballast', password_file: '/etc/ballast/cinder.password', project: 'docker' };
+    const config = parseConfig({ backends: { cinder: { url: 'https://cinder.example:8776/v3', auth } }, profiles: { default: { backend: 'cinder' }, gold: { backend: 'cinder', volume_type: 'ssd' } } }, 'f');
+    expect(config.backends.cinder).toEqual({ url: 'https://cinder.example:8776/v3', auth: { ...auth, user_domain: 'Default', project_domain: 'Default' }, multipath: false, reservations: true, timeout_seconds: 60 });
+    expect(config.profiles.gold).toEqual({ backend: 'cinder', volume_type: 'ssd' });
   });
 
   it('reads a vmdk backend with its defaults and profiles on two datastores', () => {
