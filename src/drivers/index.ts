@@ -91,7 +91,7 @@ function cinderDriverOf(config: Config, log: Logger): CinderDriver {
               kind: 'password',
               authUrl: auth.auth_url,
               username: auth.user,
-              password: readConfiguredFile(auth.password_file, 'backends.cinder.auth.password_file').split('\n')[0]!,
+              password: readConfiguredFile(auth.password_file, 'backends.cinder.auth.password_file').split(/\r?\n/)[0]!,
               userDomain: auth.user_domain,
               project: auth.project,
               projectDomain: auth.project_domain,

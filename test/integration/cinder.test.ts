@@ -156,7 +156,7 @@ describe('cinder backend against a real Cinder', () => {
     const results = await Promise.allSettled(hosts.map((h) => h.lease.acquire(name)));
     const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
     expect(winners).toHaveLength(1);
-    for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(LeaseHeld);
+    for (const r of results) if (r.status === 'rejected') expect(`${(r.reason as Error).constructor.name}: ${(r.reason as Error).message}`).toMatch(new RegExp(`^${LeaseHeld.name}: `));
     const inCinder = await cinderVolume(name);
     expect(inCinder.metadata['ballast.holder']).toMatch(new RegExp(`^h${10 + winners[0]!} `));
     expect(await attachments(inCinder.id)).toHaveLength(1);
@@ -190,6 +190,50 @@ describe('cinder backend against a real Cinder', () => {
     await b.driver.unexport(name, b.initiator);
     await b.lease.release(name);
     await b.driver.destroy(name);
+  }, T);
+
+  it('an operator\'s forced release of a dead holder deletes every attachment, an orphan reservation included', async () => {
+    const clock = new FakeClock();
+    const a = await host(30, clock);
+    const b = await host(31, clock);
+    const name = unique('force');
+    await a.driver.create(volume(name));
+    await a.lease.acquire(name);
+    await a.driver.export(name, a.initiator);
+    const id = (await cinderVolume(name)).id;
+    await expect(b.lease.forceRelease(name)).rejects.toBeInstanceOf(LeaseHeld); // a renews: refused
+    clock.now += timing.leaseSeconds + 1;
+    expect(await b.lease.forceRelease(name)).toMatchObject({ state: 'free', generation: 2 });
+    expect(await attachments(id)).toEqual([]);
+    expect((await cinderVolume(name)).status).toBe('available');
+
+    // A reservation nobody recorded (a host that died between reserving and writing): a Mount
+    // is refused naming it and how to delete it; once deleted, the volume is taken.
+    const orphan = await lab.request<{ attachment: { id: string } }>('POST', '/attachments', { attachment: { volume_uuid: id } });
+    expect(orphan.status).toBe(200);
+    const err = await b.lease.acquire(name).catch((e: unknown) => e);
+    expect((err as Error).message).toContain(`attachment ${orphan.body.attachment.id}`);
+    expect((err as Error).message).toContain('openstack volume attachment delete');
+    await lab.request('DELETE', `/attachments/${orphan.body.attachment.id}`);
+    expect(await b.lease.acquire(name)).toMatchObject({ state: 'held', generation: 3 });
+    await b.lease.release(name);
+    await b.driver.destroy(name);
+  }, T);
+
+  it('a volume in a state only an administrator can clear, and a grow while attached: refused, saying so', async () => {
+    const a = await host(32);
+    const name = unique('stuck');
+    await a.driver.create(volume(name));
+    await a.lease.acquire(name);
+    await a.driver.export(name, a.initiator);
+    await expect(a.driver.grow(name, 3 * GiB)).rejects.toThrow(/is in-use in Cinder; grow it while no container uses it/);
+    await a.driver.unexport(name, a.initiator);
+    await a.lease.release(name);
+    const id = (await cinderVolume(name)).id;
+    expect((await lab.request('POST', `/volumes/${id}/action`, { 'os-reset_status': { status: 'maintenance' } })).status).toBe(202);
+    await expect(a.lease.acquire(name)).rejects.toThrow(/Cinder cannot reserve volume stuck-\w+: .*maintenance.*an administrator may need to reset its state/);
+    await lab.request('POST', `/volumes/${id}/action`, { 'os-reset_status': { status: 'available' } });
+    await a.driver.destroy(name);
   }, T);
 
   it('a size beyond the backend\'s capacity: a clear error, and no volume left behind', async () => {

@@ -1,5 +1,5 @@
 import type { CinderBackendConfig } from '../../config/schema.js';
-import { BackendUnavailable, InvalidRequest, LeaseHeld, StaleRevision, VolumeNotFound } from '../../errors.js';
+import { BackendUnavailable, errorMessage, InvalidRequest, LeaseHeld, StaleRevision, VolumeNotFound } from '../../errors.js';
 import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
 import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../../ownership/types.js';
@@ -25,35 +25,48 @@ interface CinderVolume {
 }
 
 const GIB = 2 ** 30;
-const POLL_MS = 500;
+/** Status polls start at 100 ms and double up to 1 s: a lab answers in a second, a busy array in minutes. */
+const POLL_FIRST_MS = 100;
+const POLL_MAX_MS = 1_000;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Cinder's answer to a second reservation of a volume that is not multiattach: "Invalid volume:
  * Volume <id> status must be available or downloading to reserve, but the current status is
- * reserved." Any other 400 is a request Cinder did not understand, not a lost race.
+ * reserved." (or attaching, in-use, detaching; or even available: the status is read again for
+ * the message, after another host withdrew its reservation). Those are a race, to read again.
+ * The same words with another status (error_extending, maintenance, ...) are no race: the
+ * volume needs an administrator.
  */
 function isReservedElsewhere(err: unknown): boolean {
-  return err instanceof CinderRefusal && err.status === 400 && /status must be available/i.test(err.detail);
+  return err instanceof CinderRefusal && err.status === 400 && /current status is (available|reserved|attaching|in-use|detaching)\b/i.test(err.detail);
 }
 
 /** Cinder's name for a ballast volume. Docker's names fit: 128 characters at most, Cinder takes 255. */
 export const cinderName = (name: string) => `ballast-${name}`;
 
 /**
- * Volumes as OpenStack Cinder volumes of one volume type, through the Block Storage API v3.
- * The record and the ownership lease live in the volume's metadata, written only by the holder.
- * The arbiter is Cinder's attachment reservation: a non-multiattach volume takes one attachment
- * at a time (a conditional update in Cinder's database), so a host writes "held by me" only after
- * its reservation was accepted, and a takeover deletes the dead holder's reservation first.
- * Cinder's metadata If-Match is not a compare-and-swap and is never relied on.
- * Host leases are keys of the metadata of one volume, ballast_host_leases, one key per host.
+ * Volumes as OpenStack Cinder volumes, through the Block Storage API v3. The record and the
+ * ownership lease live in the volume's metadata. Cinder's metadata has no compare-and-swap (its
+ * If-Match checks and writes in two steps) and is never used as one: the arbiter is Cinder's
+ * attachment reservation. A non-multiattach volume takes one attachment at a time, so a host
+ * writes "held by me" only after its reservation was accepted as the volume's only one, and a
+ * takeover deletes the former holder's reservation first. Host leases are keys of the
+ * metadata of one volume, ballast_host_leases, one key per host, each written by its host only.
  */
 export class CinderDriver implements BackendDriver, HostLeaseStore {
   readonly kind = 'cinder';
   readonly transport = 'iscsi' as const;
   readonly scope = 'global' as const;
   private hostLeasesId: string | undefined;
+
+  /**
+   * A former holder could log in again (Cinder re-creates a target with the same CHAP secret):
+   * only the SCSI-3 reservation on the LUN stops its writes, so without it an operator decides.
+   */
+  get takeover(): 'automatic' | 'manual' {
+    return this.backend.reservations ? 'automatic' : 'manual';
+  }
 
   constructor(
     private readonly client: CinderClient,
@@ -75,13 +88,13 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
 
   /** Finds (or makes) the volume that holds the host leases: the oldest of that name, as for volumes. */
   async start(): Promise<void> {
-    let leases = await this.findVolume(HOST_LEASES_VOLUME);
-    if (!leases) {
-      const created = await this.createVolume(HOST_LEASES_VOLUME, 1, {}, 'ballast host leases (one metadata key per host)', {});
-      leases = await this.findVolume(HOST_LEASES_VOLUME);
-      if (leases && leases.id !== created.id) await this.deleteVolume(created.id, HOST_LEASES_VOLUME);
+    if (!(await this.findVolume(HOST_LEASES_VOLUME))) {
+      const placement = { ...(this.backend.volume_type ? { volumeType: this.backend.volume_type } : {}), ...(this.backend.availability_zone ? { availabilityZone: this.backend.availability_zone } : {}) };
+      const created = await this.createVolume(HOST_LEASES_VOLUME, 1, {}, 'ballast host leases (one metadata key per host)', placement);
+      const oldest = await this.findVolume(HOST_LEASES_VOLUME);
+      if (oldest && oldest.id !== created.id) await this.deleteVolume(created.id, HOST_LEASES_VOLUME); // another host made one first
     }
-    this.hostLeasesId = (leases ?? (await this.findVolume(HOST_LEASES_VOLUME)))?.id;
+    this.hostLeasesId = (await this.findVolume(HOST_LEASES_VOLUME))?.id;
     if (!this.hostLeasesId) throw new BackendUnavailable(`Cinder lost volume ${HOST_LEASES_VOLUME} while ballast created it`);
   }
 
@@ -129,6 +142,10 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
   async grow(name: string, sizeBytes: number): Promise<VolumeRecord> {
     const volume = await this.mustFind(name);
     const newSize = Math.ceil(sizeBytes / GIB);
+    if (newSize > volume.size && volume.status !== 'available') {
+      // Cinder extends an attached volume only with Nova's help: ballast grows volumes no host uses.
+      throw new InvalidRequest(`volume ${name} is ${volume.status} in Cinder; grow it while no container uses it (Cinder extends attached volumes only through Nova)`);
+    }
     if (newSize > volume.size) {
       await this.client.call('POST', `/volumes/${volume.id}/action`, `extend volume ${name} to ${newSize} GiB`, { 'os-extend': { new_size: newSize } }).catch((err: unknown) => {
         if (err instanceof CinderRefusal && err.status === 400) throw new InvalidRequest(`Cinder cannot extend volume ${name} now (${err.detail}); extend it while no container uses it`);
@@ -147,8 +164,10 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
 
   /**
    * Not a compare-and-swap on the metadata (Cinder has none): the reservation is. A new holder
-   * first deletes the reservation the record names (the former holder's), then reserves; only
-   * one host's reservation can be accepted, and only that host then writes the record.
+   * first deletes the reservation the record names (the former holder's), then reserves, and
+   * goes on only if its reservation is the volume's only attachment; only then does it write
+   * the record. An operator's forced release (a free record of a higher generation) deletes
+   * every attachment of the volume, orphans included.
    */
   async writeOwnership(name: string, expectedRevision: number, next: OwnershipRecord): Promise<number> {
     const volume = await this.mustFind(name);
@@ -156,16 +175,13 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
     if (revision !== expectedRevision) throw new StaleRevision(`the record of volume ${name} changed (revision ${revision}, expected ${expectedRevision})`);
     const current = ownershipOf(name, volume.metadata);
     const named = volume.metadata[KEY.attachment] ?? '';
-    let attachment = named;
-    const sameHolder = next.state === 'held' && current.state === 'held' && current.holder.hostId === next.holder.hostId && current.holder.bootId === next.holder.bootId;
-    if (!sameHolder) {
-      if (named) await this.deleteAttachment(named, name);
-      attachment = next.state === 'held' ? await this.reserve(volume.id, name) : '';
-    }
+    const forced = next.state === 'free' && next.generation > current.generation;
+    for (const id of forced ? await this.attachmentIds(volume.id, name) : named ? [named] : []) await this.deleteAttachment(id, name);
+    const attachment = next.state === 'held' ? await this.reserve(volume.id, name) : '';
     try {
       await this.setMetadata(volume.id, name, { ...ownershipMetadata(next, attachment), [KEY.rev]: String(revision + 1) });
     } catch (err) {
-      if (attachment && attachment !== named) await this.deleteAttachment(attachment, name).catch(() => undefined);
+      if (attachment) await this.dropReservation(attachment, name);
       throw err;
     }
     return revision + 1;
@@ -196,7 +212,11 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
       });
       attachment = reply.data.attachment.id;
       info = reply.data.attachment.connection_info;
-      await this.setMetadata(volume.id, name, { [KEY.attachment]: attachment, [KEY.rev]: String(revisionOf(name, volume.metadata) + 1) });
+      const made = attachment;
+      await this.setMetadata(volume.id, name, { [KEY.attachment]: made, [KEY.rev]: String(revisionOf(name, volume.metadata) + 1) }).catch(async (err: unknown) => {
+        await this.dropReservation(made, name);
+        throw err;
+      });
     }
     await this.client.call('POST', `/attachments/${attachment}/action`, `complete the attachment of volume ${name}`, { 'os-complete': null });
     return iscsiExportOf(name, info, this.backend);
@@ -234,16 +254,53 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
     return (await this.client.call<{ metadata: Metadata }>('GET', `/volumes/${this.leasesId()}/metadata`, 'read the host leases')).data.metadata;
   }
 
-  /** Reserves the volume for this host: Cinder accepts one reservation of a volume at a time. */
+  /**
+   * Reserves the volume for this host. Cinder accepts one reservation of a volume at a time, but
+   * sets the status and inserts the attachment in two steps, and a concurrent delete of another
+   * attachment can reset the status between them: so the reservation counts only when it is the
+   * volume's one attachment. Whoever inserted second sees both and withdraws.
+   */
   private async reserve(volumeId: string, name: string): Promise<string> {
+    let id: string;
     try {
-      const reply = await this.client.call<{ attachment: { id: string } }>('POST', '/attachments', `reserve volume ${name}`, { attachment: { volume_uuid: volumeId } });
-      return reply.data.attachment.id;
+      id = (await this.client.call<{ attachment: { id: string } }>('POST', '/attachments', `reserve volume ${name}`, { attachment: { volume_uuid: volumeId } })).data.attachment.id;
     } catch (err) {
-      // Another host's reservation was accepted first: read the record again.
-      if (isReservedElsewhere(err)) throw new StaleRevision(`Cinder reserved volume ${name} for another host first: ${(err as CinderRefusal).detail}`);
-      throw err;
+      if (!(err instanceof CinderRefusal && err.status === 400)) throw err;
+      if (!isReservedElsewhere(err)) throw new BackendUnavailable(`Cinder cannot reserve volume ${name}: ${err.detail}; an administrator may need to reset its state`);
+      return this.racedAnother(volumeId, name);
     }
+    const all = await this.attachmentIds(volumeId, name);
+    if (all.length !== 1 || all[0] !== id) {
+      await this.dropReservation(id, name);
+      return this.racedAnother(volumeId, name);
+    }
+    return id;
+  }
+
+  /**
+   * Another reservation stands. Usually another host's, about to write the record: wait a moment
+   * (jittered, so racing hosts spread out) and read again. The error names the attachments, for
+   * the case where none is ever recorded (a host that died between reserving and writing).
+   */
+  private async racedAnother(volumeId: string, name: string): Promise<never> {
+    const ids = await this.attachmentIds(volumeId, name).catch(() => [] as string[]);
+    await sleep(100 + Math.random() * 400);
+    throw new StaleRevision(
+      `Cinder holds another reservation of volume ${name} (attachment ${ids.join(', ') || 'unknown'}), which no ballast host has recorded yet; ` +
+        `if this persists, no host is taking it (one died between reserving and recording): delete it with 'openstack volume attachment delete <id>'`,
+    );
+  }
+
+  /** Deletes a reservation this host made and could not record; a failure is logged with its id for the operator. */
+  private async dropReservation(id: string, name: string): Promise<void> {
+    await this.deleteAttachment(id, name).catch((err: unknown) => {
+      this.log.error('could not delete a reservation this host made: delete it by hand', { volume: name, attachment: id, error: errorMessage(err) });
+    });
+  }
+
+  private async attachmentIds(volumeId: string, name: string): Promise<string[]> {
+    const reply = await this.client.call<{ attachments: { id: string; volume_id?: string }[] }>('GET', `/attachments?volume_id=${volumeId}`, `list the attachments of volume ${name}`);
+    return reply.data.attachments.filter((a) => !a.volume_id || a.volume_id === volumeId).map((a) => a.id);
   }
 
   private async deleteAttachment(id: string, name: string): Promise<void> {
@@ -289,33 +346,49 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
       if (err instanceof CinderRefusal) throw new InvalidRequest(`${err.message}; detach it everywhere first`);
       throw err;
     }
-    await this.waitFor(id, name, () => false, 'deleted');
+    await this.waitGone(id, name);
   }
 
   /**
-   * Polls the volume until `done`, bounded by the backend's timeout. A 404 ends a wait for
-   * deletion; `ok` (default: always) decides whether the final state is a success.
+   * Polls the volume until `done`, bounded by the backend's timeout; `ok` (default: always)
+   * decides whether the state it ended in is a success.
    */
   private async waitFor(id: string, name: string, done: (v: CinderVolume) => boolean, what: string, ok: (v: CinderVolume) => boolean = () => true): Promise<CinderVolume> {
     const deadline = performance.now() + this.timeoutMs;
-    for (;;) {
-      let volume: CinderVolume | undefined;
-      try {
-        volume = (await this.client.call<{ volume: CinderVolume }>('GET', `/volumes/${id}`, `read volume ${name}`)).data.volume;
-      } catch (err) {
-        if (!(err instanceof CinderRefusal && err.status === 404)) throw err;
-        if (what === 'deleted') return undefined as never;
-        throw new VolumeNotFound(name);
-      }
+    for (let pause = POLL_FIRST_MS; ; pause = Math.min(pause * 2, POLL_MAX_MS)) {
+      const volume = await this.getVolume(id);
+      if (!volume) throw new VolumeNotFound(name);
       if (volume.status === 'error' || volume.status.startsWith('error_')) {
-        throw new BackendUnavailable(`Cinder could not get volume ${name} ${what} (status ${volume.status}): see cinder-volume's log; a size beyond the backend's free space ends this way`);
+        throw new BackendUnavailable(`Cinder could not get volume ${name} ${what} (status ${volume.status}): see cinder-volume's log (a size beyond the backend's free space ends this way)`);
       }
       if (done(volume)) {
         if (!ok(volume)) throw new BackendUnavailable(`volume ${name} is ${volume.status} in Cinder, not available`);
         return volume;
       }
       if (performance.now() > deadline) throw new BackendUnavailable(`volume ${name} was not ${what} within ${this.backend.timeout_seconds} s (Cinder status ${volume.status})`);
-      await sleep(POLL_MS);
+      await sleep(pause);
+    }
+  }
+
+  /** Polls until Cinder no longer knows the volume, bounded by the backend's timeout. */
+  private async waitGone(id: string, name: string): Promise<void> {
+    const deadline = performance.now() + this.timeoutMs;
+    for (let pause = POLL_FIRST_MS; ; pause = Math.min(pause * 2, POLL_MAX_MS)) {
+      const volume = await this.getVolume(id);
+      if (!volume) return;
+      if (volume.status === 'error_deleting') throw new BackendUnavailable(`Cinder could not delete volume ${name} (status error_deleting): see cinder-volume's log`);
+      if (performance.now() > deadline) throw new BackendUnavailable(`volume ${name} was not deleted within ${this.backend.timeout_seconds} s (Cinder status ${volume.status})`);
+      await sleep(pause);
+    }
+  }
+
+  /** The volume by id, or undefined once Cinder answers 404. */
+  private async getVolume(id: string): Promise<CinderVolume | undefined> {
+    try {
+      return (await this.client.call<{ volume: CinderVolume }>('GET', `/volumes/${id}`, `read volume ${id}`)).data.volume;
+    } catch (err) {
+      if (err instanceof CinderRefusal && err.status === 404) return undefined;
+      throw err;
     }
   }
 
@@ -339,8 +412,9 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
     let marker = '';
     for (;;) {
       const reply = await this.client.call<{ volumes: CinderVolume[] }>('GET', `/volumes/detail?limit=1000&sort=created_at:asc${marker ? `&marker=${marker}` : ''}`, 'list volumes');
+      // Cinder may cap a page below the limit asked (osapi_max_limit): only an empty page ends the list.
+      if (reply.data.volumes.length === 0) return all;
       all.push(...reply.data.volumes);
-      if (reply.data.volumes.length < 1000) return all;
       marker = reply.data.volumes.at(-1)!.id;
     }
   }

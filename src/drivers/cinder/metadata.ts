@@ -6,7 +6,7 @@ import type { NewVolume, VolumeRecord } from '../types.js';
 /**
  * A ballast volume's record in its Cinder volume's metadata: string keys and values of at most
  * 255 characters each (Cinder's limits), one key per field so that no value outgrows its limit.
- * `ballast.volume` marks the volume as ballast's; `ballast.rev` counts the holder's writes.
+ * `ballast.volume` marks the volume as ballast's; `ballast.rev` counts the writes of the record.
  */
 export type Metadata = Record<string, string>;
 
