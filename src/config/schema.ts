@@ -221,6 +221,40 @@ const cinderProfile = z.strictObject({
   description: z.string().optional(),
 });
 
+/**
+ * Dell PowerFlex (ScaleIO) through its gateway's REST API: volumes in a protection domain's storage
+ * pool, attached over NVMe/TCP. PowerFlex volumes carry no metadata, so the records and host
+ * leases live in `metadata_root`, a directory every host shares (as the loop backend's shared root).
+ */
+const powerflexBackend = z.strictObject({
+  /** The gateway, "https://powerflex.example.com" (the API is below /api). */
+  url: z.string().regex(/^https?:\/\/[^/\s]+\/?$/, 'expected the gateway URL without a path, e.g. "https://powerflex.example.com"'),
+  /** 3: GET /api/login and Basic user:token (3.x gateways); 4: POST /rest/auth/login and a Bearer token (PowerFlex Manager 4.x). */
+  api_version: z.union([z.literal(3), z.literal(4)]).default(4),
+  user: z.string().min(1),
+  /** A file holding the password (first line), readable by root only. */
+  password_file: absolutePath,
+  /** PEM file of the CA the gateway's certificate must chain to; default: the system's CAs. */
+  ca_file: absolutePath.optional(),
+  /** Protection domain and storage pool of profiles that name none. */
+  protection_domain: z.string().min(1),
+  storage_pool: z.string().min(1),
+  provisioning: z.enum(['thin', 'thick']).default('thin'),
+  /** Shared directory (NFS) for the volume records and host leases, the same path on every host. */
+  metadata_root: absolutePath,
+  /** The SDTs' NVMe/TCP portals as "address:port"; default: the protection domain's SDTs as the array lists them. */
+  portals: z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}$/, 'expected "address:port"')).min(1).optional(),
+  /** Bound on each API call. */
+  timeout_seconds: z.number().positive().max(600).default(60),
+});
+
+const powerflexProfile = z.strictObject({
+  backend: z.literal('powerflex'),
+  protection_domain: z.string().min(1).optional(),
+  storage_pool: z.string().min(1).optional(),
+  description: z.string().optional(),
+});
+
 export const FSTYPES = ['ext4', 'xfs'] as const;
 export type Fstype = (typeof FSTYPES)[number];
 
@@ -282,10 +316,10 @@ export const configSchema = z.strictObject({
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
   backends: z
-    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional(), cinder: cinderBackend.optional() })
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional(), cinder: cinderBackend.optional(), powerflex: powerflexBackend.optional() })
     .default({ loop: { root: '/var/lib/ballast/loop', shared: false, fence: 'auto' } }),
   profiles: z
-    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile, cinderProfile]))
+    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile, cinderProfile, powerflexProfile]))
     .default({ default: { backend: 'loop' } }),
 }).superRefine((config, ctx) => {
   const groupOfPool = new Map<string, string | undefined>();
@@ -304,6 +338,9 @@ export const configSchema = z.strictObject({
     }
     if (profile.backend === 'cinder' && !config.backends.cinder) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the cinder backend, but backends.cinder is not configured' });
+    }
+    if (profile.backend === 'powerflex' && !config.backends.powerflex) {
+      ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the powerflex backend, but backends.powerflex is not configured' });
     }
     if (profile.backend === 'iscsi' && !config.backends.iscsi) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the iscsi backend, but backends.iscsi is not configured' });
@@ -342,5 +379,6 @@ export type Config = z.output<typeof configSchema>;
 export type ProfileConfig = Config['profiles'][string];
 export type IscsiBackendConfig = NonNullable<Config['backends']['iscsi']>;
 export type LioBackendConfig = NonNullable<Config['backends']['lio']>;
+export type PowerFlexBackendConfig = NonNullable<Config['backends']['powerflex']>;
 export type VmdkBackendConfig = NonNullable<Config['backends']['vmdk']>;
 export type CinderBackendConfig = NonNullable<Config['backends']['cinder']>;

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import type { ArrayHostSsh, Config, VmdkBackendConfig } from '../config/schema.js';
+import type { ArrayHostSsh, Config, PowerFlexBackendConfig, VmdkBackendConfig } from '../config/schema.js';
 import { errorMessage, InvalidRequest } from '../errors.js';
 import type { Exec } from '../exec.js';
 import type { Logger } from '../log.js';
@@ -12,6 +12,9 @@ import { LocalFileStore, type FileStore } from './file-store.js';
 import { IscsiDriver } from './iscsi/iscsi-driver.js';
 import { LioDriver } from './lio/lio-driver.js';
 import { LoopDriver } from './loop-driver.js';
+import { PowerFlexArray } from './powerflex/array.js';
+import { PowerFlexClient } from './powerflex/client.js';
+import { PowerFlexDriver } from './powerflex/powerflex-driver.js';
 import { VsphereClient } from './vsphere/client.js';
 import { Inventory } from './vsphere/inventory.js';
 import { VmDisks } from './vsphere/vm-disks.js';
@@ -31,6 +34,7 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
   let arrayHost: { exec: Exec; files: FileStore } | undefined;
   let lioHost: { exec: Exec; files: FileStore } | undefined;
   let vsphere: Vsphere | undefined;
+  let powerflex: PowerFlexClient | undefined;
   const byProfile = new Map<string, BackendDriver>();
   for (const [profile, settings] of Object.entries(config.profiles)) {
     let key: string;
@@ -55,6 +59,14 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
     } else if (settings.backend === 'cinder') {
       key = 'cinder'; // one endpoint and project: every cinder profile lists the same volumes
       make = () => cinderDriverOf(config, log);
+    } else if (settings.backend === 'powerflex') {
+      const backend = config.backends.powerflex!; // the schema refuses a powerflex profile without it
+      const pool = { protectionDomain: settings.protection_domain ?? backend.protection_domain, storagePool: settings.storage_pool ?? backend.storage_pool };
+      key = `powerflex:${pool.protectionDomain}/${pool.storagePool}`;
+      make = () => {
+        powerflex ??= powerflexClientOf(backend, log);
+        return new PowerFlexDriver(new PowerFlexArray(powerflex, pool), backend, log.child({ backend: 'powerflex', ...pool }));
+      };
     } else if (settings.backend === 'vmdk') {
       const backend = config.backends.vmdk!; // the schema refuses a vmdk profile without it
       const datastore = settings.datastore ?? backend.datastore;
@@ -115,6 +127,21 @@ function cinderDriverOf(config: Config, log: Logger): CinderDriver {
 function firstIpv4(): string {
   const addresses = Object.values(networkInterfaces()).flat();
   return addresses.find((a) => a && a.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
+}
+
+/** One gateway session for every powerflex profile. */
+function powerflexClientOf(backend: PowerFlexBackendConfig, log: Logger): PowerFlexClient {
+  return new PowerFlexClient(
+    {
+      url: backend.url,
+      apiVersion: backend.api_version,
+      username: backend.user,
+      password: readConfiguredFile(backend.password_file, 'backends.powerflex.password_file').split(/\r?\n/)[0]!,
+      ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, 'backends.powerflex.ca_file') } : {}),
+      timeoutMs: backend.timeout_seconds * 1000,
+    },
+    log.child({ gateway: backend.url }),
+  );
 }
 
 /** One vCenter session for every vmdk profile. */

@@ -1,0 +1,154 @@
+import { InvalidRequest } from '../../errors.js';
+import { ERR, PowerFlexRefusal, type PowerFlexClient } from './client.js';
+
+/** PowerFlex allocates in 8 GiB steps: sizes are rounded up to them. */
+export const SIZE_STEP_BYTES = 8 * 2 ** 30;
+export const roundToStep = (bytes: number) => Math.max(1, Math.ceil(bytes / SIZE_STEP_BYTES)) * SIZE_STEP_BYTES;
+
+export interface PoolRef {
+  protectionDomain: string;
+  storagePool: string;
+}
+
+export interface PowerFlexVolume {
+  id: string;
+  name: string;
+  sizeInKb: number;
+  /** The hosts (SDCs or NVMe hosts) the volume is mapped to. */
+  mappedSdcInfo?: { sdcId: string; sdcName?: string }[] | null;
+}
+
+export interface NvmeHost {
+  id: string;
+  name?: string;
+  nqn?: string;
+  hostType?: string;
+}
+
+interface Sdt {
+  ipList?: { ip: string; role?: string }[];
+  nvmePort?: number;
+}
+
+const refusedWith = (err: unknown, ...codes: number[]) => err instanceof PowerFlexRefusal && err.errorCode !== undefined && codes.includes(err.errorCode);
+
+/**
+ * The gateway calls one storage pool's volumes need, typed: ids of the pool, volumes by name,
+ * NVMe hosts by NQN, mappings, sizes. Knows the API, not ballast's records.
+ */
+export class PowerFlexArray {
+  private poolIds: Promise<{ domainId: string; poolId: string }> | undefined;
+  private systemIdCache: string | undefined;
+
+  constructor(
+    readonly client: PowerFlexClient,
+    readonly pool: PoolRef,
+  ) {}
+
+  /** The protection domain's and pool's ids, looked up once (a failed lookup is tried again next time). */
+  ids(): Promise<{ domainId: string; poolId: string }> {
+    this.poolIds ??= this.lookUpPool().catch((err: unknown) => {
+      this.poolIds = undefined;
+      throw err;
+    });
+    return this.poolIds;
+  }
+
+  private async lookUpPool(): Promise<{ domainId: string; poolId: string }> {
+    const { protectionDomain, storagePool } = this.pool;
+    const domainId = await this.client.call<string>('GET', `/api/types/Domain/instances/getByName::${encodeURIComponent(protectionDomain)}`, `find protection domain ${protectionDomain}`).catch((err: unknown) => {
+      if (err instanceof PowerFlexRefusal) throw new InvalidRequest(`PowerFlex has no protection domain ${protectionDomain} (${err.detail}); check protection_domain in backends.powerflex or the profile`);
+      throw err;
+    });
+    const poolId = await this.client.call<string>('GET', `/api/types/Pool/instances/getByName::${domainId},${encodeURIComponent(storagePool)}`, `find storage pool ${storagePool}`).catch((err: unknown) => {
+      if (err instanceof PowerFlexRefusal) throw new InvalidRequest(`PowerFlex has no storage pool ${storagePool} in protection domain ${protectionDomain} (${err.detail}); check storage_pool in backends.powerflex or the profile`);
+      throw err;
+    });
+    return { domainId, poolId };
+  }
+
+  /** The system's id: half of every namespace's NGUID and the tail of its subsystem's NQN. */
+  async systemId(): Promise<string> {
+    if (!this.systemIdCache) {
+      const systems = await this.client.call<{ id: string }[]>('GET', '/api/types/System/instances', 'read the system id');
+      if (!systems[0]) throw new InvalidRequest(`the PowerFlex gateway at ${this.client.endpoint} manages no system`);
+      this.systemIdCache = systems[0].id;
+    }
+    return this.systemIdCache;
+  }
+
+  /** Creates a volume; undefined when the name is taken (names are unique in a system). */
+  async createVolume(name: string, sizeBytes: number, thin: boolean): Promise<string | undefined> {
+    const { domainId, poolId } = await this.ids();
+    const body = { name, storagePoolId: poolId, protectionDomainId: domainId, volumeType: thin ? 'ThinProvisioned' : 'ThickProvisioned', volumeSizeInKb: String(roundToStep(sizeBytes) / 1024) };
+    try {
+      return (await this.client.call<{ id: string }>('POST', '/api/types/Volume/instances', `create volume ${name}`, body)).id;
+    } catch (err) {
+      if (err instanceof PowerFlexRefusal && /already (in use|exists)/i.test(err.detail)) return undefined;
+      if (err instanceof PowerFlexRefusal) {
+        throw new InvalidRequest(`${err.message}; check the free space of storage pool ${this.pool.storagePool} in protection domain ${this.pool.protectionDomain}`);
+      }
+      throw err;
+    }
+  }
+
+  /** The id of the volume of that name, or undefined (error 79). */
+  async findVolume(name: string): Promise<string | undefined> {
+    try {
+      return await this.client.call<string>('POST', '/api/types/Volume/instances/action/queryIdByKey', `find volume ${name}`, { name });
+    } catch (err) {
+      if (refusedWith(err, ERR.volumeNotFound)) return undefined;
+      throw err;
+    }
+  }
+
+  volume(id: string): Promise<PowerFlexVolume> {
+    return this.client.call<PowerFlexVolume>('GET', `/api/instances/Volume::${id}`, `read volume ${id}`);
+  }
+
+  async removeVolume(id: string, name: string): Promise<void> {
+    await this.client.call('POST', `/api/instances/Volume::${id}/action/removeVolume`, `delete volume ${name}`, { removeMode: 'ONLY_ME' }).catch((err: unknown) => {
+      if (!refusedWith(err, ERR.volumeNotFound)) throw err;
+    });
+  }
+
+  async setSize(id: string, name: string, sizeBytes: number): Promise<void> {
+    await this.client.call('POST', `/api/instances/Volume::${id}/action/setVolumeSize`, `grow volume ${name}`, { sizeInGB: String(roundToStep(sizeBytes) / 2 ** 30) });
+  }
+
+  /** The NVMe host object with this NQN, made (named `name`) when the array has none. */
+  async hostFor(nqn: string, name: string): Promise<string> {
+    const hosts = await this.client.call<NvmeHost[]>('GET', '/api/types/Sdc/instances', 'list hosts');
+    const found = hosts.find((h) => h.nqn === nqn);
+    if (found) return found.id;
+    return (await this.client.call<{ id: string }>('POST', '/api/types/Host/instances', `register NVMe host ${nqn}`, { name, nqn })).id;
+  }
+
+  /**
+   * Maps the volume to one host, refusing while another host has it (allowMultipleMappings
+   * FALSE: error 306). Returns false when another host holds the mapping.
+   */
+  async mapOnly(id: string, name: string, hostId: string): Promise<boolean> {
+    try {
+      await this.client.call('POST', `/api/instances/Volume::${id}/action/addMappedHost`, `map volume ${name} to host ${hostId}`, { hostId, accessMode: 'ReadWrite', allowMultipleMappings: 'FALSE' });
+      return true;
+    } catch (err) {
+      if (refusedWith(err, ERR.alreadyMappedHere)) return true;
+      if (refusedWith(err, ERR.singleMapping)) return false;
+      throw err;
+    }
+  }
+
+  async unmap(id: string, name: string, hostId: string): Promise<void> {
+    await this.client.call('POST', `/api/instances/Volume::${id}/action/removeMappedHost`, `unmap volume ${name} from host ${hostId}`, { hostId }).catch((err: unknown) => {
+      if (!refusedWith(err, ERR.notMapped, ERR.hostNotMapped, ERR.volumeNotFound)) throw err;
+    });
+  }
+
+  /** The NVMe/TCP portals of the protection domain's SDTs that serve hosts. */
+  async sdtPortals(): Promise<string[]> {
+    const { domainId } = await this.ids();
+    const sdts = await this.client.call<Sdt[]>('GET', `/api/instances/ProtectionDomain::${domainId}/relationships/Sdt`, `list the SDTs of protection domain ${this.pool.protectionDomain}`);
+    return sdts.flatMap((sdt) => (sdt.ipList ?? []).filter((ip) => ip.role !== 'StorageOnly').map((ip) => `${ip.ip.includes(':') ? `[${ip.ip}]` : ip.ip}:${sdt.nvmePort ?? 4420}`));
+  }
+}

@@ -1,0 +1,259 @@
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express, { type NextFunction, type Request, type Response } from 'express';
+
+// A PowerFlex gateway on loopback, written from the API facts in the research notes (Cinder's
+// rest_client, goscaleio, os-brick): the calls ballast makes, both login styles, sessions that
+// expire, the error codes 79, 81, 84, 306 and 4039, 31-character unique names and 8 GiB steps.
+// Error codes the public clients do not name (an unknown pool, a full pool, a taken name) are
+// this simulator's own; the driver judges those by their message. A data plane (nvmet in the VM
+// lab) makes each mapping a real NVMe/TCP namespace.
+
+/** A regex route's capture group, URL-decoded. */
+const param = (req: Request, i: number) => decodeURIComponent(String((req.params as Record<string, string>)[i] ?? ''));
+
+const KB_PER_STEP = 8 * 1024 * 1024;
+const hex16 = () => randomBytes(8).toString('hex');
+
+export interface SimVolume {
+  id: string;
+  name: string;
+  sizeInKb: number;
+  storagePoolId: string;
+  volumeType: string;
+  mappedHosts: string[];
+}
+
+export interface SimHost {
+  id: string;
+  name: string;
+  nqn: string;
+}
+
+/** What makes the simulated volumes real: files and nvmet namespaces in the VM lab. */
+export interface DataPlane {
+  created(volume: SimVolume): Promise<void>;
+  resized(volume: SimVolume): Promise<void>;
+  removed(volume: SimVolume): Promise<void>;
+  mapped(volume: SimVolume, host: SimHost): Promise<void>;
+  unmapped(volume: SimVolume, host: SimHost): Promise<void>;
+}
+
+export interface PowerFlexSimOptions {
+  apiVersion: 3 | 4;
+  username: string;
+  password: string;
+  /** Protection domain -> pools (name -> capacity in GiB). */
+  domains?: Record<string, Record<string, number>>;
+  /** The SDTs' host-facing addresses (port 4420). */
+  sdtIps?: string[];
+  dataPlane?: DataPlane;
+}
+
+class Refusal extends Error {
+  constructor(
+    readonly errorCode: number,
+    message: string,
+    readonly httpStatus = 500,
+  ) {
+    super(message);
+  }
+}
+
+export class PowerFlexSim {
+  readonly systemId = hex16();
+  readonly volumes = new Map<string, SimVolume>();
+  readonly hosts = new Map<string, SimHost>();
+  /** Every call as "METHOD path", for tests that count round trips. */
+  readonly requests: string[] = [];
+  /** What the next calls do instead of answering: hang (never answer) or fail with a bare 503. */
+  fault: 'none' | 'hang' | 'unavailable' = 'none';
+  private readonly tokens = new Set<string>();
+  private readonly domains = new Map<string, { id: string; name: string; pools: Map<string, { id: string; name: string; capacityKb: number }> }>();
+  private server?: Server;
+  private readonly hung = new Set<Response>();
+  url = '';
+
+  constructor(private readonly options: PowerFlexSimOptions) {
+    for (const [domain, pools] of Object.entries(options.domains ?? { pd1: { pool1: 1024 } })) {
+      const entry = { id: hex16(), name: domain, pools: new Map<string, { id: string; name: string; capacityKb: number }>() };
+      for (const [pool, gib] of Object.entries(pools)) entry.pools.set(pool, { id: hex16(), name: pool, capacityKb: gib * 1024 * 1024 });
+      this.domains.set(domain, entry);
+    }
+  }
+
+  async start(): Promise<string> {
+    const app = express();
+    app.use(express.json());
+    app.use((req, res, next) => {
+      this.requests.push(`${req.method} ${req.path}`);
+      if (this.fault === 'hang') return void this.hung.add(res);
+      if (this.fault === 'unavailable') return void res.status(503).send('Service Unavailable');
+      next();
+    });
+    this.routes(app);
+    app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+      const r = err instanceof Refusal ? err : new Refusal(0, String(err));
+      res.status(r.httpStatus).json({ message: r.message, httpStatusCode: r.httpStatus, errorCode: r.errorCode });
+    });
+    this.server = app.listen(0, '127.0.0.1');
+    await new Promise<void>((resolve) => this.server!.once('listening', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    for (const res of this.hung) res.destroy();
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  /** Ends every session, as the gateway does after its idle timeout: the next call answers 401. */
+  expireSessions(): void {
+    this.tokens.clear();
+  }
+
+  volumeByName(name: string): SimVolume | undefined {
+    return [...this.volumes.values()].find((v) => v.name === name);
+  }
+
+  private routes(app: express.Express): void {
+    const h = (fn: (req: Request) => Promise<unknown> | unknown) => (req: Request, res: Response, next: NextFunction) => {
+      Promise.resolve()
+        .then(() => fn(req))
+        .then((body) => res.status(200).json(body ?? {}), next);
+    };
+    if (this.options.apiVersion === 3) {
+      app.get('/api/login', (req, res) => (this.credentialsOk(req, this.options.password) ? res.json(this.newToken()) : res.status(401).json({ message: 'Unauthorized', httpStatusCode: 401, errorCode: 0 })));
+    } else {
+      app.post('/rest/auth/login', (req, res) => {
+        const { username, password } = (req.body ?? {}) as { username?: string; password?: string };
+        if (username === this.options.username && password === this.options.password) return void res.json({ access_token: this.newToken(), refresh_token: hex16() });
+        res.status(401).json({ message: 'Unauthorized', httpStatusCode: 401, errorCode: 0 });
+      });
+    }
+    app.use('/api', (req, res, next) => (this.sessionOk(req) ? next() : res.status(401).json({ message: 'Unauthorized', httpStatusCode: 401, errorCode: 0 })));
+    app.get('/api/types/System/instances', h(() => [{ id: this.systemId, name: 'sim' }]));
+    app.get(/^\/api\/types\/Domain\/instances\/getByName::(.+)$/, h((req) => this.domain(param(req, 0)).id));
+    app.get(/^\/api\/types\/Pool\/instances\/getByName::(.+)$/, h((req) => this.pool(param(req, 0)).id));
+    app.get(
+      /^\/api\/instances\/ProtectionDomain::\w+\/relationships\/Sdt$/,
+      h(() => (this.options.sdtIps ?? ['127.0.0.1']).map((ip, i) => ({ id: hex16(), name: `sdt${i + 1}`, ipList: [{ ip, role: 'StorageAndHost' }], nvmePort: 4420 }))),
+    );
+    app.post('/api/types/Volume/instances', h((req) => this.createVolume(req.body as Record<string, string>)));
+    app.post('/api/types/Volume/instances/action/queryIdByKey', h((req) => this.volumeNamed((req.body as { name: string }).name).id));
+    app.get(/^\/api\/instances\/Volume::(\w+)$/, h((req) => this.describe(this.volume(param(req, 0)))));
+    app.post(/^\/api\/instances\/Volume::(\w+)\/action\/(\w+)$/, h((req) => this.volumeAction(this.volume(param(req, 0)), param(req, 1), req.body as Record<string, string>)));
+    app.get('/api/types/Sdc/instances', h(() => [...this.hosts.values()].map((host) => ({ ...host, hostType: 'NVMeHost' }))));
+    app.post('/api/types/Host/instances', h((req) => this.addHost(req.body as { name?: string; nqn?: string })));
+  }
+
+  private credentialsOk(req: Request, secret: string): boolean {
+    const [kind, value] = (req.headers.authorization ?? '').split(' ');
+    return kind === 'Basic' && Buffer.from(value ?? '', 'base64').toString() === `${this.options.username}:${secret}`;
+  }
+
+  private sessionOk(req: Request): boolean {
+    const [kind, value] = (req.headers.authorization ?? '').split(' ');
+    if (this.options.apiVersion === 4) return kind === 'Bearer' && this.tokens.has(value ?? '');
+    const [user, token] = Buffer.from(value ?? '', 'base64').toString().split(/:(.*)/s);
+    return kind === 'Basic' && user === this.options.username && this.tokens.has(token ?? '');
+  }
+
+  private newToken(): string {
+    const token = randomBytes(16).toString('base64url');
+    this.tokens.add(token);
+    return token;
+  }
+
+  private domain(name: string) {
+    const domain = this.domains.get(name);
+    if (!domain) throw new Refusal(142, `Could not find the protection domain ${name}`);
+    return domain;
+  }
+
+  private pool(key: string) {
+    const [domainId, name] = key.split(',');
+    const domain = [...this.domains.values()].find((d) => d.id === domainId);
+    const pool = domain?.pools.get(name ?? '');
+    if (!pool) throw new Refusal(142, `Could not find the storage pool ${name}`);
+    return pool;
+  }
+
+  private volume(id: string): SimVolume {
+    const volume = this.volumes.get(id);
+    if (!volume) throw new Refusal(79, 'Could not find the volume');
+    return volume;
+  }
+
+  private volumeNamed(name: string): SimVolume {
+    const volume = this.volumeByName(name);
+    if (!volume) throw new Refusal(79, 'Could not find the volume');
+    return volume;
+  }
+
+  private describe(volume: SimVolume) {
+    const mappedSdcInfo = volume.mappedHosts.map((id) => ({ sdcId: id, sdcName: this.hosts.get(id)?.name, accessMode: 'ReadWrite' }));
+    return { id: volume.id, name: volume.name, sizeInKb: volume.sizeInKb, storagePoolId: volume.storagePoolId, volumeType: volume.volumeType, mappedSdcInfo: mappedSdcInfo.length ? mappedSdcInfo : null };
+  }
+
+  private async createVolume(body: Record<string, string>) {
+    const { name = '', storagePoolId = '', volumeType = 'ThinProvisioned' } = body;
+    const sizeInKb = Number(body.volumeSizeInKb);
+    if (!/^[A-Za-z0-9_.:-]{1,31}$/.test(name)) throw new Refusal(7, `Invalid name ${name}: at most 31 letters, digits and _.:-`);
+    if (this.volumeByName(name)) throw new Refusal(6, 'Volume name already in use');
+    const pool = [...this.domains.values()].flatMap((d) => [...d.pools.values()]).find((p) => p.id === storagePoolId);
+    if (!pool) throw new Refusal(142, 'Could not find the storage pool');
+    if (!Number.isInteger(sizeInKb) || sizeInKb <= 0 || sizeInKb % KB_PER_STEP) throw new Refusal(8, 'Volume size must be a multiple of 8 GB');
+    if (sizeInKb > this.freeKb(pool.id, pool.capacityKb)) throw new Refusal(16, 'Not enough free capacity in the storage pool');
+    const volume: SimVolume = { id: hex16(), name, sizeInKb, storagePoolId: pool.id, volumeType, mappedHosts: [] };
+    this.volumes.set(volume.id, volume);
+    await this.options.dataPlane?.created(volume);
+    return { id: volume.id };
+  }
+
+  private freeKb(poolId: string, capacityKb: number): number {
+    const used = [...this.volumes.values()].filter((v) => v.storagePoolId === poolId).reduce((sum, v) => sum + v.sizeInKb, 0);
+    return capacityKb - used;
+  }
+
+  private async volumeAction(volume: SimVolume, action: string, body: Record<string, string>) {
+    if (action === 'addMappedHost') {
+      const host = this.hosts.get(body.hostId ?? '');
+      if (!host) throw new Refusal(3, `Could not find the host ${body.hostId}`);
+      if (volume.mappedHosts.includes(host.id)) throw new Refusal(81, 'The volume is already mapped to this host');
+      if (volume.mappedHosts.length > 0 && String(body.allowMultipleMappings).toUpperCase() !== 'TRUE') throw new Refusal(306, 'Only a single SDC may be mapped to this volume at a time');
+      volume.mappedHosts.push(host.id);
+      await this.options.dataPlane?.mapped(volume, host);
+    } else if (action === 'removeMappedHost') {
+      const host = this.hosts.get(body.hostId ?? '');
+      if (!host || !volume.mappedHosts.includes(host.id)) throw new Refusal(4039, 'The volume is not mapped to this host');
+      volume.mappedHosts = volume.mappedHosts.filter((id) => id !== host.id);
+      await this.options.dataPlane?.unmapped(volume, host);
+    } else if (action === 'setVolumeSize') {
+      const sizeInKb = Number(body.sizeInGB) * 1024 * 1024;
+      if (!Number.isInteger(sizeInKb) || sizeInKb % KB_PER_STEP) throw new Refusal(8, 'Volume size must be a multiple of 8 GB');
+      if (sizeInKb < volume.sizeInKb) throw new Refusal(9, 'The volume cannot shrink');
+      volume.sizeInKb = sizeInKb;
+      await this.options.dataPlane?.resized(volume);
+    } else if (action === 'removeVolume') {
+      if (volume.mappedHosts.length > 0) throw new Refusal(10, 'The volume is mapped; unmap it first');
+      this.volumes.delete(volume.id);
+      await this.options.dataPlane?.removed(volume);
+    } else {
+      throw new Refusal(0, `unknown action ${action}`, 404);
+    }
+    return {};
+  }
+
+  private addHost(body: { name?: string; nqn?: string }) {
+    const { name = '', nqn = '' } = body;
+    if (!/^nqn\./.test(nqn)) throw new Refusal(3, `Invalid NQN ${nqn}`);
+    if ([...this.hosts.values()].some((h) => h.nqn === nqn)) throw new Refusal(3, `A host with NQN ${nqn} already exists`);
+    if (!/^[A-Za-z0-9_.:-]{1,31}$/.test(name)) throw new Refusal(7, `Invalid name ${name}: at most 31 letters, digits and _.:-`);
+    const host = { id: hex16(), name, nqn };
+    this.hosts.set(host.id, host);
+    return { id: host.id };
+  }
+}
