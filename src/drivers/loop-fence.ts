@@ -43,6 +43,20 @@ export interface FenceDecision {
   reason: string;
 }
 
+/** What an NFS mount lacks for the metadata compare-and-swap (hard, lookupcache=positive); nothing for other filesystems. */
+export function casProblems(root: string, mount: MountEntry | undefined): string[] {
+  if (!mount || (mount.fstype !== 'nfs' && mount.fstype !== 'nfs4')) return [];
+  const where = `${root} is on ${mount.fstype} (${mount.source} at ${mount.mountPoint})`;
+  const options = optionsOf(mount.superOptions);
+  const problems: string[] = [];
+  if (options.has('soft') || options.has('softerr')) problems.push(`${where} is mounted soft: mount it hard (the default)`);
+  const lookupcache = options.get('lookupcache');
+  if (lookupcache !== 'none' && lookupcache !== 'pos' && lookupcache !== 'positive') {
+    problems.push(`${where} caches negative lookups (files other hosts create can look absent for a minute): mount it with lookupcache=positive`);
+  }
+  return problems;
+}
+
 /**
  * Decides the fence of a shared loop root from the filesystem it is on and checks that the
  * mount gives what ballast's compare-and-swap and fence rely on (research/nfs-lab.md):
@@ -57,15 +71,10 @@ export interface FenceDecision {
 export function decideFence(configured: ConfiguredFence, root: string, mount: MountEntry | undefined, recoversLostLocks: boolean): FenceDecision {
   if (!mount) return { fence: configured === 'none' ? 'none' : 'shutdown', problems: [], reason: `no mount found for ${root}` };
   const where = `${root} is on ${mount.fstype} (${mount.source} at ${mount.mountPoint})`;
-  const problems: string[] = [];
+  const problems = casProblems(root, mount);
   const isNfs = mount.fstype === 'nfs' || mount.fstype === 'nfs4';
   if (isNfs) {
     const options = optionsOf(mount.superOptions);
-    if (options.has('soft') || options.has('softerr')) problems.push(`${where} is mounted soft: mount it hard (the default)`);
-    const lookupcache = options.get('lookupcache');
-    if (lookupcache !== 'none' && lookupcache !== 'pos' && lookupcache !== 'positive') {
-      problems.push(`${where} caches negative lookups (files other hosts create can look absent for a minute): mount it with lookupcache=positive`);
-    }
     const version = options.get('vers') ?? (mount.fstype === 'nfs4' ? '4.0' : '3');
     const sessions = /^4\.[1-9]/.test(version);
     if (configured === 'none') return { fence: 'none', problems, reason: `${where}; backends.loop.fence is none` };

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:net';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { PowerFlexBackendConfig } from '../../src/config/schema.js';
@@ -16,6 +16,8 @@ import { createLogger, silentLogger } from '../../src/log.js';
 import { HostLeaseKeeper } from '../../src/ownership/host-lease.js';
 import { HostMonitor } from '../../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../../src/ownership/lease.js';
+import { BallastProcess } from '../helpers/daemon.js';
+import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { PowerFlexSim } from '../simulators/powerflex.js';
 
 // The powerflex backend against the PowerFlex simulator (test/simulators/powerflex.ts) on
@@ -234,5 +236,38 @@ describe('powerflex backend against the PowerFlex simulator', () => {
     sim.fault = 'none';
     expect(sim.volumeByName(powerflexName(name))).toBeUndefined();
     expect(await driver.read(name)).toBeUndefined();
+  });
+
+  it('through the daemon: Create, Get, List and Remove on the protocol with the password from its file; a Mount on a host without NVMe/TCP fails clearly and leaves the volume free and unmapped', async () => {
+    const daemon = await BallastProcess.create({
+      config: {
+        host: { id: 'pf-daemon' },
+        backends: { powerflex: { url: sim.url, user: 'admin', password_file: '', protection_domain: 'pd1', storage_pool: 'pool1', metadata_root: join(root, 'daemon'), timeout_seconds: 10 } },
+        profiles: { default: { backend: 'powerflex' }, small: { backend: 'powerflex', storage_pool: 'small' } },
+      },
+    });
+    const passwordFile = join(daemon.dir, 'powerflex.password');
+    await writeFile(passwordFile, `${PASSWORD}\n`, { mode: 0o600 });
+    const config = (await readFile(daemon.configPath, 'utf8')).replace("password_file: ''", `password_file: ${passwordFile}`);
+    await writeFile(daemon.configPath, config);
+    const name = unique('proto');
+    try {
+      await daemon.start(60_000);
+      await callOk(daemon.socket, 'VolumeDriver.Create', { Name: name, Opts: { size: '2G', profile: 'small' } });
+      expect(sim.volumeByName(powerflexName(name))).toMatchObject({ sizeInKb: 8 * 1024 * 1024 });
+      expect((await callOk(daemon.socket, 'VolumeDriver.Get', { Name: name })).Volume).toMatchObject({ Name: name, Status: expect.objectContaining({ profile: 'small' }) });
+      const listed = (await callOk(daemon.socket, 'VolumeDriver.List')) as { Volumes: { Name: string }[] };
+      expect(listed.Volumes.map((v) => v.Name)).toContain(name);
+      const mounted = await callPlugin(daemon.socket, 'VolumeDriver.Mount', { Name: name, ID: 'c1' });
+      console.log(`Mount without NVMe/TCP on this host: ${mounted.body.Err}`);
+      expect(String(mounted.body.Err)).toMatch(/nvme|NVMe/);
+      expect(mappedNqns(name)).toEqual([]);
+      expect((await callOk(daemon.socket, 'VolumeDriver.Get', { Name: name })).Volume).toMatchObject({ Status: { lease: { state: 'free' }, attachment: 'detached' } });
+      await callOk(daemon.socket, 'VolumeDriver.Remove', { Name: name });
+      expect(sim.volumeByName(powerflexName(name))).toBeUndefined();
+    } finally {
+      await daemon.stop();
+    }
+    expect(JSON.stringify(await daemon.logs())).not.toContain(PASSWORD);
   });
 });

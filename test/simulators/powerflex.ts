@@ -46,8 +46,9 @@ export interface PowerFlexSimOptions {
   password: string;
   /** Protection domain -> pools (name -> capacity in GiB). */
   domains?: Record<string, Record<string, number>>;
-  /** The SDTs' host-facing addresses (port 4420). */
+  /** The SDTs' host-facing addresses, and their NVMe/TCP port (default 4420). */
   sdtIps?: string[];
+  sdtPort?: number;
   dataPlane?: DataPlane;
 }
 
@@ -139,7 +140,7 @@ export class PowerFlexSim {
     app.get(/^\/api\/types\/Pool\/instances\/getByName::(.+)$/, h((req) => this.pool(param(req, 0)).id));
     app.get(
       /^\/api\/instances\/ProtectionDomain::\w+\/relationships\/Sdt$/,
-      h(() => (this.options.sdtIps ?? ['127.0.0.1']).map((ip, i) => ({ id: hex16(), name: `sdt${i + 1}`, ipList: [{ ip, role: 'StorageAndHost' }], nvmePort: 4420 }))),
+      h(() => (this.options.sdtIps ?? ['127.0.0.1']).map((ip, i) => ({ id: hex16(), name: `sdt${i + 1}`, ipList: [{ ip, role: 'StorageAndHost' }], nvmePort: this.options.sdtPort ?? 4420 }))),
     );
     app.post('/api/types/Volume/instances', h((req) => this.createVolume(req.body as Record<string, string>)));
     app.post('/api/types/Volume/instances/action/queryIdByKey', h((req) => this.volumeNamed((req.body as { name: string }).name).id));

@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { PowerFlexBackendConfig } from '../../config/schema.js';
-import { BackendUnavailable, InvalidRequest, LeaseHeld, VolumeNotFound } from '../../errors.js';
+import { BackendUnavailable, ConfigError, InvalidRequest, LeaseHeld, VolumeNotFound } from '../../errors.js';
 import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
+import { MountTable } from '../../util/mountinfo.js';
 import { FileVolumes } from '../file-volumes.js';
+import { casProblems, mountOf } from '../loop-fence.js';
 import type { VolumeImages } from '../images.js';
 import type { PowerFlexArray } from './array.js';
 
@@ -78,6 +80,13 @@ export class PowerFlexDriver extends FileVolumes {
     const { protectionDomain, storagePool } = array.pool;
     const root = join(backend.metadata_root, encodeURIComponent(`${protectionDomain}.${storagePool}`));
     super({ root, shared: true, images: () => new PowerFlexVolumes(array, backend.provisioning === 'thin') }, log);
+  }
+
+  /** Refuses a metadata root whose NFS mount would break the records' compare-and-swap. */
+  async start(): Promise<void> {
+    await this.checkHealth();
+    const problems = casProblems(this.root, mountOf(this.root, await new MountTable().entries()));
+    if (problems.length) throw new ConfigError(`backends.powerflex.metadata_root cannot be used: ${problems.join('; ')}`);
   }
 
   override async checkHealth(): Promise<void> {

@@ -2,12 +2,17 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../../helpers/daemon.js';
 import { requireVmLab } from '../../helpers/vm.js';
 import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
 
 // NVMe/TCP against Linux's nvmet in one VM (nvmet, nvmet-tcp and nvme-tcp exist only in the VM
-// lab's kernel here): ballast's NvmeTcpAttacher through scripts/nvme-attach.mjs, two portals.
-// Needs root, the VM lab and nvme-cli.
+// lab's kernel here): ballast's NvmeTcpAttacher through scripts/nvme-attach.mjs, two portals;
+// then, in the same boot, the powerflex backend's data path behind the PowerFlex simulator with
+// nvmet as its data plane (scripts/powerflex-nvme.sh). Needs root, the VM lab and nvme-cli.
+const execFileAsync = promisify(execFile);
 const NQN = 'nqn.2026-12.dev.ballast:array1';
 const NGUID = '4f6e3a2b00000001a1b2c3d4e5f60718';
 /** Docker gives a Mount 2 minutes: a failing attach must give up within that. */
@@ -20,15 +25,17 @@ describe('NVMe/TCP attacher against nvmet (VM lab)', () => {
   beforeAll(async () => {
     requireVmLab();
     if (!existsSync('/usr/sbin/nvme')) throw new Error('nvme-cli is missing: apt-get install nvme-cli (scripts/install-deps.sh installs it)');
+    await execFileAsync(join(REPO_ROOT, 'node_modules/.bin/tsc'), ['-p', join(REPO_ROOT, 'tsconfig.sim.json')], { timeout: 120_000 }); // the simulator, for the VM
     const share = await mkdtemp(join(tmpdir(), 'ballast-nvme-share-'));
     try {
-      ({ results: r } = await runScenario(scenarioScript('nvme-tcp'), { name: 'vm1', timeoutMs: 290_000, shareDir: share, env: { SHARE: share } }));
+      ({ results: r } = await runScenario(scenarioScript('nvme-tcp'), { name: 'vm1', timeoutMs: 440_000, shareDir: share, env: { SHARE: share } }));
       for (const f of readdirSync(join(share, 'out'))) out[f] = readFileSync(join(share, 'out', f), 'utf8').trim();
       console.log(`NVMe/TCP (TCG): attach over 2 portals ${r.attach_ms} ms, detach ${r.detach_ms} ms; refused host failed in ${r.refused_ms} ms; disabled namespace failed in ${r.disabled_ms} ms`);
+      console.log(`PowerFlex over NVMe/TCP (TCG): create ${r.pf_create_ms} ms, lease + map + attach ${r.pf_attach_ms} ms, detach + unmap + release ${r.pf_detach_ms} ms`);
     } finally {
       await rm(share, { recursive: true, force: true });
     }
-  }, 300_000);
+  }, 480_000);
 
   it('identifies the host by /etc/nvme/hostnqn', () => {
     expect([r.identify_ok, r.host_nqn_matches_file]).toEqual(['1', 'yes']);
@@ -69,5 +76,32 @@ describe('NVMe/TCP attacher against nvmet (VM lab)', () => {
   it('a fenced volume still detaches clean', () => {
     expect(r.fenced_detach_ok).toBe('1');
     expect([r.controllers_end, r.namespaces_end]).toEqual(['0', '0']);
+  });
+
+  describe('powerflex backend over NVMe/TCP, the simulator backed by nvmet', () => {
+    it('creates an 8 GiB volume, maps it to this host only and attaches the namespace named by its NGUID', () => {
+      expect(r.pf_size_kb).toBe(String(8 * 1024 * 1024));
+      expect(r.pf_device).toMatch(/^\/dev\/nvme\d+n\d+$/);
+      expect([r.pf_mapped, r.pf_controllers, r.pf_nguid_matches]).toEqual(['bl-vm-a', '2', 'yes']);
+    });
+
+    it('detach and unmap leave no controller and no mapping; attached again, the data is intact', () => {
+      expect([r.pf_detach_ok, r.pf_mapped_after_detach, r.pf_controllers_after_detach]).toEqual(['1', 'none', '0']);
+      expect(r.pf_data_intact).toBe('yes');
+    });
+
+    it("another host's takeover unmaps this host at the array, and this host's direct write fails", () => {
+      expect(out['pf-takeover-error'] ?? '').toBe('');
+      expect([r.pf_takeover_ok, r.pf_takeover_generation, r.pf_mapped_after_takeover]).toEqual(['1', '3', 'bl-vm-b']);
+      expect(r.pf_fenced_write_rc).not.toBe('0');
+      expect(r.pf_fenced_write_rc).not.toBe('124'); // failed, not hung until timeout(1)
+      expect([r.pf_fenced_detach_ok, r.pf_fenced_controllers_after_detach]).toEqual(['1', '0']);
+    });
+
+    it('release and delete leave nothing on the array, in its files or in nvmet', () => {
+      expect(out['pf-destroy-error'] ?? '').toBe('');
+      expect([r.pf_release_b_ok, r.pf_mapped_end, r.pf_destroy_ok, r.pf_volumes_end, r.pf_files_end]).toEqual(['1', 'none', '1', '0', '0']);
+      expect([r.pf_subsystems_end, r.pf_namespaces_end]).toEqual(['0', '0']);
+    });
   });
 });

@@ -82,4 +82,5 @@ ac detach "$NQN" "$NGUID" "$PORTALS" "$DEV"
 result "fenced_detach_ok=$AC_ok controllers_end=$(controllers) namespaces_end=$(namespaces)"
 save fenced-detach-error "${AC_error:-}"
 attacher_stop
+. "$BALLAST_SRC/test/integration/vm/scripts/powerflex-nvme.sh"
 exit 0
