@@ -12,23 +12,12 @@ import { HostMonitor } from '../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../src/ownership/lease.js';
 import { startCinderLab } from '../test/helpers/cinder-lab.js';
 import { exitWith, intFromEnv, out, progress, runBench } from './lib/bench-run.js';
-import { median, ms, ratio, table } from './lib/stats.js';
+import { comparison, measure, type Sample } from './lib/api-calls.js';
+import { median, ms } from './lib/stats.js';
 
 const RUNS = intFromEnv('BENCH_CINDER_RUNS', 10);
 const OPS = ['create', 'attach', 'detach', 'destroy'] as const;
 type Op = (typeof OPS)[number];
-
-interface Sample {
-  ms: number;
-  calls: number;
-}
-
-async function measure(client: CinderClient, body: () => Promise<unknown>): Promise<Sample> {
-  const before = [...client.calls.values()].reduce((a, b) => a + b, 0);
-  const started = performance.now();
-  await body();
-  return { ms: performance.now() - started, calls: [...client.calls.values()].reduce((a, b) => a + b, 0) - before };
-}
 
 /** Polls GET /volumes/{id} every 100 ms until `done` says so (or 404 when waiting for deletion). */
 async function until(client: CinderClient, id: string, done: (status: string | undefined) => boolean): Promise<void> {
@@ -65,21 +54,21 @@ async function main(): Promise<number> {
         await keeper.register();
 
         const rtt: number[] = [];
-        for (let i = 0; i < 30; i++) rtt.push((await measure(client, () => client.call('GET', '/volumes?limit=1', 'list'))).ms);
+        for (let i = 0; i < 30; i++) rtt.push((await measure(client.calls, () => client.call('GET', '/volumes?limit=1', 'list'))).ms);
 
         const ballast: Record<Op, Sample[]> = { create: [], attach: [], detach: [], destroy: [] };
         for (let i = 0; i < RUNS; i++) {
           const name = `bench-${i}`;
-          ballast.create.push(await measure(client, () => driver.create({ name, profile: 'default', sizeBytes: 2 ** 30, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false })));
-          ballast.attach.push(await measure(client, async () => {
+          ballast.create.push(await measure(client.calls, () => driver.create({ name, profile: 'default', sizeBytes: 2 ** 30, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false })));
+          ballast.attach.push(await measure(client.calls, async () => {
             await lease.acquire(name);
             await driver.export(name, initiator);
           }));
-          ballast.detach.push(await measure(client, async () => {
+          ballast.detach.push(await measure(client.calls, async () => {
             await driver.unexport(name, initiator);
             await lease.release(name);
           }));
-          ballast.destroy.push(await measure(client, () => driver.destroy(name)));
+          ballast.destroy.push(await measure(client.calls, () => driver.destroy(name)));
         }
         progress('ballast runs done');
 
@@ -91,16 +80,16 @@ async function main(): Promise<number> {
         for (let i = 0; i < RUNS; i++) {
           let id = '';
           let attachment = '';
-          hand.create.push(await measure(byHand, async () => {
+          hand.create.push(await measure(byHand.calls, async () => {
             id = (await byHand.call<{ volume: { id: string } }>('POST', '/volumes', 'create', { volume: { name: `hand-${i}`, size: 1 } })).data.volume.id;
             await until(byHand, id, (s) => s === 'available');
           }));
-          hand.attach.push(await measure(byHand, async () => {
+          hand.attach.push(await measure(byHand.calls, async () => {
             attachment = (await byHand.call<{ attachment: { id: string } }>('POST', '/attachments', 'attach', { attachment: { volume_uuid: id, connector } })).data.attachment.id;
             await byHand.call('POST', `/attachments/${attachment}/action`, 'complete', { 'os-complete': null });
           }));
-          hand.detach.push(await measure(byHand, () => byHand.call('DELETE', `/attachments/${attachment}`, 'detach')));
-          hand.destroy.push(await measure(byHand, async () => {
+          hand.detach.push(await measure(byHand.calls, () => byHand.call('DELETE', `/attachments/${attachment}`, 'detach')));
+          hand.destroy.push(await measure(byHand.calls, async () => {
             await byHand.call('DELETE', `/volumes/${id}`, 'delete');
             await until(byHand, id, (s) => s === undefined);
           }));
@@ -110,13 +99,7 @@ async function main(): Promise<number> {
         out(`Cinder API round trip (GET /volumes?limit=1): median ${ms(median(rtt))} ms`);
         out();
         out('Per operation, median of runs (calls = Block Storage API round trips, status polls included):');
-        const rows = OPS.map((op) => {
-          const b = ballast[op];
-          const h = hand[op];
-          const [bm, hm, bc, hc] = [median(b.map((s) => s.ms)), median(h.map((s) => s.ms)), median(b.map((s) => s.calls)), median(h.map((s) => s.calls))];
-          return [op, ms(bm), ms(hm), ratio(bm, hm), String(bc), String(hc), ratio(bc, hc)];
-        });
-        out(table(['op', 'ballast ms', 'by hand ms', 'ratio', 'ballast calls', 'by hand calls', 'ratio'], rows));
+        out(comparison(OPS, ballast, hand));
         out();
         out(`Round trips of all ${RUNS} ballast runs (and the start), by call:`);
         for (const [call, n] of [...client.calls].sort((a, b) => b[1] - a[1])) out(`  ${String(n).padStart(5)}  ${call}`);

@@ -10,6 +10,8 @@ import { casProblems, mountOf } from '../loop-fence.js';
 import type { VolumeImages } from '../images.js';
 import type { PowerFlexArray } from './array.js';
 
+const SDT_PORTALS_TTL_MS = 60_000;
+
 /** PowerFlex names: at most 31 characters, unique in the system. */
 const NAME_MAX = 31;
 
@@ -71,6 +73,7 @@ export class PowerFlexDriver extends FileVolumes {
   readonly kind = 'powerflex';
   readonly transport = 'nvme-tcp' as const;
   private readonly hostIds = new Map<string, string>();
+  private sdtPortals: { portals: string[]; readAt: number } | undefined;
 
   constructor(
     private readonly array: PowerFlexArray,
@@ -145,11 +148,14 @@ export class PowerFlexDriver extends FileVolumes {
     return id;
   }
 
+  /** The SDTs' portals, read again at most once a minute: they change only when SDTs are added or moved. */
   private async portals(): Promise<string[]> {
+    if (this.sdtPortals && performance.now() - this.sdtPortals.readAt < SDT_PORTALS_TTL_MS) return this.sdtPortals.portals;
     const portals = await this.array.sdtPortals();
     if (portals.length === 0) {
       throw new BackendUnavailable(`PowerFlex lists no SDT serving hosts in protection domain ${this.array.pool.protectionDomain}; set backends.powerflex.portals`);
     }
+    this.sdtPortals = { portals, readAt: performance.now() };
     return portals;
   }
 }

@@ -49,6 +49,10 @@ describe('parseConfig', () => {
     [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', provisioning: 'sparse' } } }, /f: backends\.vmdk\.provisioning: /],
     [{ backends: { vmdk: { vcenter: VCENTER, datastore: 'ds', vm_uuid: 'vm-42' } } }, /f: backends\.vmdk\.vm_uuid: expected a UUID/],
     [{ profiles: { gold: { backend: 'cinder' } } }, /f: profiles\.gold\.backend: profile uses the cinder backend, but backends\.cinder is not configured/],
+    [{ profiles: { gold: { backend: 'powerflex' } } }, /f: profiles\.gold\.backend: profile uses the powerflex backend, but backends\.powerflex is not configured/],
+    [{ backends: { powerflex: { url: 'https://pf.example/api', user: 'u', password_file: '/etc/p', protection_domain: 'pd1', storage_pool: 'ssd', metadata_root: '/srv/pf' } } }, /f: backends\.powerflex\.url: expected the gateway URL without a path/],
+    [{ backends: { powerflex: { url: 'https://pf.example', user: 'u', password_file: '/etc/p', protection_domain: 'pd1', storage_pool: 'ssd', metadata_root: '/srv/pf', portals: ['10.0.0.1'] } } }, /f: backends\.powerflex\.portals\.0: expected "address:port"/],
+    [{ backends: { powerflex: { url: 'https://pf.example', user: 'u', password_file: '/etc/p', protection_domain: 'pd1', storage_pool: 'ssd', metadata_root: '/srv/pf', api_version: 5 } } }, /f: backends\.powerflex\.api_version/],
     [{ backends: { cinder: { url: 'https://cinder.example:8776/v2', auth: { type: 'noauth', project_id: 'a'.repeat(32) } } } }, /f: backends\.cinder\.url: expected the Block Storage API v3 root/],
     [{ backends: { cinder: { url: 'https://cinder.example:8776/v3', auth: { type: 'noauth', project_id: 'ballast' } } } }, /f: backends\.cinder\.auth\.project_id: expected the project id: 32 lower-case hex digits/],
     [{ backends: { cinder: { url: 'https://cinder.example:8776/v3', auth: { type: 'password', auth_url: 'https://k:5000/v3', user: 'u', password: 'inline', project: 'p' } } } }, /f: backends\.cinder\.auth: .*password/],
@@ -103,6 +107,12 @@ describe('parseConfig', () => {
       reservations: true,
     });
     expect(config.profiles.fc).toEqual({ backend: 'lio', transport: 'fc', pool: '/srv/fc' });
+  });
+
+  it('reads a powerflex backend with its defaults, and a profile of another pool', () => {
+    const config = parseConfig({ backends: { powerflex: { url: 'https://pf.example', user: 'u', password_file: '/etc/p', protection_domain: 'pd1', storage_pool: 'ssd', metadata_root: '/srv/pf' } }, profiles: { default: { backend: 'powerflex' }, bulk: { backend: 'powerflex', storage_pool: 'hdd' } } }, 'f');
+    expect(config.backends.powerflex).toEqual({ url: 'https://pf.example', api_version: 4, user: 'u', password_file: '/etc/p', protection_domain: 'pd1', storage_pool: 'ssd', provisioning: 'thin', metadata_root: '/srv/pf', timeout_seconds: 60 });
+    expect(config.profiles.bulk).toEqual({ backend: 'powerflex', storage_pool: 'hdd' });
   });
 
   it('reads a cinder backend with its defaults, and profiles of two volume types', () => {
