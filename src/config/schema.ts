@@ -255,6 +255,42 @@ const powerflexProfile = z.strictObject({
   description: z.string().optional(),
 });
 
+/**
+ * Dell Storage Center through Dell Storage Manager's REST API (Data Collector): volumes in a folder
+ * with a storage profile, mapped to this host's server object, attached over iSCSI. Notes on an SC
+ * volume are not compare-and-swap, so the records and host leases live in `metadata_root`.
+ */
+const dellscBackend = z.strictObject({
+  /** The Data Collector, "https://dsm.example.com:3033" (the API is below /api/rest). */
+  url: z.string().regex(/^https?:\/\/[^/\s]+\/?$/, 'expected the Data Collector URL without a path, e.g. "https://dsm.example.com:3033"'),
+  user: z.string().min(1),
+  /** A file holding the password (first line), readable by root only. */
+  password_file: absolutePath,
+  ca_file: absolutePath.optional(),
+  /** The Storage Center's serial number. */
+  ssn: z.number().int().positive(),
+  /** Storage profile of profiles that name none (SC's "Recommended (All Tiers)" when absent). */
+  storage_profile: z.string().min(1).optional(),
+  /** Folder for ballast's volumes and server objects, made when missing. */
+  folder: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9 _.-]*$/, 'expected a folder name of letters, digits, spaces, "_", "." and "-"').default('ballast'),
+  /** Shared directory (NFS) for the volume records and host leases, the same path on every host. */
+  metadata_root: absolutePath,
+  /** Hosts run multipathd: every volume goes through a dm-multipath map. */
+  multipath: z.boolean().default(true),
+  /** Fence with SCSI-3 persistent reservations (SC maps a volume to several servers if asked). */
+  reservations: z.boolean().default(true),
+  /** The API version asked for first; a Data Collector that names another is asked again with it. */
+  api_version: z.string().regex(/^\d+\.\d+$/, 'expected a version such as "4.0"').default('4.0'),
+  /** Bound on each API call and on each asynchronous task. */
+  timeout_seconds: z.number().positive().max(600).default(60),
+});
+
+const dellscProfile = z.strictObject({
+  backend: z.literal('dellsc'),
+  storage_profile: z.string().min(1).optional(),
+  description: z.string().optional(),
+});
+
 export const FSTYPES = ['ext4', 'xfs'] as const;
 export type Fstype = (typeof FSTYPES)[number];
 
@@ -316,10 +352,10 @@ export const configSchema = z.strictObject({
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
   backends: z
-    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional(), cinder: cinderBackend.optional(), powerflex: powerflexBackend.optional() })
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional(), cinder: cinderBackend.optional(), powerflex: powerflexBackend.optional(), dellsc: dellscBackend.optional() })
     .default({ loop: { root: '/var/lib/ballast/loop', shared: false, fence: 'auto' } }),
   profiles: z
-    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile, cinderProfile, powerflexProfile]))
+    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile, cinderProfile, powerflexProfile, dellscProfile]))
     .default({ default: { backend: 'loop' } }),
 }).superRefine((config, ctx) => {
   const groupOfPool = new Map<string, string | undefined>();
@@ -338,6 +374,9 @@ export const configSchema = z.strictObject({
     }
     if (profile.backend === 'cinder' && !config.backends.cinder) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the cinder backend, but backends.cinder is not configured' });
+    }
+    if (profile.backend === 'dellsc' && !config.backends.dellsc) {
+      ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the dellsc backend, but backends.dellsc is not configured' });
     }
     if (profile.backend === 'powerflex' && !config.backends.powerflex) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the powerflex backend, but backends.powerflex is not configured' });
@@ -379,6 +418,7 @@ export type Config = z.output<typeof configSchema>;
 export type ProfileConfig = Config['profiles'][string];
 export type IscsiBackendConfig = NonNullable<Config['backends']['iscsi']>;
 export type LioBackendConfig = NonNullable<Config['backends']['lio']>;
+export type DellScBackendConfig = NonNullable<Config['backends']['dellsc']>;
 export type PowerFlexBackendConfig = NonNullable<Config['backends']['powerflex']>;
 export type VmdkBackendConfig = NonNullable<Config['backends']['vmdk']>;
 export type CinderBackendConfig = NonNullable<Config['backends']['cinder']>;

@@ -11,6 +11,9 @@ import { SshExec } from './array-host/ssh-exec.js';
 import { LocalFileStore, type FileStore } from './file-store.js';
 import { IscsiDriver } from './iscsi/iscsi-driver.js';
 import { LioDriver } from './lio/lio-driver.js';
+import { DellScArray } from './dellsc/array.js';
+import { DellScClient } from './dellsc/client.js';
+import { DellScDriver } from './dellsc/dellsc-driver.js';
 import { LoopDriver } from './loop-driver.js';
 import { PowerFlexArray } from './powerflex/array.js';
 import { PowerFlexClient } from './powerflex/client.js';
@@ -67,6 +70,9 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
         powerflex ??= powerflexClientOf(backend, log);
         return new PowerFlexDriver(new PowerFlexArray(powerflex, pool), backend, log.child({ backend: 'powerflex', ...pool }));
       };
+    } else if (settings.backend === 'dellsc') {
+      key = 'dellsc'; // one Storage Center: every dellsc profile lists the same volumes
+      make = () => dellscDriverOf(config, log);
     } else if (settings.backend === 'vmdk') {
       const backend = config.backends.vmdk!; // the schema refuses a vmdk profile without it
       const datastore = settings.datastore ?? backend.datastore;
@@ -127,6 +133,25 @@ function cinderDriverOf(config: Config, log: Logger): CinderDriver {
 function firstIpv4(): string {
   const addresses = Object.values(networkInterfaces()).flat();
   return addresses.find((a) => a && a.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
+}
+
+/** One Data Collector session for every dellsc profile; each profile names its storage profile. */
+function dellscDriverOf(config: Config, log: Logger): DellScDriver {
+  const backend = config.backends.dellsc!; // the schema refuses a dellsc profile without it
+  const slog = log.child({ backend: 'dellsc', ssn: backend.ssn });
+  const client = new DellScClient(
+    {
+      url: backend.url,
+      username: backend.user,
+      password: readConfiguredFile(backend.password_file, 'backends.dellsc.password_file').split(/\r?\n/)[0]!,
+      apiVersion: backend.api_version,
+      ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, 'backends.dellsc.ca_file') } : {}),
+      timeoutMs: backend.timeout_seconds * 1000,
+    },
+    slog,
+  );
+  const storageProfiles = new Map(Object.entries(config.profiles).flatMap(([name, p]) => (p.backend === 'dellsc' ? [[name, p.storage_profile] as const] : [])));
+  return new DellScDriver(new DellScArray(client, backend.ssn, backend.folder), backend, storageProfiles, slog);
 }
 
 /** One gateway session for every powerflex profile. */

@@ -1,12 +1,11 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { PowerFlexBackendConfig } from '../../config/schema.js';
-import { BackendUnavailable, ConfigError, InvalidRequest, LeaseHeld, VolumeNotFound } from '../../errors.js';
+import { BackendUnavailable, InvalidRequest, LeaseHeld, VolumeNotFound } from '../../errors.js';
 import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
-import { MountTable } from '../../util/mountinfo.js';
 import { FileVolumes } from '../file-volumes.js';
-import { casProblems, mountOf } from '../loop-fence.js';
+import { checkMetadataRoot } from '../metadata-root.js';
 import type { VolumeImages } from '../images.js';
 import type { PowerFlexArray } from './array.js';
 
@@ -88,8 +87,7 @@ export class PowerFlexDriver extends FileVolumes {
   /** Refuses a metadata root whose NFS mount would break the records' compare-and-swap. */
   async start(): Promise<void> {
     await this.checkHealth();
-    const problems = casProblems(this.root, mountOf(this.root, await new MountTable().entries()));
-    if (problems.length) throw new ConfigError(`backends.powerflex.metadata_root cannot be used: ${problems.join('; ')}`);
+    await checkMetadataRoot(this.root, 'backends.powerflex.metadata_root');
   }
 
   override async checkHealth(): Promise<void> {
