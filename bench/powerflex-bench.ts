@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PowerFlexArray } from '../src/drivers/powerflex/array.js';
 import { PowerFlexClient } from '../src/drivers/powerflex/client.js';
-import { PowerFlexDriver } from '../src/drivers/powerflex/powerflex-driver.js';
+import { powerflexDriver } from '../src/drivers/powerflex/powerflex-driver.js';
 import { silentLogger } from '../src/log.js';
 import { HostLeaseKeeper } from '../src/ownership/host-lease.js';
 import { HostMonitor } from '../src/ownership/host-monitor.js';
@@ -39,7 +39,7 @@ async function main(): Promise<number> {
       try {
         const client = new PowerFlexClient({ url: sim.url, apiVersion: 4, username: 'admin', password: PASSWORD, timeoutMs: 30_000 }, silentLogger());
         const backend = { url: sim.url, api_version: 4 as const, user: 'admin', password_file: '/unused', protection_domain: POOL.protectionDomain, storage_pool: POOL.storagePool, provisioning: 'thin' as const, metadata_root: root, timeout_seconds: 30 };
-        const driver = new PowerFlexDriver(new PowerFlexArray(client, POOL), backend, silentLogger());
+        const driver = powerflexDriver(new PowerFlexArray(client), backend, new Map(), silentLogger());
         await driver.start();
         const me = { hostId: 'bench-host', bootId: 'b1', hostname: 'bench-host' };
         const timing = { leaseSeconds: 20, renewEverySeconds: 2 };
@@ -67,8 +67,8 @@ async function main(): Promise<number> {
         // By hand: the least a plugin asks the gateway for, knowing the pool, host and volume ids:
         // create; map to the host; unmap; remove. No record, lease or lookup by name.
         const byHand = new PowerFlexClient({ url: sim.url, apiVersion: 4, username: 'admin', password: PASSWORD, timeoutMs: 30_000 }, silentLogger());
-        const array = new PowerFlexArray(byHand, POOL);
-        const { domainId, poolId } = await array.ids();
+        const array = new PowerFlexArray(byHand);
+        const { domainId, poolId } = await array.ids(POOL);
         const hostId = await array.hostFor(initiator.nqn, 'bl-bench-host');
         const hand: Record<Op, Sample[]> = { create: [], attach: [], detach: [], destroy: [] };
         for (let i = 0; i < RUNS; i++) {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import type { ArrayHostSsh, Config, PowerFlexBackendConfig, VmdkBackendConfig } from '../config/schema.js';
+import type { ArrayHostSsh, Config, VmdkBackendConfig } from '../config/schema.js';
 import { errorMessage, InvalidRequest } from '../errors.js';
 import type { Exec } from '../exec.js';
 import type { Logger } from '../log.js';
@@ -13,11 +13,11 @@ import { IscsiDriver } from './iscsi/iscsi-driver.js';
 import { LioDriver } from './lio/lio-driver.js';
 import { DellScArray } from './dellsc/array.js';
 import { DellScClient } from './dellsc/client.js';
-import { DellScDriver } from './dellsc/dellsc-driver.js';
+import { dellscDriver } from './dellsc/dellsc-driver.js';
 import { LoopDriver } from './loop-driver.js';
 import { PowerFlexArray } from './powerflex/array.js';
 import { PowerFlexClient } from './powerflex/client.js';
-import { PowerFlexDriver } from './powerflex/powerflex-driver.js';
+import { powerflexDriver } from './powerflex/powerflex-driver.js';
 import { VsphereClient } from './vsphere/client.js';
 import { Inventory } from './vsphere/inventory.js';
 import { VmDisks } from './vsphere/vm-disks.js';
@@ -37,7 +37,6 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
   let arrayHost: { exec: Exec; files: FileStore } | undefined;
   let lioHost: { exec: Exec; files: FileStore } | undefined;
   let vsphere: Vsphere | undefined;
-  let powerflex: PowerFlexClient | undefined;
   const byProfile = new Map<string, BackendDriver>();
   for (const [profile, settings] of Object.entries(config.profiles)) {
     let key: string;
@@ -63,13 +62,8 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
       key = 'cinder'; // one endpoint and project: every cinder profile lists the same volumes
       make = () => cinderDriverOf(config, log);
     } else if (settings.backend === 'powerflex') {
-      const backend = config.backends.powerflex!; // the schema refuses a powerflex profile without it
-      const pool = { protectionDomain: settings.protection_domain ?? backend.protection_domain, storagePool: settings.storage_pool ?? backend.storage_pool };
-      key = `powerflex:${pool.protectionDomain}/${pool.storagePool}`;
-      make = () => {
-        powerflex ??= powerflexClientOf(backend, log);
-        return new PowerFlexDriver(new PowerFlexArray(powerflex, pool), backend, log.child({ backend: 'powerflex', ...pool }));
-      };
+      key = 'powerflex'; // one gateway: every powerflex profile lists the same volumes
+      make = () => powerflexDriverOf(config, log);
     } else if (settings.backend === 'dellsc') {
       key = 'dellsc'; // one Storage Center: every dellsc profile lists the same volumes
       make = () => dellscDriverOf(config, log);
@@ -136,7 +130,7 @@ function firstIpv4(): string {
 }
 
 /** One Data Collector session for every dellsc profile; each profile names its storage profile. */
-function dellscDriverOf(config: Config, log: Logger): DellScDriver {
+function dellscDriverOf(config: Config, log: Logger): BackendDriver {
   const backend = config.backends.dellsc!; // the schema refuses a dellsc profile without it
   const slog = log.child({ backend: 'dellsc', ssn: backend.ssn });
   const client = new DellScClient(
@@ -151,12 +145,14 @@ function dellscDriverOf(config: Config, log: Logger): DellScDriver {
     slog,
   );
   const storageProfiles = new Map(Object.entries(config.profiles).flatMap(([name, p]) => (p.backend === 'dellsc' ? [[name, p.storage_profile] as const] : [])));
-  return new DellScDriver(new DellScArray(client, backend.ssn, backend.folder), backend, storageProfiles, slog);
+  return dellscDriver(new DellScArray(client, backend.ssn, backend.folder), backend, storageProfiles, slog);
 }
 
-/** One gateway session for every powerflex profile. */
-function powerflexClientOf(backend: PowerFlexBackendConfig, log: Logger): PowerFlexClient {
-  return new PowerFlexClient(
+/** One gateway session for every powerflex profile; each profile names its protection domain and pool. */
+function powerflexDriverOf(config: Config, log: Logger): BackendDriver {
+  const backend = config.backends.powerflex!; // the schema refuses a powerflex profile without it
+  const plog = log.child({ backend: 'powerflex', gateway: backend.url });
+  const client = new PowerFlexClient(
     {
       url: backend.url,
       apiVersion: backend.api_version,
@@ -165,8 +161,14 @@ function powerflexClientOf(backend: PowerFlexBackendConfig, log: Logger): PowerF
       ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, 'backends.powerflex.ca_file') } : {}),
       timeoutMs: backend.timeout_seconds * 1000,
     },
-    log.child({ gateway: backend.url }),
+    plog,
   );
+  const pools = new Map(
+    Object.entries(config.profiles).flatMap(([name, p]) =>
+      p.backend === 'powerflex' ? [[name, { protectionDomain: p.protection_domain ?? backend.protection_domain, storagePool: p.storage_pool ?? backend.storage_pool }] as const] : [],
+    ),
+  );
+  return powerflexDriver(new PowerFlexArray(client), backend, pools, plog);
 }
 
 /** One vCenter session for every vmdk profile. */

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import type { DellScBackendConfig } from '../../src/config/schema.js';
 import { DellScArray } from '../../src/drivers/dellsc/array.js';
 import { DellScClient } from '../../src/drivers/dellsc/client.js';
-import { DellScDriver, scName } from '../../src/drivers/dellsc/dellsc-driver.js';
+import { dellscDriver, scName } from '../../src/drivers/dellsc/dellsc-driver.js';
 import { VolumeAlreadyExists, type NewVolume } from '../../src/drivers/types.js';
 import { BackendUnavailable, LeaseHeld, VolumeInUse } from '../../src/errors.js';
 import type { IscsiExport } from '../../src/export.js';
@@ -47,10 +47,10 @@ const backendConfig = (overrides: Partial<DellScBackendConfig> = {}): DellScBack
   ...overrides,
 });
 
-function newDriver(overrides: Partial<DellScBackendConfig> = {}, password = PASSWORD, storageProfiles = new Map<string, string | undefined>()): DellScDriver {
+function newDriver(overrides: Partial<DellScBackendConfig> = {}, password = PASSWORD, storageProfiles = new Map<string, string | undefined>()): ReturnType<typeof dellscDriver> {
   const backend = backendConfig(overrides);
   const client = new DellScClient({ url: backend.url, username: backend.user, password, apiVersion: backend.api_version, timeoutMs: backend.timeout_seconds * 1000 }, silentLogger());
-  return new DellScDriver(new DellScArray(client, backend.ssn, backend.folder), backend, storageProfiles, silentLogger());
+  return dellscDriver(new DellScArray(client, backend.ssn, backend.folder), backend, storageProfiles, silentLogger());
 }
 
 const volume = (name: string, sizeBytes = GiB, profile = 'default'): NewVolume => ({ name, profile, sizeBytes, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });

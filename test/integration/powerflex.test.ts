@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { PowerFlexBackendConfig } from '../../src/config/schema.js';
 import { PowerFlexArray } from '../../src/drivers/powerflex/array.js';
 import { PowerFlexClient } from '../../src/drivers/powerflex/client.js';
-import { PowerFlexDriver, powerflexName, subsystemNqnOf } from '../../src/drivers/powerflex/powerflex-driver.js';
+import { powerflexDriver, powerflexName, subsystemNqnOf } from '../../src/drivers/powerflex/powerflex-driver.js';
 import { VolumeAlreadyExists, type NewVolume } from '../../src/drivers/types.js';
 import { BackendUnavailable, LeaseHeld, VolumeInUse } from '../../src/errors.js';
 import type { NvmeTcpExport } from '../../src/export.js';
@@ -46,10 +46,10 @@ const backendConfig = (overrides: Partial<PowerFlexBackendConfig> = {}): PowerFl
   ...overrides,
 });
 
-function newDriver(overrides: Partial<PowerFlexBackendConfig> = {}, password = PASSWORD, log = silentLogger()): PowerFlexDriver {
+function newDriver(overrides: Partial<PowerFlexBackendConfig> = {}, password = PASSWORD, log = silentLogger()): ReturnType<typeof powerflexDriver> {
   const backend = backendConfig(overrides);
   const client = new PowerFlexClient({ url: backend.url, apiVersion: backend.api_version, username: backend.user, password, timeoutMs: backend.timeout_seconds * 1000 }, log);
-  return new PowerFlexDriver(new PowerFlexArray(client, { protectionDomain: backend.protection_domain, storagePool: backend.storage_pool }), backend, log);
+  return powerflexDriver(new PowerFlexArray(client), backend, new Map([['small', { protectionDomain: 'pd1', storagePool: 'small' }]]), log);
 }
 
 const volume = (name: string, sizeBytes = GiB): NewVolume => ({ name, profile: 'default', sizeBytes, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });
@@ -134,7 +134,7 @@ describe('powerflex backend against the PowerFlex simulator', () => {
     // A second host: refused by the lease, and by the array itself (error 306) were it to try.
     await expect(b.lease.acquire(name)).rejects.toBeInstanceOf(LeaseHeld);
     await expect(b.driver.export(name, b.initiator)).rejects.toThrow(`volume ${name} is not leased to host h2`);
-    const bArray = new PowerFlexArray(new PowerFlexClient({ url: sim.url, apiVersion: 4, username: 'admin', password: PASSWORD, timeoutMs: 10_000 }, silentLogger()), { protectionDomain: 'pd1', storagePool: 'pool1' });
+    const bArray = new PowerFlexArray(new PowerFlexClient({ url: sim.url, apiVersion: 4, username: 'admin', password: PASSWORD, timeoutMs: 10_000 }, silentLogger()));
     expect(await bArray.mapOnly(id, powerflexName(name), await bArray.hostFor(b.initiator.nqn, 'bl-h2'))).toBe(false);
     expect(mappedNqns(name)).toEqual([a.initiator.nqn]);
     // Export again (a remount): still one mapping. Then unexport and release.

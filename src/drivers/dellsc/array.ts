@@ -1,4 +1,5 @@
 import { InvalidRequest } from '../../errors.js';
+import { LookupCache } from '../../util/lookup-cache.js';
 import { DellScRefusal, type DellScClient } from './client.js';
 
 const GIB = 2 ** 30;
@@ -48,7 +49,7 @@ const notFound = (err: unknown) => err instanceof DellScRefusal && err.status ==
  * server objects with their iSCSI HBA, mappings and the controller ports behind them.
  */
 export class DellScArray {
-  private folders = new Map<string, Promise<string>>();
+  private readonly folders = new LookupCache<string>();
 
   constructor(
     readonly client: DellScClient,
@@ -58,15 +59,7 @@ export class DellScArray {
 
   /** The volume (or server) folder of that name, made when missing; looked up once. */
   folderId(kind: 'ScVolumeFolder' | 'ScServerFolder'): Promise<string> {
-    let id = this.folders.get(kind);
-    if (!id) {
-      id = this.findOrMakeFolder(kind).catch((err: unknown) => {
-        this.folders.delete(kind);
-        throw err;
-      });
-      this.folders.set(kind, id);
-    }
-    return id;
+    return this.folders.get(kind, () => this.findOrMakeFolder(kind));
   }
 
   private async findOrMakeFolder(kind: string): Promise<string> {

@@ -1,4 +1,5 @@
 import { InvalidRequest } from '../../errors.js';
+import { LookupCache } from '../../util/lookup-cache.js';
 import { ERR, PowerFlexRefusal, type PowerFlexClient } from './client.js';
 
 /** PowerFlex allocates in 8 GiB steps: sizes are rounded up to them. */
@@ -37,25 +38,17 @@ const refusedWith = (err: unknown, ...codes: number[]) => err instanceof PowerFl
  * NVMe hosts by NQN, mappings, sizes. Knows the API, not ballast's records.
  */
 export class PowerFlexArray {
-  private poolIds: Promise<{ domainId: string; poolId: string }> | undefined;
+  private readonly poolIds = new LookupCache<{ domainId: string; poolId: string }>();
   private systemIdCache: string | undefined;
 
-  constructor(
-    readonly client: PowerFlexClient,
-    readonly pool: PoolRef,
-  ) {}
+  constructor(readonly client: PowerFlexClient) {}
 
-  /** The protection domain's and pool's ids, looked up once (a failed lookup is tried again next time). */
-  ids(): Promise<{ domainId: string; poolId: string }> {
-    this.poolIds ??= this.lookUpPool().catch((err: unknown) => {
-      this.poolIds = undefined;
-      throw err;
-    });
-    return this.poolIds;
+  /** The protection domain's and pool's ids, looked up once. */
+  ids(pool: PoolRef): Promise<{ domainId: string; poolId: string }> {
+    return this.poolIds.get(`${pool.protectionDomain}/${pool.storagePool}`, () => this.lookUpPool(pool));
   }
 
-  private async lookUpPool(): Promise<{ domainId: string; poolId: string }> {
-    const { protectionDomain, storagePool } = this.pool;
+  private async lookUpPool({ protectionDomain, storagePool }: PoolRef): Promise<{ domainId: string; poolId: string }> {
     const domainId = await this.client.call<string>('GET', `/api/types/Domain/instances/getByName::${encodeURIComponent(protectionDomain)}`, `find protection domain ${protectionDomain}`).catch((err: unknown) => {
       if (err instanceof PowerFlexRefusal) throw new InvalidRequest(`PowerFlex has no protection domain ${protectionDomain} (${err.detail}); check protection_domain in backends.powerflex or the profile`);
       throw err;
@@ -78,26 +71,16 @@ export class PowerFlexArray {
   }
 
   /** Creates a volume; undefined when the name is taken (names are unique in a system). */
-  async createVolume(name: string, sizeBytes: number, thin: boolean): Promise<string | undefined> {
-    const { domainId, poolId } = await this.ids();
+  async createVolume(name: string, sizeBytes: number, thin: boolean, pool: PoolRef): Promise<string | undefined> {
+    const { domainId, poolId } = await this.ids(pool);
     const body = { name, storagePoolId: poolId, protectionDomainId: domainId, volumeType: thin ? 'ThinProvisioned' : 'ThickProvisioned', volumeSizeInKb: String(roundToStep(sizeBytes) / 1024) };
     try {
       return (await this.client.call<{ id: string }>('POST', '/api/types/Volume/instances', `create volume ${name}`, body)).id;
     } catch (err) {
       if (err instanceof PowerFlexRefusal && /already (in use|exists)/i.test(err.detail)) return undefined;
       if (err instanceof PowerFlexRefusal) {
-        throw new InvalidRequest(`${err.message}; check the free space of storage pool ${this.pool.storagePool} in protection domain ${this.pool.protectionDomain}`);
+        throw new InvalidRequest(`${err.message}; check the free space of storage pool ${pool.storagePool} in protection domain ${pool.protectionDomain}`);
       }
-      throw err;
-    }
-  }
-
-  /** The id of the volume of that name, or undefined (error 79). */
-  async findVolume(name: string): Promise<string | undefined> {
-    try {
-      return await this.client.call<string>('POST', '/api/types/Volume/instances/action/queryIdByKey', `find volume ${name}`, { name });
-    } catch (err) {
-      if (refusedWith(err, ERR.volumeNotFound)) return undefined;
       throw err;
     }
   }
@@ -126,7 +109,8 @@ export class PowerFlexArray {
 
   /**
    * Maps the volume to one host, refusing while another host has it (allowMultipleMappings
-   * FALSE: error 306). Returns false when another host holds the mapping.
+   * FALSE: error 306). Returns false when another host holds the mapping; true also when it was
+   * mapped here already (error 81).
    */
   async mapOnly(id: string, name: string, hostId: string): Promise<boolean> {
     try {
@@ -146,9 +130,9 @@ export class PowerFlexArray {
   }
 
   /** The NVMe/TCP portals of the protection domain's SDTs that serve hosts. */
-  async sdtPortals(): Promise<string[]> {
-    const { domainId } = await this.ids();
-    const sdts = await this.client.call<Sdt[]>('GET', `/api/instances/ProtectionDomain::${domainId}/relationships/Sdt`, `list the SDTs of protection domain ${this.pool.protectionDomain}`);
+  async sdtPortals(pool: PoolRef): Promise<string[]> {
+    const { domainId } = await this.ids(pool);
+    const sdts = await this.client.call<Sdt[]>('GET', `/api/instances/ProtectionDomain::${domainId}/relationships/Sdt`, `list the SDTs of protection domain ${pool.protectionDomain}`);
     return sdts.flatMap((sdt) => (sdt.ipList ?? []).filter((ip) => ip.role !== 'StorageOnly').map((ip) => `${ip.ip.includes(':') ? `[${ip.ip}]` : ip.ip}:${sdt.nvmePort ?? 4420}`));
   }
 }

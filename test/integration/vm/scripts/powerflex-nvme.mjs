@@ -17,7 +17,7 @@ const { PowerFlexSim } = await import(`${src}/dist-sim/powerflex.js`);
 const { NvmetDataPlane } = await import(`${src}/dist-sim/nvmet-data-plane.js`);
 const { PowerFlexArray } = await importBuilt('drivers/powerflex/array.js');
 const { PowerFlexClient } = await importBuilt('drivers/powerflex/client.js');
-const { PowerFlexDriver, subsystemNqnOf } = await importBuilt('drivers/powerflex/powerflex-driver.js');
+const { powerflexDriver, subsystemNqnOf } = await importBuilt('drivers/powerflex/powerflex-driver.js');
 const { NvmeTcpAttacher } = await importBuilt('attach/nvme/nvme-attacher.js');
 const { HostLeaseKeeper } = await importBuilt('ownership/host-lease.js');
 const { HostMonitor } = await importBuilt('ownership/host-monitor.js');
@@ -41,7 +41,7 @@ const attacher = new NvmeTcpAttacher(new CommandRunner(log), log, { commandTimeo
 
 async function host(hostId, nqn) {
   const client = new PowerFlexClient({ url: sim.url, apiVersion: 4, username: 'admin', password: 'pf-lab', timeoutMs: 30_000 }, log);
-  const driver = new PowerFlexDriver(new PowerFlexArray(client, { protectionDomain: 'pd1', storagePool: 'pool1' }), backend, log);
+  const driver = powerflexDriver(new PowerFlexArray(client), backend, new Map(), log);
   const identity = { hostId, bootId: 'b1', hostname: hostId };
   const keeper = new HostLeaseKeeper(driver, identity, timing, log, clock);
   const lease = new OwnershipLease(driver, identity, log, { store: driver, keeper, monitor: new HostMonitor(timing.leaseSeconds, clock) });

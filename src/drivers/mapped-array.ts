@@ -1,0 +1,175 @@
+import { join } from 'node:path';
+import { BackendUnavailable, LeaseHeld, VolumeNotFound } from '../errors.js';
+import type { Export, Initiator, Transport } from '../export.js';
+import type { Logger } from '../log.js';
+import type { FileStore } from './file-store.js';
+import { FileVolumes } from './file-volumes.js';
+import type { VolumeImages } from './images.js';
+import { checkMetadataRoot } from './metadata-root.js';
+import type { NewVolume, VolumeRecord } from './types.js';
+
+/**
+ * What an array that keeps no compare-and-swap metadata on its volumes (powerflex, dellsc, scbe)
+ * does for ballast, through its REST API. `Ref` names the array's volume (its id, its WWN): it is
+ * kept beside the record, so the array's names never have to be unique or found again.
+ */
+export interface ArrayApi<Ref> {
+  /** "PowerFlex", "Storage Center 64702": for messages. */
+  readonly describe: string;
+  /** Creates the array's volume; undefined when the array refuses the name as taken. */
+  create(name: string, sizeBytes: number, profile: string): Promise<Ref | undefined>;
+  remove(ref: Ref, name: string): Promise<void>;
+  grow(ref: Ref, name: string, sizeBytes: number): Promise<void>;
+  /** The array's id of the host (its SDC/NVMe host, server object), made when the array allows it. */
+  hostFor(initiator: Initiator): Promise<string>;
+  /** The array host ids the volume is mapped to. */
+  mappedHosts(ref: Ref, name: string): Promise<string[]>;
+  map(ref: Ref, name: string, host: string): Promise<void>;
+  unmap(ref: Ref, name: string, host: string): Promise<void>;
+  /** How `host` reaches the mapped volume. */
+  exportOf(ref: Ref, name: string, host: string): Promise<Export>;
+  /** Throws BackendUnavailable (or InvalidRequest for a configuration the array refuses) when unusable. */
+  checkHealth(): Promise<void>;
+}
+
+const REF = 'array.json';
+
+/** The volume's data: the array's volume, its Ref in array.json beside the record. */
+class ArrayVolumes<Ref> implements VolumeImages {
+  /** Volumes this process made whose records are not in place yet: abandon() deletes them by Ref. */
+  private readonly pending = new Map<string, Ref>();
+  /** Volume name -> ballast profile while create() runs (VolumeImages.create knows the name only). */
+  readonly creating = new Map<string, string>();
+
+  constructor(
+    private readonly api: ArrayApi<Ref>,
+    private readonly root: string,
+    private readonly files: FileStore,
+  ) {}
+
+  path(name: string): string {
+    return `${this.api.describe}:${name}`;
+  }
+
+  async ref(name: string): Promise<Ref | undefined> {
+    const text = await this.files.readFile(join(this.root, name, REF));
+    return text === undefined ? undefined : (JSON.parse(text) as Ref);
+  }
+
+  async mustRef(name: string): Promise<Ref> {
+    const ref = await this.ref(name);
+    if (!ref) throw new BackendUnavailable(`volume ${name} has no ${REF} under ${this.files.describe(this.root)}: which ${this.api.describe} volume it is, is unknown`);
+    return ref;
+  }
+
+  async create(name: string, staging: string, sizeBytes: number): Promise<void> {
+    const ref = await this.api.create(name, sizeBytes, this.creating.get(name) ?? 'default');
+    if (ref === undefined) throw Object.assign(new Error(`${this.api.describe} already has a volume for ${name}`), { code: 'EEXIST' });
+    this.pending.set(name, ref);
+    await this.files.writeNew(join(staging, REF), `${JSON.stringify(ref)}\n`);
+  }
+
+  async abandon(name: string): Promise<void> {
+    const ref = this.pending.get(name);
+    this.pending.delete(name);
+    if (ref !== undefined) await this.api.remove(ref, name);
+  }
+
+  /** The array's volume went in the driver's withdraw(), before its record. */
+  async remove(name: string): Promise<void> {
+    this.pending.delete(name);
+  }
+
+  async grow(name: string, sizeBytes: number): Promise<void> {
+    await this.api.grow(await this.mustRef(name), name, sizeBytes);
+  }
+
+  async ensureSize(): Promise<void> {}
+}
+
+/**
+ * Volumes on an array that keeps no compare-and-swap metadata on them. The records and the
+ * ownership lease live in a directory every host shares (metadata_root, the loop backend's
+ * compare-and-swap), and the array is made to follow them: Mount maps the volume to the holder
+ * alone, unmapping any other host first (a former holder: the fence at the array), Unmount
+ * unmaps it, and Remove unmaps it everywhere and deletes it before its record goes.
+ */
+export class MappedArrayDriver<Ref> extends FileVolumes {
+  private readonly volumes: ArrayVolumes<Ref>;
+  private readonly hosts = new Map<string, string>();
+
+  constructor(
+    readonly kind: string,
+    readonly transport: Transport,
+    private readonly api: ArrayApi<Ref>,
+    root: string,
+    /** The configuration key of the root, for messages ("backends.powerflex.metadata_root"). */
+    private readonly rootKey: string,
+    log: Logger,
+  ) {
+    let volumes: ArrayVolumes<Ref> | undefined;
+    super({ root, shared: true, images: (r, files) => (volumes = new ArrayVolumes(api, r, files)) }, log);
+    this.volumes = volumes!;
+  }
+
+  /** Refuses a metadata root whose NFS mount would break the records' compare-and-swap. */
+  async start(): Promise<void> {
+    await this.checkHealth();
+    await checkMetadataRoot(this.root, this.rootKey);
+  }
+
+  override async checkHealth(): Promise<void> {
+    await super.checkHealth();
+    await this.api.checkHealth();
+  }
+
+  override async create(volume: NewVolume): Promise<VolumeRecord> {
+    this.volumes.creating.set(volume.name, volume.profile);
+    try {
+      return await super.create(volume);
+    } finally {
+      this.volumes.creating.delete(volume.name);
+    }
+  }
+
+  async export(name: string, initiator: Initiator): Promise<Export> {
+    const record = await this.read(name);
+    if (!record) throw new VolumeNotFound(name);
+    const owner = record.value.ownership;
+    if (owner.state !== 'held' || owner.holder.hostId !== initiator.hostId) throw new LeaseHeld(`volume ${name} is not leased to host ${initiator.hostId}; it is not mapped here`);
+    const ref = await this.volumes.mustRef(name);
+    const host = await this.hostId(initiator);
+    const mapped = await this.api.mappedHosts(ref, name);
+    const others = mapped.filter((h) => h !== host);
+    // This host holds the record, so any other mapped host is a former holder: unmap it (the fence).
+    if (others.length) this.log.warn(`volume still mapped to a former holder on ${this.api.describe}: unmapping it there`, { volume: name, hosts: others });
+    for (const other of others) await this.api.unmap(ref, name, other);
+    if (!mapped.includes(host)) await this.api.map(ref, name, host);
+    return this.api.exportOf(ref, name, host);
+  }
+
+  async unexport(name: string, initiator: Initiator): Promise<void> {
+    const ref = await this.volumes.ref(name);
+    if (ref === undefined) return;
+    const host = await this.hostId(initiator);
+    if ((await this.api.mappedHosts(ref, name)).includes(host)) await this.api.unmap(ref, name, host);
+  }
+
+  protected override async withdraw(name: string): Promise<void> {
+    const ref = await this.volumes.ref(name);
+    if (ref === undefined) return;
+    for (const host of await this.api.mappedHosts(ref, name)) await this.api.unmap(ref, name, host);
+    await this.api.remove(ref, name);
+  }
+
+  /** This host's id on the array, looked up (or registered) once. */
+  private async hostId(initiator: Initiator): Promise<string> {
+    const key = `${initiator.hostId} ${initiator.iqn ?? ''} ${initiator.nqn ?? ''}`;
+    let id = this.hosts.get(key);
+    if (!id) {
+      id = await this.api.hostFor(initiator);
+      this.hosts.set(key, id);
+    }
+    return id;
+  }
+}
