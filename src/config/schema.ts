@@ -291,6 +291,40 @@ const dellscProfile = z.strictObject({
   description: z.string().optional(),
 });
 
+/**
+ * IBM Spectrum Connect (SCBE): volumes of a storage service on the IBM storage systems it fronts,
+ * mapped to hosts defined on the storage system, attached over iSCSI. SCBE keeps no metadata on a
+ * volume, so the records and host leases live in `metadata_root`.
+ */
+const scbeBackend = z.strictObject({
+  /** Spectrum Connect, "https://scbe.example.com:8440" (the API is below /api/v1). */
+  url: z.string().regex(/^https?:\/\/[^/\s]+\/?$/, 'expected the Spectrum Connect URL without a path, e.g. "https://scbe.example.com:8440"'),
+  user: z.string().min(1),
+  password_file: absolutePath,
+  ca_file: absolutePath.optional(),
+  /** The interface group ballast's user belongs to in Spectrum Connect. */
+  group: z.string().min(1).default('containers'),
+  /** Storage service of profiles that name none ("profiles are storage services"). */
+  service: z.string().min(1),
+  /** This host's name as defined on the storage system (SCBE cannot define hosts); default: its hostname. */
+  host_name: z.string().min(1).optional(),
+  /** The storage system's iSCSI target and portals: SCBE's mappings name neither. */
+  iscsi: z.strictObject({
+    target: z.string().regex(/^iqn\.\d{4}-\d{2}\.[^\s]+$|^eui\.[0-9A-Fa-f]{16}$/, 'expected an iSCSI qualified name, e.g. "iqn.1986-03.com.ibm:2145.cluster1.node1"'),
+    portals: z.array(z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}$/, 'expected "address:port"')).min(1),
+  }),
+  metadata_root: absolutePath,
+  multipath: z.boolean().default(true),
+  reservations: z.boolean().default(true),
+  timeout_seconds: z.number().positive().max(600).default(60),
+});
+
+const scbeProfile = z.strictObject({
+  backend: z.literal('scbe'),
+  service: z.string().min(1).optional(),
+  description: z.string().optional(),
+});
+
 export const FSTYPES = ['ext4', 'xfs'] as const;
 export type Fstype = (typeof FSTYPES)[number];
 
@@ -352,10 +386,10 @@ export const configSchema = z.strictObject({
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
   backends: z
-    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional(), cinder: cinderBackend.optional(), powerflex: powerflexBackend.optional(), dellsc: dellscBackend.optional() })
+    .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional(), cinder: cinderBackend.optional(), powerflex: powerflexBackend.optional(), dellsc: dellscBackend.optional(), scbe: scbeBackend.optional() })
     .default({ loop: { root: '/var/lib/ballast/loop', shared: false, fence: 'auto' } }),
   profiles: z
-    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile, cinderProfile, powerflexProfile, dellscProfile]))
+    .record(z.string().regex(volumeName, 'a profile name is letters, digits, "_", "." and "-"'), z.discriminatedUnion('backend', [loopProfile, iscsiProfile, lioProfile, vmdkProfile, cinderProfile, powerflexProfile, dellscProfile, scbeProfile]))
     .default({ default: { backend: 'loop' } }),
 }).superRefine((config, ctx) => {
   const groupOfPool = new Map<string, string | undefined>();
@@ -374,6 +408,9 @@ export const configSchema = z.strictObject({
     }
     if (profile.backend === 'cinder' && !config.backends.cinder) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the cinder backend, but backends.cinder is not configured' });
+    }
+    if (profile.backend === 'scbe' && !config.backends.scbe) {
+      ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the scbe backend, but backends.scbe is not configured' });
     }
     if (profile.backend === 'dellsc' && !config.backends.dellsc) {
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the dellsc backend, but backends.dellsc is not configured' });
@@ -418,6 +455,7 @@ export type Config = z.output<typeof configSchema>;
 export type ProfileConfig = Config['profiles'][string];
 export type IscsiBackendConfig = NonNullable<Config['backends']['iscsi']>;
 export type LioBackendConfig = NonNullable<Config['backends']['lio']>;
+export type ScbeBackendConfig = NonNullable<Config['backends']['scbe']>;
 export type DellScBackendConfig = NonNullable<Config['backends']['dellsc']>;
 export type PowerFlexBackendConfig = NonNullable<Config['backends']['powerflex']>;
 export type VmdkBackendConfig = NonNullable<Config['backends']['vmdk']>;

@@ -15,6 +15,8 @@ import { DellScArray } from './dellsc/array.js';
 import { DellScClient } from './dellsc/client.js';
 import { dellscDriver } from './dellsc/dellsc-driver.js';
 import { LoopDriver } from './loop-driver.js';
+import { ScbeClient } from './scbe/client.js';
+import { scbeDriver } from './scbe/scbe-driver.js';
 import { PowerFlexArray } from './powerflex/array.js';
 import { PowerFlexClient } from './powerflex/client.js';
 import { powerflexDriver } from './powerflex/powerflex-driver.js';
@@ -67,6 +69,9 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
     } else if (settings.backend === 'dellsc') {
       key = 'dellsc'; // one Storage Center: every dellsc profile lists the same volumes
       make = () => dellscDriverOf(config, log);
+    } else if (settings.backend === 'scbe') {
+      key = 'scbe'; // one Spectrum Connect: every scbe profile lists the same volumes
+      make = () => scbeDriverOf(config, log);
     } else if (settings.backend === 'vmdk') {
       const backend = config.backends.vmdk!; // the schema refuses a vmdk profile without it
       const datastore = settings.datastore ?? backend.datastore;
@@ -146,6 +151,25 @@ function dellscDriverOf(config: Config, log: Logger): BackendDriver {
   );
   const storageProfiles = new Map(Object.entries(config.profiles).flatMap(([name, p]) => (p.backend === 'dellsc' ? [[name, p.storage_profile] as const] : [])));
   return dellscDriver(new DellScArray(client, backend.ssn, backend.folder), backend, storageProfiles, slog);
+}
+
+/** One Spectrum Connect session for every scbe profile; each profile names its storage service. */
+function scbeDriverOf(config: Config, log: Logger): BackendDriver {
+  const backend = config.backends.scbe!; // the schema refuses an scbe profile without it
+  const slog = log.child({ backend: 'scbe', scbe: backend.url });
+  const client = new ScbeClient(
+    {
+      url: backend.url,
+      username: backend.user,
+      password: readConfiguredFile(backend.password_file, 'backends.scbe.password_file').split(/\r?\n/)[0]!,
+      group: backend.group,
+      ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, 'backends.scbe.ca_file') } : {}),
+      timeoutMs: backend.timeout_seconds * 1000,
+    },
+    slog,
+  );
+  const services = new Map(Object.entries(config.profiles).flatMap(([name, p]) => (p.backend === 'scbe' ? [[name, p.service] as const] : [])));
+  return scbeDriver(client, backend, services, slog);
 }
 
 /** One gateway session for every powerflex profile; each profile names its protection domain and pool. */

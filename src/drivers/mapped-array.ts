@@ -80,9 +80,8 @@ class ArrayVolumes<Ref> implements VolumeImages {
     this.pending.delete(name);
   }
 
-  async grow(name: string, sizeBytes: number): Promise<void> {
-    await this.api.grow(await this.mustRef(name), name, sizeBytes);
-  }
+  /** The driver grows the array's volume before it records the size. */
+  async grow(): Promise<void> {}
 
   async ensureSize(): Promise<void> {}
 }
@@ -130,6 +129,14 @@ export class MappedArrayDriver<Ref> extends FileVolumes {
     } finally {
       this.volumes.creating.delete(volume.name);
     }
+  }
+
+  /** Grows the array's volume first, so a refusal (a full pool, an API without extend) records nothing. */
+  override async grow(name: string, sizeBytes: number): Promise<VolumeRecord> {
+    const current = await this.read(name);
+    if (!current) throw new VolumeNotFound(name);
+    if (sizeBytes > current.value.sizeBytes) await this.api.grow(await this.volumes.mustRef(name), name, sizeBytes);
+    return super.grow(name, sizeBytes);
   }
 
   async export(name: string, initiator: Initiator): Promise<Export> {
