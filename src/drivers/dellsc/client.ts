@@ -149,7 +149,7 @@ export class DellScClient {
   }
 
   private count(method: string, path: string): void {
-    const key = `${method.toUpperCase()} ${path.replace(/\/\d+(\.\d+)*(?=\/|$)/g, '/{id}')}`;
+    const key = `${method.toUpperCase()} ${path.split('/').map((segment) => (/^\d/.test(segment) ? '{id}' : segment)).join('/')}`;
     this.calls.set(key, (this.calls.get(key) ?? 0) + 1);
   }
 }
