@@ -53,12 +53,16 @@ export function labProcesses(stateDir: string): number[] {
   return readdirSync('/proc').filter((p) => /^\d+$/.test(p) && environ(p).includes(`${MARKER}=${stateDir}`)).map(Number);
 }
 
-/** Starts a lab, or stops what it started and throws. capacityGb: the backend's total (default 20). */
-export async function startCinderLab(options: { capacityGb?: number } = {}): Promise<CinderLab> {
+/**
+ * Starts a lab, or stops what it started and throws. capacityGb: the backend's total (default 20).
+ * targetAddress: the portal address Cinder gives in connection_info (default 127.0.0.1; the VM
+ * lab's guests reach this host's loopback as 10.0.2.2). tgtd listens on 127.0.0.1 either way.
+ */
+export async function startCinderLab(options: { capacityGb?: number; targetAddress?: string } = {}): Promise<CinderLab> {
   // Fails loudly, naming what is missing (scripts/install-deps.sh installs it all).
   requireRootAndTools('cinder-api', 'cinder-scheduler', 'cinder-volume', 'cinder-manage', 'privsep-helper', RABBIT, 'epmd',
     'tgtd', 'tgtadm', 'tgt-admin', 'unshare', 'nsenter', PYTHON);
-  const lab = new Lab(await mkdtemp(join(tmpdir(), 'ballast-cinder-')), options.capacityGb ?? 20);
+  const lab = new Lab(await mkdtemp(join(tmpdir(), 'ballast-cinder-')), options.capacityGb ?? 20, options.targetAddress ?? '127.0.0.1');
   try {
     await lab.start();
     return lab;
@@ -95,7 +99,11 @@ class Lab implements CinderLab {
   private ports = { api: 0, amqp: 0, epmd: 0, dist: 0, iscsi: 0 };
   private readonly services = new Map<string, Service>();
 
-  constructor(readonly stateDir: string, private readonly capacityGb: number) {}
+  constructor(
+    readonly stateDir: string,
+    private readonly capacityGb: number,
+    private readonly targetAddress: string,
+  ) {}
 
   private get conf(): string {
     return join(this.stateDir, 'cinder.conf');
@@ -126,7 +134,7 @@ class Lab implements CinderLab {
   private async writeConfig(): Promise<void> {
     for (const d of ['logs', 'lock', 'volumes', 'targets', 'rabbit/home']) mkdirSync(join(this.stateDir, d), { recursive: true });
     const { api, amqp, iscsi } = this.ports;
-    const values: Record<string, unknown> = { DIR: this.stateDir, API_PORT: api, AMQP_PORT: amqp, ISCSI_PORT: iscsi, CAPACITY_GB: this.capacityGb };
+    const values: Record<string, unknown> = { DIR: this.stateDir, API_PORT: api, AMQP_PORT: amqp, ISCSI_PORT: iscsi, CAPACITY_GB: this.capacityGb, TARGET_IP: this.targetAddress };
     const template = readFileSync(join(FIXTURES, 'cinder.conf'), 'utf8');
     await writeFile(this.conf, template.replace(/@([A-Z_]+)@/g, (_, name: string) => String(values[name])));
     await writeFile(join(this.stateDir, 'rabbit/enabled_plugins'), '[].\n');
