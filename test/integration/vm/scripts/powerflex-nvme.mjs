@@ -5,6 +5,7 @@
 //   create NAME SIZE_GIB
 //   attach NAME            lease, export and attach as vm-a -> device, nguid, mapped
 //   detach NAME DEVICE     detach, unexport and release as vm-a
+//   map NAME / unmap NAME  lease and export only (no attach) -> nqn, portals, nguid; unexport and release
 //   detach-only NAME DEVICE  detach as vm-a, whose lease moved on (fenced)
 //   takeover NAME          vm-a stops renewing; vm-b takes the lease and exports -> mapped
 //   release-b NAME         vm-b unexports and releases
@@ -70,6 +71,16 @@ await serveCommands(log, {
     await a.driver.unexport(name, a.initiator);
     await a.lease.release(name);
     return { mapped: mapped(name) };
+  },
+  map: async (name) => {
+    await a.lease.acquire(name);
+    const exp = await a.driver.export(name, a.initiator);
+    return { nqn: exp.subsystemNqn, portals: exp.portals.join(','), nguid: exp.nguid };
+  },
+  unmap: async (name) => {
+    await a.driver.unexport(name, a.initiator);
+    await a.lease.release(name);
+    return {};
   },
   'detach-only': async (name, device) => {
     await attacher.detach(exports.get(name), device, context);
