@@ -8,7 +8,9 @@ import type { DataPlane, SimHost, SimVolume } from './powerflex.js';
 // namespace (NGUID = volume id + system id) and the host in allowed_hosts, an unmap the namespace
 // disabled and removed. nvmet has no per-host namespace views: every allowed host sees every
 // namespace of the subsystem, where a real PowerFlex shows a host only its own (a gap of the
-// lab, not of ballast, which maps a volume to one host at a time).
+// lab, not of ballast, which maps a volume to one host at a time). So a former holder that is
+// still connected would see the new holder's namespace (same file, same NGUID) at once: to show
+// the fence, a test can hold new mappings back (hold) and expose them after it looked.
 
 const NVMET = '/sys/kernel/config/nvmet';
 
@@ -30,6 +32,9 @@ export class NvmetDataPlane implements DataPlane {
   /** Volume id -> the host NQN it is mapped to. */
   private readonly mappedTo = new Map<string, string>();
   private readonly madeHosts = new Set<string>();
+  /** While true, mapped() only queues the namespace; expose() makes the queued ones. */
+  hold = false;
+  private readonly held: (() => Promise<void>)[] = [];
 
   constructor(private readonly options: NvmetDataPlaneOptions) {}
 
@@ -83,6 +88,17 @@ export class NvmetDataPlane implements DataPlane {
   }
 
   async mapped(volume: SimVolume, host: SimHost): Promise<void> {
+    if (this.hold) return void this.held.push(() => this.makeNamespace(volume, host));
+    await this.makeNamespace(volume, host);
+  }
+
+  /** Makes the namespaces held back while `hold` was set, and stops holding. */
+  async expose(): Promise<void> {
+    this.hold = false;
+    for (const make of this.held.splice(0)) await make();
+  }
+
+  private async makeNamespace(volume: SimVolume, host: SimHost): Promise<void> {
     const hostDir = join(NVMET, 'hosts', host.nqn);
     if (!existsSync(hostDir)) {
       await mkdir(hostDir);

@@ -74,9 +74,10 @@ DEV=$AC_device
 mount "$DEV" /mnt/nv || die "mount again"
 result "data_intact=$([ "$(sha256sum < /mnt/nv/data)" = "$SUM" ] && echo yes || echo no)"
 umount /mnt/nv
-# The fence: the holder's namespace disabled at the array while connected; its direct write fails.
+# The fence: the holder's namespace disabled at the array while connected; its direct write fails
+# (nocreat: once the kernel drops the namespace, dd must not create a file where the device was).
 echo 0 > "$S/namespaces/1/enable"
-if timeout 60 dd if=/dev/zero of="$DEV" bs=4k count=1 oflag=direct 2>/tmp/fence-dd.err; then rc=0; else rc=$?; fi
+if timeout 60 dd if=/dev/zero of="$DEV" bs=4k count=1 oflag=direct conv=nocreat 2>/tmp/fence-dd.err; then rc=0; else rc=$?; fi
 result "fenced_write_rc=$rc fenced_write_error=$(tr ' ' _ < /tmp/fence-dd.err | head -c 80)"
 ac detach "$NQN" "$NGUID" "$PORTALS" "$DEV"
 result "fenced_detach_ok=$AC_ok controllers_end=$(controllers) namespaces_end=$(namespaces)"

@@ -7,7 +7,9 @@
 //   detach NAME DEVICE     detach, unexport and release as vm-a
 //   map NAME / unmap NAME  lease and export only (no attach) -> nqn, portals, nguid; unexport and release
 //   detach-only NAME DEVICE  detach as vm-a, whose lease moved on (fenced)
-//   takeover NAME          vm-a stops renewing; vm-b takes the lease and exports -> mapped
+//   takeover NAME          vm-a stops renewing; vm-b takes the lease and exports -> mapped (the
+//                          new namespace held back: nvmet would show it to vm-a too)
+//   expose                 makes the held-back namespace
 //   release-b NAME         vm-b unexports and releases
 //   destroy NAME           -> volumes (left on the array), files (left in the image dir)
 //   stop                   takes the simulator's nvmet configuration down
@@ -91,8 +93,13 @@ await serveCommands(log, {
     await b.lease.acquire(name).catch(() => undefined); // first sight of vm-a's lease: refused
     now += timing.leaseSeconds + 1; // vm-a never renews again (seconds)
     const record = await b.lease.acquire(name);
+    dataPlane.hold = true;
     await b.driver.export(name, b.initiator);
     return { generation: record.generation, mapped: mapped(name) };
+  },
+  expose: async () => {
+    await dataPlane.expose();
+    return {};
   },
   'release-b': async (name) => {
     await b.driver.unexport(name, b.initiator);

@@ -14,7 +14,9 @@ ac attach pfvol
 [ "$AC_ok" = 1 ] || die "powerflex attach: $AC_error"
 PFDEV=$AC_device
 result "pf_attach_ms=$AC_ms pf_device=$PFDEV pf_mapped=$AC_mapped pf_controllers=$(controllers) pf_nguid_matches=$([ "$(tr -d '-' < /sys/block/${PFDEV#/dev/}/nguid)" = "$AC_nguid" ] && echo yes || echo no)"
-mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$PFDEV" && mkdir -p /mnt/pf && mount "$PFDEV" /mnt/pf || die "mkfs/mount $PFDEV"
+udevadm settle
+mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1,nodiscard "$PFDEV" >/tmp/pf-mkfs.err 2>&1 || die "mkfs $PFDEV: $(tr '\n' ' ' < /tmp/pf-mkfs.err | tail -c 300)"
+mkdir -p /mnt/pf && mount "$PFDEV" /mnt/pf 2>/tmp/pf-mount.err || die "mount $PFDEV: $(tr '\n' ' ' < /tmp/pf-mount.err; dmesg | tail -5 | tr '\n' ' ')"
 head -c 8M /dev/urandom > /mnt/pf/data && sync
 PFSUM=$(sha256sum < /mnt/pf/data)
 umount /mnt/pf
@@ -23,7 +25,8 @@ result "pf_detach_ok=$AC_ok pf_detach_ms=$AC_ms pf_mapped_after_detach=$AC_mappe
 save pf-detach-error "${AC_error:-}"
 
 # Mounted again: the data is there. Then another host takes the volume over (this one stopped
-# renewing): its export unmaps this host at the array, and this host's direct write fails.
+# renewing): its export unmaps this host at the array, and this host's direct write fails
+# (looked at before the new holder's namespace is made: nvmet would show that one here too).
 ac attach pfvol
 [ "$AC_ok" = 1 ] || die "powerflex attach again: $AC_error"
 PFDEV=$AC_device
@@ -33,8 +36,9 @@ umount /mnt/pf
 ac takeover pfvol
 result "pf_takeover_ok=$AC_ok pf_takeover_generation=${AC_generation:-} pf_mapped_after_takeover=${AC_mapped:-}"
 save pf-takeover-error "${AC_error:-}"
-if timeout 60 dd if=/dev/zero of="$PFDEV" bs=4k count=1 oflag=direct 2>/tmp/pf-fence.err; then rc=0; else rc=$?; fi
-result "pf_fenced_write_rc=$rc"
+if timeout 60 dd if=/dev/zero of="$PFDEV" bs=4k count=1 oflag=direct conv=nocreat 2>/tmp/pf-fence.err; then rc=0; else rc=$?; fi
+result "pf_fenced_write_rc=$rc pf_fenced_write_error=$(tr ' ' _ < /tmp/pf-fence.err | head -c 80)"
+ac expose
 ac detach-only pfvol "$PFDEV"
 result "pf_fenced_detach_ok=$AC_ok pf_fenced_controllers_after_detach=$(controllers)"
 ac release-b pfvol
