@@ -21,15 +21,21 @@ describe('cinder: a volume moves between two VMs through a real Cinder', () => {
     requireVmLab();
     lab = await startCinderLab({ targetAddress: '10.0.2.2' });
     const share = await mkdtemp(join(tmpdir(), 'ballast-cinder-vm-share-'));
+    // qemu PIDs while each VM runs: when one fails, the other (waiting on it) is stopped.
+    const pids = new Map<string, number>();
     try {
       const env = { SHARE: share, CINDER_API_PORT: new URL(lab.url).port, CINDER_PROJECT: lab.projectId };
       const common = { shareDir: share, network: true, memoryMb: 1536, timeoutMs: 420_000, env };
-      const [r1, r2] = await Promise.all([runScenario(scenarioScript('cinder-vm1'), { ...common, name: 'vm1' }), runScenario(scenarioScript('cinder-vm2'), { ...common, name: 'vm2' })]);
+      const [r1, r2] = await Promise.all([
+        runScenario(scenarioScript('cinder-vm1'), { ...common, name: 'vm1', onStart: (pid) => pids.set('vm1', pid) }).finally(() => pids.delete('vm1')),
+        runScenario(scenarioScript('cinder-vm2'), { ...common, name: 'vm2', onStart: (pid) => pids.set('vm2', pid) }).finally(() => pids.delete('vm2')),
+      ]);
       vm1 = r1.results;
       vm2 = r2.results;
       volumesAfter = (await lab.request<{ volumes: { name: string }[] }>('GET', '/volumes')).body.volumes.filter((v) => v.name === 'ballast-cmoved');
       console.log('cinder VM lab:', { vm1_mount_ms: vm1.vm1_mount_ms, vm1_unmount_ms: vm1.vm1_unmount_ms, vm2_mount_ms: vm2.vm2_mount_ms });
     } finally {
+      for (const pid of pids.values()) try { process.kill(pid, 'SIGKILL'); } catch { /* exited */ }
       await lab.stop();
       await rm(share, { recursive: true, force: true });
     }

@@ -4,7 +4,8 @@ set -u
 . "$BALLAST_SRC/test/integration/vm/scripts/cinder-lib.sh"
 start_cinder_ballast
 expect_ok VolumeDriver.Create '{"Name":"cmoved","Opts":{"size":"1G"}}' >/dev/null
-mp=$(timed vm1_mount expect_ok VolumeDriver.Mount '{"Name":"cmoved","ID":"c1"}' | json Mountpoint) || die "mount cmoved"
+reply=$(timed vm1_mount expect_ok VolumeDriver.Mount '{"Name":"cmoved","ID":"c1"}') || die "mount cmoved"
+mp=$(echo "$reply" | json Mountpoint)
 result "vm1_chap=$(chap_of) vm1_sessions_mounted=$(sessions)"
 head -c 4M /dev/urandom > "$mp/data" && sync
 sha256sum < "$mp/data" | cut -d' ' -f1 > "$SHARE/cmoved.sha"

@@ -4,7 +4,8 @@ set -u
 . "$BALLAST_SRC/test/integration/vm/scripts/cinder-lib.sh"
 start_cinder_ballast
 wait_for vm1-moved 400
-mp=$(timed vm2_mount expect_ok VolumeDriver.Mount '{"Name":"cmoved","ID":"c2"}' | json Mountpoint) || die "mount cmoved on host 2"
+reply=$(timed vm2_mount expect_ok VolumeDriver.Mount '{"Name":"cmoved","ID":"c2"}') || die "mount cmoved on host 2"
+mp=$(echo "$reply" | json Mountpoint)
 result "vm2_chap=$(chap_of)"
 result "moved_intact=$([ "$(sha256sum < "$mp/data" | cut -d' ' -f1)" = "$(cat "$SHARE/cmoved.sha")" ] && echo yes || echo no)"
 expect_ok VolumeDriver.Unmount '{"Name":"cmoved","ID":"c2"}' >/dev/null
