@@ -15,7 +15,8 @@ export PF_IMAGES PF_PORTALS=127.0.0.1:4421,127.0.0.2:4421
 attacher_start "$BALLAST_SRC/test/integration/vm/scripts/powerflex-nvme.mjs"
 ac create b0 1
 [ "$AC_ok" = 1 ] || die "create: $AC_error"
-head_of() { for d in /sys/block/nvme*n*; do [ "$(tr -d '-' < "$d/nguid" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; return; }; done; }
+# head_of NGUID: the namespace's multipath head (nvmeXnY; the per-path nvmeXcYnZ have no /dev node)
+head_of() { for d in /sys/block/nvme*; do [[ ${d##*/} =~ ^nvme[0-9]+n[0-9]+$ ]] && [ "$(tr -d '-' < "$d/nguid" 2>/dev/null)" = "$1" ] && { echo "/dev/${d##*/}"; return; }; done; }
 for r in $(seq "$ROUNDS"); do
   ac attach b0
   [ "$AC_ok" = 1 ] || die "attach: $AC_error"
@@ -32,6 +33,7 @@ for r in $(seq "$ROUNDS"); do
   for _ in $(seq 100); do dev=$(head_of "$NGUID"); [ -n "$dev" ] && break; sleep 0.1; done
   [ -n "$dev" ] || die "no namespace by hand"
   result "byhand_attach_${r}_ms=$(( ($(date +%s%N) - t0) / 1000000 ))"
+  [ -b "$dev" ] || die "by hand: $dev is not a block device"
   result "byhand_write_mbps_$r=$(mbps if=/dev/zero of="$dev" oflag=direct)"
   t0=$(date +%s%N)
   nvme disconnect -n "$NQN" >/dev/null
