@@ -53,7 +53,12 @@ class ArrayVolumes<Ref> implements VolumeImages {
 
   async ref(name: string): Promise<Ref | undefined> {
     const text = await this.files.readFile(join(this.root, name, REF));
-    return text === undefined ? undefined : (JSON.parse(text) as Ref);
+    if (text === undefined) return undefined;
+    try {
+      return JSON.parse(text) as Ref; // written by this class only, from the array's reply
+    } catch {
+      throw new BackendUnavailable(`${REF} of volume ${name} under ${this.files.describe(this.root)} is damaged: it names the volume's ${this.api.describe} volume; restore it from a backup of metadata_root`);
+    }
   }
 
   async mustRef(name: string): Promise<Ref> {
