@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import type express from 'express';
+import type { NextFunction, Request, Response } from 'express';
+import { handler, LoopbackSim } from './loopback-http.js';
 
 // A Dell Storage Manager Data Collector on loopback, written from the API facts in the research
 // notes (Cinder's storagecenter_api, the Flocker SC driver): HTTP Basic login and a session
@@ -66,7 +66,7 @@ interface MappingProfile {
 
 const GIB = 2 ** 30;
 
-export class DellScSim {
+export class DellScSim extends LoopbackSim {
   readonly volumes = new Map<string, ScSimVolume>();
   readonly servers = new Map<string, Server_>();
   readonly mappings = new Map<string, MappingProfile>();
@@ -75,16 +75,12 @@ export class DellScSim {
     { instanceId: '', name: 'Recommended (All Tiers)' },
     { instanceId: '', name: 'High Priority (Tier 1)' },
   ];
-  readonly requests: string[] = [];
-  fault: 'none' | 'hang' | 'unavailable' = 'none';
   private readonly sessions = new Set<string>();
   private readonly tasks = new Map<string, { polls: number; result: () => Promise<unknown> }>();
   private next = 100;
-  private server?: Server;
-  private readonly hung = new Set<Response>();
-  url = '';
 
   constructor(private readonly options: DellScSimOptions) {
+    super();
     for (const p of this.storageProfiles) p.instanceId = this.id();
   }
 
@@ -96,20 +92,11 @@ export class DellScSim {
     return this.options.apiVersion ?? '4.0';
   }
 
-  async start(): Promise<string> {
-    const app = express();
-    app.use(express.json());
-    app.use((req, res, next) => {
-      this.requests.push(`${req.method} ${req.path}`);
-      if (this.fault === 'hang') return void this.hung.add(res);
-      if (this.fault === 'unavailable') return void res.status(503).send('Service Unavailable');
-      next();
-    });
+  protected routes(app: express.Express): void {
+    // With async, a call made with the header "async: True" answers 202 and an AsyncTask.
     const h = (fn: (req: Request) => Promise<unknown> | unknown, async = false) => (req: Request, res: Response, next: NextFunction) => {
       if (async && String(req.headers.async).toLowerCase() === 'true') return void res.status(202).json(this.task(() => Promise.resolve(fn(req))));
-      Promise.resolve()
-        .then(() => fn(req))
-        .then((body) => res.status(200).json(body ?? {}), next);
+      handler(fn)(req, res, next);
     };
     app.post('/api/rest/ApiConnection/Login', (req, res) => this.login(req, res));
     app.use('/api/rest', (req, res, next) => (this.sessionOk(req) ? next() : res.status(401).json({ result: { message: 'Not logged in' } })));
@@ -132,20 +119,11 @@ export class DellScSim {
       const t = this.target(String(req.params.id));
       return { instanceId: String(req.params.id), ipAddress: t.address, portNumber: t.port };
     }));
-    app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-      const r = err instanceof Refusal ? err : new Refusal(500, String(err));
-      res.status(r.status).json({ result: { message: r.message } });
-    });
-    this.server = app.listen(0, '127.0.0.1');
-    await new Promise<void>((resolve) => this.server!.once('listening', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this.url;
   }
 
-  async stop(): Promise<void> {
-    for (const res of this.hung) res.destroy();
-    this.server?.closeAllConnections();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  protected errorReply(err: unknown, res: Response): void {
+    const r = err instanceof Refusal ? err : new Refusal(500, String(err));
+    res.status(r.status).json({ result: { message: r.message } });
   }
 
   /** Ends every session, as the Data Collector does after its idle timeout. */

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import type express from 'express';
+import type { Request, Response } from 'express';
+import { handler, LoopbackSim } from './loopback-http.js';
 
 // A PowerFlex gateway on loopback, written from the API facts in the research notes (Cinder's
 // rest_client, goscaleio, os-brick): the calls ballast makes, both login styles, sessions that
@@ -62,21 +62,15 @@ class Refusal extends Error {
   }
 }
 
-export class PowerFlexSim {
+export class PowerFlexSim extends LoopbackSim {
   readonly systemId = hex16();
   readonly volumes = new Map<string, SimVolume>();
   readonly hosts = new Map<string, SimHost>();
-  /** Every call as "METHOD path", for tests that count round trips. */
-  readonly requests: string[] = [];
-  /** What the next calls do instead of answering: hang (never answer) or fail with a bare 503. */
-  fault: 'none' | 'hang' | 'unavailable' = 'none';
   private readonly tokens = new Set<string>();
   private readonly domains = new Map<string, { id: string; name: string; pools: Map<string, { id: string; name: string; capacityKb: number }> }>();
-  private server?: Server;
-  private readonly hung = new Set<Response>();
-  url = '';
 
   constructor(private readonly options: PowerFlexSimOptions) {
+    super();
     for (const [domain, pools] of Object.entries(options.domains ?? { pd1: { pool1: 1024 } })) {
       const entry = { id: hex16(), name: domain, pools: new Map<string, { id: string; name: string; capacityKb: number }>() };
       for (const [pool, gib] of Object.entries(pools)) entry.pools.set(pool, { id: hex16(), name: pool, capacityKb: gib * 1024 * 1024 });
@@ -84,30 +78,9 @@ export class PowerFlexSim {
     }
   }
 
-  async start(): Promise<string> {
-    const app = express();
-    app.use(express.json());
-    app.use((req, res, next) => {
-      this.requests.push(`${req.method} ${req.path}`);
-      if (this.fault === 'hang') return void this.hung.add(res);
-      if (this.fault === 'unavailable') return void res.status(503).send('Service Unavailable');
-      next();
-    });
-    this.routes(app);
-    app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-      const r = err instanceof Refusal ? err : new Refusal(0, String(err));
-      res.status(r.httpStatus).json({ message: r.message, httpStatusCode: r.httpStatus, errorCode: r.errorCode });
-    });
-    this.server = app.listen(0, '127.0.0.1');
-    await new Promise<void>((resolve) => this.server!.once('listening', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this.url;
-  }
-
-  async stop(): Promise<void> {
-    for (const res of this.hung) res.destroy();
-    this.server?.closeAllConnections();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  protected errorReply(err: unknown, res: Response): void {
+    const r = err instanceof Refusal ? err : new Refusal(0, String(err));
+    res.status(r.httpStatus).json({ message: r.message, httpStatusCode: r.httpStatus, errorCode: r.errorCode });
   }
 
   /** Ends every session, as the gateway does after its idle timeout: the next call answers 401. */
@@ -119,12 +92,8 @@ export class PowerFlexSim {
     return [...this.volumes.values()].find((v) => v.name === name);
   }
 
-  private routes(app: express.Express): void {
-    const h = (fn: (req: Request) => Promise<unknown> | unknown) => (req: Request, res: Response, next: NextFunction) => {
-      Promise.resolve()
-        .then(() => fn(req))
-        .then((body) => res.status(200).json(body ?? {}), next);
-    };
+  protected routes(app: express.Express): void {
+    const h = (fn: (req: Request) => Promise<unknown> | unknown) => handler(fn);
     if (this.options.apiVersion === 3) {
       app.get('/api/login', (req, res) => (this.credentialsOk(req, this.options.password) ? res.json(this.newToken()) : res.status(401).json({ message: 'Unauthorized', httpStatusCode: 401, errorCode: 0 })));
     } else {

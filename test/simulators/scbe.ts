@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import type express from 'express';
+import type { Request, Response } from 'express';
+import { handler, LoopbackSim } from './loopback-http.js';
 
 // IBM Spectrum Connect (SCBE) on loopback, written from IBM's own clients (the Flocker driver's
 // ibm_scbe_client, Ubiquity's local/scbe): a token from /users/get-auth-token ("Token <t>"),
@@ -51,38 +51,22 @@ class Refusal extends Error {
   }
 }
 
-export class ScbeSim {
+export class ScbeSim extends LoopbackSim {
   readonly volumes = new Map<string, ScbeSimVolume>();
   readonly hosts: ScbeSimHost[];
   readonly mappings: { id: number; volume: string; host: number; lun_number: number }[] = [];
   readonly services: { id: string; name: string; freeGiB: number }[];
-  readonly requests: string[] = [];
-  fault: 'none' | 'hang' | 'unavailable' = 'none';
   private readonly tokens = new Set<string>();
   private next = 1;
-  private server?: Server;
-  private readonly hung = new Set<Response>();
-  url = '';
 
   constructor(private readonly options: ScbeSimOptions) {
+    super();
     this.services = Object.entries(options.services ?? { gold: 64 }).map(([name, freeGiB]) => ({ id: randomBytes(16).toString('hex'), name, freeGiB }));
     this.hosts = Object.entries(options.hosts).map(([name, iqn]) => ({ id: this.next++, name, iqn }));
   }
 
-  async start(): Promise<string> {
-    const app = express();
-    app.use(express.json());
-    app.use((req, res, next) => {
-      this.requests.push(`${req.method} ${req.path}`);
-      if (this.fault === 'hang') return void this.hung.add(res);
-      if (this.fault === 'unavailable') return void res.status(503).send('Service Unavailable');
-      next();
-    });
-    const h = (status: number, fn: (req: Request) => Promise<unknown> | unknown) => (req: Request, res: Response, next: NextFunction) => {
-      Promise.resolve()
-        .then(() => fn(req))
-        .then((body) => (status === 204 ? res.status(204).end() : res.status(status).json(body)), next);
-    };
+  protected routes(app: express.Express): void {
+    const h = (status: number, fn: (req: Request) => Promise<unknown> | unknown) => handler(fn, status);
     app.post('/api/v1/users/get-auth-token', (req, res) => {
       const { username, password } = (req.body ?? {}) as { username?: string; password?: string };
       if (username !== this.options.username || password !== this.options.password) return void res.status(400).json({ non_field_errors: ['Unable to log in with provided credentials.'] });
@@ -103,20 +87,11 @@ export class ScbeSim {
     app.get('/api/v1/mappings', h(200, (req) => this.mappings.filter((m) => m.volume === req.query.volume)));
     app.post('/api/v1/mappings', h(201, (req) => this.map(req.body)));
     app.delete('/api/v1/mappings', h(204, (req) => this.unmap(req.body)));
-    app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-      const r = err instanceof Refusal ? err : new Refusal(500, String(err));
-      res.status(r.status).json({ detail: r.message });
-    });
-    this.server = app.listen(0, '127.0.0.1');
-    await new Promise<void>((resolve) => this.server!.once('listening', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this.url;
   }
 
-  async stop(): Promise<void> {
-    for (const res of this.hung) res.destroy();
-    this.server?.closeAllConnections();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  protected errorReply(err: unknown, res: Response): void {
+    const r = err instanceof Refusal ? err : new Refusal(500, String(err));
+    res.status(r.status).json({ detail: r.message });
   }
 
   expireTokens(): void {
