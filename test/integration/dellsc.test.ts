@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,9 +10,7 @@ import { VolumeAlreadyExists, type NewVolume } from '../../src/drivers/types.js'
 import { BackendUnavailable, LeaseHeld, VolumeInUse } from '../../src/errors.js';
 import type { IscsiExport } from '../../src/export.js';
 import { silentLogger } from '../../src/log.js';
-import { HostLeaseKeeper } from '../../src/ownership/host-lease.js';
-import { HostMonitor } from '../../src/ownership/host-monitor.js';
-import { OwnershipLease } from '../../src/ownership/lease.js';
+import { closedPort, FakeClock, LEASE_TIMING, leaseHost } from '../helpers/lease-host.js';
 import { inquiry, readCapacity, requireTgtTools, Tgtd } from '../helpers/tgtd.js';
 import { DellScSim } from '../simulators/dellsc.js';
 import { TgtScDataPlane } from '../simulators/sc-tgt-data-plane.js';
@@ -27,7 +24,7 @@ import { TgtScDataPlane } from '../simulators/sc-tgt-data-plane.js';
 const GiB = 2 ** 30;
 const SSN = 64702;
 const PASSWORD = 'sc-secret-4b2e';
-const timing = { leaseSeconds: 20, renewEverySeconds: 2 };
+const timing = LEASE_TIMING;
 
 let sim: DellScSim;
 let tgtd: Tgtd;
@@ -56,18 +53,11 @@ function newDriver(overrides: Partial<DellScBackendConfig> = {}, password = PASS
 const volume = (name: string, sizeBytes = GiB, profile = 'default'): NewVolume => ({ name, profile, sizeBytes, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });
 const unique = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
 
-class FakeClock {
-  constructor(public now = 0) {}
-  read = () => this.now;
-}
-
 async function host(index: number, clock = new FakeClock()) {
   const driver = newDriver();
   await driver.start();
   const identity = { hostId: `sc${index}`, bootId: 'b1', hostname: `sc-host-${index}` };
-  const keeper = new HostLeaseKeeper(driver, identity, timing, silentLogger(), clock.read);
-  const lease = new OwnershipLease(driver, identity, silentLogger(), { store: driver, keeper, monitor: new HostMonitor(timing.leaseSeconds, clock.read) });
-  await keeper.register();
+  const { keeper, lease } = await leaseHost(driver, identity, clock);
   return { driver, keeper, lease, initiator: { hostId: identity.hostId, iqn: `iqn.2026-12.dev.ballast:sc${index}` } };
 }
 
@@ -198,10 +188,7 @@ describe('dellsc backend against the Dell Storage Manager simulator and tgtd', (
   });
 
   it('a Data Collector that is down, answers 503 or never answers: BackendUnavailable within the bound, nothing made', async () => {
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    const port = (closed.address() as { port: number }).port;
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const port = await closedPort();
     const name = unique('down');
     await expect(newDriver({ url: `http://127.0.0.1:${port}` }).create(volume(name))).rejects.toThrow(/Dell Storage Manager at http:\/\/127.0.0.1:\d+ is unreachable, could not log in: .*ECONNREFUSED/);
     const driver = newDriver({ timeout_seconds: 1 });

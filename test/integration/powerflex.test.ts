@@ -1,4 +1,3 @@
-import { createServer, type Server } from 'node:net';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import { randomBytes } from 'node:crypto';
@@ -13,9 +12,7 @@ import { VolumeAlreadyExists, type NewVolume } from '../../src/drivers/types.js'
 import { BackendUnavailable, LeaseHeld, VolumeInUse } from '../../src/errors.js';
 import type { NvmeTcpExport } from '../../src/export.js';
 import { createLogger, silentLogger } from '../../src/log.js';
-import { HostLeaseKeeper } from '../../src/ownership/host-lease.js';
-import { HostMonitor } from '../../src/ownership/host-monitor.js';
-import { OwnershipLease } from '../../src/ownership/lease.js';
+import { closedPort, FakeClock, LEASE_TIMING, leaseHost } from '../helpers/lease-host.js';
 import { BallastProcess } from '../helpers/daemon.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { PowerFlexSim } from '../simulators/powerflex.js';
@@ -27,7 +24,7 @@ import { PowerFlexSim } from '../simulators/powerflex.js';
 // simulator is the VM lab's (vm/nvme-tcp.test.ts, with nvmet).
 
 const GiB = 2 ** 30;
-const timing = { leaseSeconds: 20, renewEverySeconds: 2 };
+const timing = LEASE_TIMING;
 const PASSWORD = 'pf-secret-7d1c';
 
 let sim: PowerFlexSim;
@@ -55,19 +52,11 @@ function newDriver(overrides: Partial<PowerFlexBackendConfig> = {}, password = P
 const volume = (name: string, sizeBytes = GiB): NewVolume => ({ name, profile: 'default', sizeBytes, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });
 const unique = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
 
-class FakeClock {
-  constructor(public now = 0) {}
-  read = () => this.now;
-}
-
 /** One ballast host: its own gateway session and driver, host lease and ownership lease. */
 async function host(index: number, clock = new FakeClock()) {
   const driver = newDriver();
   const identity = { hostId: `h${index}`, bootId: 'b1', hostname: `host-${index}` };
-  const keeper = new HostLeaseKeeper(driver, identity, timing, silentLogger(), clock.read);
-  const monitor = new HostMonitor(timing.leaseSeconds, clock.read);
-  const lease = new OwnershipLease(driver, identity, silentLogger(), { store: driver, keeper, monitor });
-  await keeper.register();
+  const { keeper, lease } = await leaseHost(driver, identity, clock);
   return { driver, keeper, lease, clock, initiator: { hostId: identity.hostId, nqn: `nqn.2014-08.org.nvmexpress:uuid:0000000${index}-0000-4000-8000-000000000000` } };
 }
 
@@ -217,10 +206,7 @@ describe('powerflex backend against the PowerFlex simulator', () => {
   });
 
   it('a gateway that is down, answers 503 or never answers: BackendUnavailable within the bound, nothing made', async () => {
-    const closed: Server = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    const port = (closed.address() as { port: number }).port;
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const port = await closedPort();
     const name = unique('down');
     await expect(newDriver({ url: `http://127.0.0.1:${port}` }).create(volume(name))).rejects.toThrow(/the PowerFlex gateway at http:\/\/127.0.0.1:\d+ is unreachable, could not log in: .*ECONNREFUSED/);
     const driver = newDriver({ timeout_seconds: 1 });

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,9 +9,7 @@ import type { NewVolume } from '../../src/drivers/types.js';
 import { BackendUnavailable, LeaseHeld } from '../../src/errors.js';
 import type { IscsiExport } from '../../src/export.js';
 import { silentLogger } from '../../src/log.js';
-import { HostLeaseKeeper } from '../../src/ownership/host-lease.js';
-import { HostMonitor } from '../../src/ownership/host-monitor.js';
-import { OwnershipLease } from '../../src/ownership/lease.js';
+import { closedPort, FakeClock, LEASE_TIMING, leaseHost } from '../helpers/lease-host.js';
 import { inquiry, requireTgtTools, Tgtd } from '../helpers/tgtd.js';
 import { ScbeSim } from '../simulators/scbe.js';
 import { TgtScbeDataPlane } from '../simulators/scbe-tgt-data-plane.js';
@@ -25,7 +22,7 @@ const GiB = 2 ** 30;
 const PASSWORD = 'scbe-secret-9f3a';
 const TARGET = 'iqn.1986-03.com.ibm:2145.sim.node1';
 const IQN = (i: number) => `iqn.2026-12.dev.ballast:scbe${i}`;
-const timing = { leaseSeconds: 20, renewEverySeconds: 2 };
+const timing = LEASE_TIMING;
 
 let sim: ScbeSim;
 let tgtd: Tgtd;
@@ -55,18 +52,11 @@ function newDriver(overrides: Partial<ScbeBackendConfig> = {}, password = PASSWO
 const volume = (name: string, sizeBytes = GiB, profile = 'default'): NewVolume => ({ name, profile, sizeBytes, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });
 const unique = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
 
-class FakeClock {
-  constructor(public now = 0) {}
-  read = () => this.now;
-}
-
 async function host(index: number, clock = new FakeClock()) {
   const driver = newDriver({ host_name: `docker${index}` });
   await driver.start();
   const identity = { hostId: `scbe${index}`, bootId: 'b1', hostname: `docker${index}` };
-  const keeper = new HostLeaseKeeper(driver, identity, timing, silentLogger(), clock.read);
-  const lease = new OwnershipLease(driver, identity, silentLogger(), { store: driver, keeper, monitor: new HostMonitor(timing.leaseSeconds, clock.read) });
-  await keeper.register();
+  const { keeper, lease } = await leaseHost(driver, identity, clock);
   return { driver, keeper, lease, initiator: { hostId: identity.hostId, iqn: IQN(index) } };
 }
 
@@ -181,10 +171,7 @@ describe('scbe backend against the Spectrum Connect simulator and tgtd', () => {
   });
 
   it('Spectrum Connect down, answering 503 or never answering: BackendUnavailable within the bound, nothing made', async () => {
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    const port = (closed.address() as { port: number }).port;
-    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const port = await closedPort();
     const name = unique('down');
     await expect(newDriver({ url: `http://127.0.0.1:${port}` }).create(volume(name))).rejects.toThrow(/Spectrum Connect at http:\/\/127.0.0.1:\d+ is unreachable, could not log in: .*ECONNREFUSED/);
     const driver = newDriver({ timeout_seconds: 1 });
