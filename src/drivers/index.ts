@@ -134,6 +134,14 @@ function firstIpv4(): string {
   return addresses.find((a) => a && a.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1';
 }
 
+/** An array's password (first line of password_file) and CA, read at start; a missing file stops the daemon with its key. */
+function secretsOf(backend: { password_file: string; ca_file?: string | undefined }, key: string): { password: string; caPem?: string } {
+  return {
+    password: readConfiguredFile(backend.password_file, `${key}.password_file`).split(/\r?\n/)[0]!,
+    ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, `${key}.ca_file`) } : {}),
+  };
+}
+
 /** One Data Collector session for every dellsc profile; each profile names its storage profile. */
 function dellscDriverOf(config: Config, log: Logger): BackendDriver {
   const backend = config.backends.dellsc!; // the schema refuses a dellsc profile without it
@@ -142,9 +150,8 @@ function dellscDriverOf(config: Config, log: Logger): BackendDriver {
     {
       url: backend.url,
       username: backend.user,
-      password: readConfiguredFile(backend.password_file, 'backends.dellsc.password_file').split(/\r?\n/)[0]!,
+      ...secretsOf(backend, 'backends.dellsc'),
       apiVersion: backend.api_version,
-      ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, 'backends.dellsc.ca_file') } : {}),
       timeoutMs: backend.timeout_seconds * 1000,
     },
     slog,
@@ -161,9 +168,8 @@ function scbeDriverOf(config: Config, log: Logger): BackendDriver {
     {
       url: backend.url,
       username: backend.user,
-      password: readConfiguredFile(backend.password_file, 'backends.scbe.password_file').split(/\r?\n/)[0]!,
+      ...secretsOf(backend, 'backends.scbe'),
       group: backend.group,
-      ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, 'backends.scbe.ca_file') } : {}),
       timeoutMs: backend.timeout_seconds * 1000,
     },
     slog,
@@ -181,8 +187,7 @@ function powerflexDriverOf(config: Config, log: Logger): BackendDriver {
       url: backend.url,
       apiVersion: backend.api_version,
       username: backend.user,
-      password: readConfiguredFile(backend.password_file, 'backends.powerflex.password_file').split(/\r?\n/)[0]!,
-      ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, 'backends.powerflex.ca_file') } : {}),
+      ...secretsOf(backend, 'backends.powerflex'),
       timeoutMs: backend.timeout_seconds * 1000,
     },
     plog,
