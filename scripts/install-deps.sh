@@ -4,19 +4,43 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Runtime: loop devices, filesystems; iSCSI initiator, dm-multipath and persistent reservations
-# (open-iscsi, multipath-tools, sg3-utils); NVMe over TCP (nvme-cli); tgt and lvm2 for an iSCSI array on a Linux host.
-# Tests: a real Docker engine, compose, a busybox image source; multi-host tests: sqlite3 (copied
-# into a test image) and iptables (a FORWARD rule for their bridge); iSCSI tests: libiscsi-bin
-# (checks the array from outside), jq (the VM scenarios read JSON replies), qemu and Debian's kernel for the VM lab, curl inside it,
+# usage: install-deps.sh            everything: the daemon, every transport and the whole test lab
+#        install-deps.sh --runtime [PACKAGE...]
+#                                   only what the daemon needs on its embedded default (the loop
+#                                   backend), plus the Debian packages given (scripts/start.sh passes
+#                                   those the configured backends need: `ballast config packages`)
+#        install-deps.sh --packages PACKAGE...
+#                                   only those Debian packages (no npm, no build)
+# Keep RUNTIME_PACKAGES equal to BASE_PACKAGES in src/config/host-packages.ts.
+RUNTIME_PACKAGES=(util-linux mount e2fsprogs xfsprogs)
+
+# The lab, beyond the runtime: every transport's initiator tools (open-iscsi, multipath-tools,
+# sg3-utils, nvme-cli); tgt and lvm2 for an iSCSI array on a Linux host. A real Docker engine,
+# compose, a busybox image source; multi-host tests: sqlite3 (copied into a test image) and iptables
+# (a FORWARD rule for their bridge); iSCSI tests: libiscsi-bin (checks the array from outside), jq
+# (the VM scenarios read JSON replies), qemu and Debian's kernel for the VM lab, curl inside it,
 # openssh-server (an array host reached over SSH, as the VMs reach the host); vSphere tests: Go and
-# govmomi's sources, from which test/vcsim/ builds vcsim (the vCenter simulator).
-DEBIAN_PACKAGES=(util-linux mount e2fsprogs xfsprogs docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables
+# govmomi's sources, from which test/vcsim/ builds vcsim (the vCenter simulator); NFS: ganesha.
+# Install paths: debootstrap (the managed plugin's rootfs and the .deb's test chroot),
+# docker-registry (plugin push/install), dpkg-dev; metrics: prometheus.
+LAB_PACKAGES=(docker.io docker-compose busybox-static iproute2 procps sqlite3 iptables
   open-iscsi multipath-tools sg3-utils tgt lvm2 libiscsi-bin qemu-system-x86 linux-image-amd64 curl jq openssh-server nvme-cli
   golang-go golang-github-vmware-govmomi-dev nfs-ganesha nfs-ganesha-vfs nfs-common
+  debootstrap docker-registry dpkg-dev prometheus systemd
   # Cinder tests (test/helpers/cinder-lab.ts): a real OpenStack Cinder (Zed) on loopback, its API,
   # scheduler and volume service, and RabbitMQ for their RPC; its volumes are exported by tgt (above).
   cinder-api cinder-scheduler cinder-volume rabbitmq-server)
+
+mode=${1:-lab}
+if [ "$mode" = --runtime ]; then
+  shift
+  DEBIAN_PACKAGES=("${RUNTIME_PACKAGES[@]}" "$@")
+elif [ "$mode" = --packages ]; then
+  shift
+  DEBIAN_PACKAGES=("$@")
+else
+  DEBIAN_PACKAGES=("${RUNTIME_PACKAGES[@]}" "${LAB_PACKAGES[@]}")
+fi
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -37,9 +61,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-unsafe-io "${missing[@]}" >/dev/null
 fi
 
-# `npm install` with the committed lock file installs exactly the locked versions. Not `npm ci`:
-# npm 11 here rejects this lock file as "out of sync" over platform-only optional packages.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm install --no-audit --no-fund --loglevel=error
+[ "$mode" = --packages ] && exit 0
+
+# `npm ci` installs exactly the committed lock file, and fails when package.json and the lock
+# disagree. When node_modules is already current, a dry run still checks that the two agree, so a
+# lock that `npm ci` (and the Dockerfile) would refuse fails here too, in CI.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund --loglevel=error
+else
+  npm ci --dry-run --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
 fi
 npm run --silent build

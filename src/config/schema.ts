@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { leaseTimings } from './lease-timings.js';
 import { parseSize, SIZE_SYNTAX } from './size.js';
 import { absolutePath } from './fields.js';
 import { cinderBackend, cinderProfile, dellscBackend, dellscProfile, powerflexBackend, powerflexProfile, scbeBackend, scbeProfile } from './api-backends.js';
@@ -198,22 +199,20 @@ export const configSchema = z.strictObject({
       restart_wait_seconds: z.number().positive().max(600).default(90),
     })
     .default({ socket: '/var/run/docker.sock', restart_wait_seconds: 90 }),
-  lease: z
+  lease: leaseTimings,
+  /** Prometheus metrics on an opt-in listener, e.g. {listen: 127.0.0.1:9464}. */
+  metrics: z
     .strictObject({
-      /** Another host may take this host's volumes after its lease went this long without renewal. */
-      seconds: z.number().positive().max(300).default(20),
-      /** How often this host renews its lease (one write per backend). */
-      renew_every: z.number().positive().max(60).default(2),
-      /** This host stops using its volumes (self-fence) after this long without a renewal. */
-      fence_after: z.number().positive().max(300).default(12),
-      /** How long a Mount waits for another host to release a volume (under Docker's 120 s). */
-      mount_wait: z.number().nonnegative().max(110).default(60),
+      listen: z
+        .string()
+        .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})$/, 'expected HOST:PORT, e.g. 127.0.0.1:9464')
+        .transform((text) => {
+          const at = text.lastIndexOf(':');
+          return { host: text.slice(0, at).replace(/^\[|\]$/g, ''), port: Number(text.slice(at + 1)) };
+        })
+        .refine((l) => l.port > 0 && l.port < 65536, 'the port is 1 to 65535'),
     })
-    .refine((l) => l.renew_every * 2 <= l.fence_after && l.fence_after + 1 <= l.seconds, {
-      // The extra second covers the watchdog's poll and the shutdown itself.
-      message: 'expected renew_every * 2 <= fence_after <= seconds - 1, so a host fences itself before others may take its volumes',
-    })
-    .default({ seconds: 20, renew_every: 2, fence_after: 12, mount_wait: 60 }),
+    .optional(),
   log: z
     .strictObject({
       level: z.enum(['error', 'warn', 'info', 'debug']).default('info'),
