@@ -24,6 +24,8 @@ const USAGE = `usage: ballast [--config FILE] COMMAND
 commands:
   serve                        run the daemon (Docker volume plugin on its Unix socket)
   config check                 validate the configuration and print it with defaults filled in
+  config packages [--all]      the Debian packages this host needs for the configured transports (--all: every transport)
+  doctor                       check this host for what the configured backends need; exit 1 on a problem
   volume ls                    list volumes, their lease holder and where they are mounted
   volume inspect NAME          print one volume as JSON
   volume grow NAME SIZE        raise a volume's size; its filesystem grows at the next mount
@@ -43,7 +45,7 @@ interface VolumesReply {
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, force: { type: 'boolean' } },
+    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, force: { type: 'boolean' }, all: { type: 'boolean' } },
     allowPositionals: true,
   });
   if (values.help || positionals.length === 0) {
@@ -63,7 +65,18 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     case 'config check':
       process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+      for (const line of config.lease.derived) process.stderr.write(`ballast: derived lease.${line}\n`);
       return 0;
+    case 'config packages': {
+      const { packagesFor, transportsInUse, ALL_TRANSPORTS } = await import('../config/host-packages.js');
+      const transports = values.all ? ALL_TRANSPORTS : transportsInUse(config);
+      process.stdout.write(`${packagesFor(transports).join('\n')}\n`);
+      return 0;
+    }
+    case 'doctor': {
+      const { runDoctor } = await import('./doctor/index.js');
+      return runDoctor(config, (line) => process.stdout.write(`${line}\n`));
+    }
     case 'volume ls': {
       const reply = await callDaemon<VolumesReply>(config.socket, 'Ballast.Volumes');
       const rows = reply.Volumes.map((v) => {

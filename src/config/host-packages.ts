@@ -10,7 +10,8 @@ const SCSI_MULTIPATH = ['multipath-tools', 'sg3-utils'] as const; // dm-multipat
 const ISCSI = ['open-iscsi', ...SCSI_MULTIPATH] as const;
 const NVME_TCP = ['nvme-cli'] as const;
 
-export type Transport = 'loop' | 'iscsi' | 'fc' | 'nvme-tcp' | 'vmdk';
+export const ALL_TRANSPORTS = ['loop', 'iscsi', 'fc', 'nvme-tcp', 'vmdk'] as const;
+export type Transport = (typeof ALL_TRANSPORTS)[number];
 
 /** The transport each configured profile attaches over. */
 export function transportsInUse(config: Config): Set<Transport> {
