@@ -1,13 +1,17 @@
-# The rootfs of ballast's managed plugin (docker plugin create). See README.md, "Managed plugin".
-# Build stage: compile TypeScript and keep only production dependencies.
+# The rootfs of ballast's managed plugin, for builders with an image registry. Offline, without
+# any registry, scripts/build-plugin.sh makes the same tree (same paths, same entrypoint).
+# See README.md, "Managed plugin".
+# Build stage: compile TypeScript, then keep only production dependencies (no install scripts,
+# as build-plugin.sh: ssh2's optional native speed-ups are not built).
 FROM node:20-bookworm-slim AS build
 WORKDIR /opt/ballast
 COPY package.json package-lock.json tsconfig.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY src ./src
-RUN npm run build && npm prune --omit=dev
+RUN npx tsc -p tsconfig.json --sourceMap false && npm prune --omit=dev --ignore-scripts
 
-# Runtime: node plus the host-side tools the attachers run (losetup, blkid, mkfs, fsck, mount).
+# Runtime: node at /usr/local/bin/node plus the host-side tools the attachers run (losetup,
+# blkid, mkfs, fsck, mount). iSCSI/FC hosts add open-iscsi multipath-tools sg3-utils here.
 FROM node:20-bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends util-linux mount e2fsprogs xfsprogs \
