@@ -1,6 +1,7 @@
 import { execa } from 'execa';
 import { CommandFailed } from './errors.js';
 import type { Logger } from './log.js';
+import { metrics } from './metrics/registry.js';
 
 export interface ExecOptions {
   /** Exit codes that count as success; anything else throws CommandFailed. Default [0]. */
@@ -68,6 +69,7 @@ export class CommandRunner implements Exec {
       subprocess.stderr?.destroy();
       const durationMs = Math.round(performance.now() - started);
       this.log.error('command', { argv: shownArgv, pid: subprocess.pid, timedOut: true, stuck: true, durationMs });
+      metrics.commandFailed(shownArgv[0], undefined, true);
       throw new CommandFailed(
         shownArgv,
         undefined,
@@ -85,6 +87,7 @@ export class CommandRunner implements Exec {
       durationMs: Math.round(performance.now() - started),
       ...(ok ? {} : { stderr: stderr.slice(0, 2000) }),
     });
+    if (!ok) metrics.commandFailed(shownArgv[0], exitCode, result.timedOut);
     if (!ok) throw new CommandFailed(shownArgv, exitCode, stderr || String(result.message ?? ''), result.timedOut);
     return { stdout: String(result.stdout ?? ''), stderr, exitCode: exitCode ?? 0 };
   }

@@ -4,6 +4,7 @@ import type { Config } from '../config/schema.js';
 import { createDrivers } from '../drivers/index.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { startMetricsServer } from '../metrics/server.js';
 import { resolveHostIdentity } from '../ownership/host-identity.js';
 import { startPluginServer, type PluginServer } from '../plugin/server.js';
 import { VolumeManager } from '../volumes/manager.js';
@@ -42,7 +43,15 @@ export async function startDaemon(config: Config, log: Logger, configPath?: stri
 
 /** `ballast serve`: runs until SIGTERM or SIGINT, then drains requests and exits without unmounting. */
 export async function serve(config: Config, log: Logger, configPath?: string): Promise<void> {
-  const daemon = await startDaemon(config, log, configPath);
+  // First: a metrics address that cannot be used stops the start before anything is touched.
+  const metricsServer = config.metrics ? await startMetricsServer(config.metrics.listen, log) : undefined;
+  let daemon: RunningDaemon;
+  try {
+    daemon = await startDaemon(config, log, configPath);
+  } catch (err) {
+    await metricsServer?.close(); // an open listener would keep the failed daemon from exiting
+    throw err;
+  }
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -51,6 +60,7 @@ export async function serve(config: Config, log: Logger, configPath?: string): P
     await daemon.manager.stop();
     try {
       await daemon.plugin.close();
+      await metricsServer?.close();
     } catch (err) {
       log.error('error while stopping', { error: errorMessage(err) });
     }

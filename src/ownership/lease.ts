@@ -1,5 +1,6 @@
 import { LeaseHeld, StaleRevision, TakeoverNeedsOperator, VolumeNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
+import { metrics } from '../metrics/registry.js';
 import type { HostLeaseKeeper } from './host-lease.js';
 import type { HolderAssessment, HostMonitor } from './host-monitor.js';
 import type { HostIdentity, HostLeaseStore, OwnershipRecord, OwnershipStore } from './types.js';
@@ -61,6 +62,8 @@ export class OwnershipLease {
         updatedAt: new Date().toISOString(),
       };
       await this.store.writeOwnership(name, current.revision, next);
+      metrics.observeLease(name, next, this.me.hostId);
+      if (record.state === 'held' && record.holder.hostId !== this.me.hostId) metrics.takeover();
       this.log.info('ownership acquired', { volume: name, generation: next.generation });
       return next;
     });
@@ -78,6 +81,7 @@ export class OwnershipLease {
       }
       const next: OwnershipRecord = { state: 'free', generation: record.generation, updatedAt: new Date().toISOString() };
       await this.store.writeOwnership(name, current.revision, next);
+      metrics.observeLease(name, next, this.me.hostId);
       this.log.info('ownership released', { volume: name, generation: record.generation });
     });
   }
@@ -98,6 +102,7 @@ export class OwnershipLease {
       }
       const next: OwnershipRecord = { state: 'free', generation: record.generation + 1, updatedAt: new Date().toISOString() };
       await this.store.writeOwnership(name, current.revision, next);
+      metrics.observeLease(name, next, this.me.hostId);
       this.log.warn('ownership force-released by the operator', { volume: name, from: record.holder.hostId, generation: next.generation });
       return next;
     });

@@ -1,6 +1,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { BallastError, errorMessage } from '../errors.js';
 import { withLogContext, type Logger } from '../log.js';
+import { metrics } from '../metrics/registry.js';
 import type { VolumeManager, VolumeView } from '../volumes/manager.js';
 import { ACTIVATE_PATH, ActivateResponse, requestSchemas, type RequestOf, type VolumeMethod, type WireVolume } from './protocol.js';
 import { adminRoutes } from './admin.js';
@@ -85,6 +86,7 @@ async function serve<M extends VolumeMethod>(method: M, req: Request, res: Respo
     }
   } catch (err) {
     log.warn('request', { request: method, reqId, durationMs: 0, err: errorMessage(err) });
+    metrics.observeCall(method, 'err', performance.now() - started);
     res.status(400).json({ Err: `${method}: ${errorMessage(err)}` });
     return;
   }
@@ -106,6 +108,7 @@ async function serve<M extends VolumeMethod>(method: M, req: Request, res: Respo
       reply = { Err: errorMessage(err) };
     }
     const durationMs = Math.round(performance.now() - started);
+    metrics.observeCall(method, failure || res.destroyed ? 'err' : 'ok', performance.now() - started);
     if (failure) log.log(levelFor(method, failure), 'request', { durationMs, err: errorMessage(failure) });
     else log.log(method === 'VolumeDriver.Get' ? 'debug' : 'info', 'request', { durationMs });
     if (method === 'VolumeDriver.Mount' && !failure && res.destroyed) {

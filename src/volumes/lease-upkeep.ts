@@ -1,6 +1,7 @@
 import { BackendUnavailable, errorMessage } from '../errors.js';
 import type { BackendDriver } from '../drivers/index.js';
 import { describeHolder } from '../ownership/lease.js';
+import { metrics } from '../metrics/registry.js';
 import { FenceFiles } from './fence-files.js';
 import type { MountedVolume } from './mount-state.js';
 import type { VolumeManager, VolumeManagerDeps } from './manager.js';
@@ -60,6 +61,7 @@ export class LeaseUpkeep {
    * read and write), no new round starts: they would only pile up. The fence needs no storage.
    */
   tick(): Promise<void> {
+    if (this.renewal) this.markOverdueBackendsDown();
     if (this.renewal) return this.fenceIfUnrenewed();
     const round = this.renewAndCheck().finally(() => this.rounds.delete(round));
     this.rounds.add(round);
@@ -68,7 +70,7 @@ export class LeaseUpkeep {
 
   private async renewAndCheck(): Promise<void> {
     const renewal = (async () => {
-      for (const { keeper } of this.manager.liveness.values()) await keeper.renew();
+      for (const [driver, { keeper }] of this.manager.liveness) metrics.backendUp(driver, await keeper.renew());
     })();
     this.renewal = renewal;
     await renewal.finally(() => (this.renewal = undefined));
@@ -82,6 +84,13 @@ export class LeaseUpkeep {
       .catch((err: unknown) => void this.log.error('lease check of mounted volumes failed', { error: errorMessage(err) }))
       .finally(() => (this.checking = undefined));
     await this.checking;
+  }
+
+  /** A renewal stuck on the storage never reports failure: a backend overdue for one counts as down meanwhile. */
+  private markOverdueBackendsDown(): void {
+    for (const [driver, { keeper }] of this.manager.liveness) {
+      if (keeper.secondsSinceRenewal() > this.deps.config.lease.renew_every) metrics.backendUp(driver, false);
+    }
   }
 
   /** Refuses new mounts while this host cannot renew its lease: it may be about to lose everything. */
@@ -208,6 +217,7 @@ export class LeaseUpkeep {
 
   private async markFenced(name: string, volume: MountedVolume, reason: string): Promise<void> {
     volume.fenced = reason;
+    metrics.fenced();
     await this.deps.state.save(this.manager.mountedVolumes());
     this.log.warn('volume marked fenced: new mounts refused until its containers stop', { volume: name, reason });
   }

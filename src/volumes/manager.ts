@@ -15,6 +15,7 @@ import {
 } from '../errors.js';
 import type { Export } from '../export.js';
 import type { Logger } from '../log.js';
+import { metrics } from '../metrics/registry.js';
 import { HostLeaseKeeper } from '../ownership/host-lease.js';
 import { HostMonitor } from '../ownership/host-monitor.js';
 import { describeHolder, OwnershipLease, type HostLiveness } from '../ownership/lease.js';
@@ -91,6 +92,7 @@ export class VolumeManager {
       this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log, liveness));
     }
     this.upkeep = new LeaseUpkeep(this, deps);
+    metrics.nameBackends(deps.drivers);
     this.sequence = new MountSequence({ ...deps, hostId: deps.identity.hostId });
   }
 
@@ -147,6 +149,7 @@ export class VolumeManager {
       try {
         const record = await driver.create(spec);
         this.known.set(name, { driver, record });
+        metrics.observeLease(name, record.ownership, this.deps.identity.hostId);
       } catch (err) {
         // Another host (or process) created it first: the same rule as an existing volume.
         if (err instanceof VolumeAlreadyExists) return this.checkSameOptions(err.existing, requested);
@@ -170,6 +173,7 @@ export class VolumeManager {
       if (ownership && lease.heldByMe(ownership)) await lease.release(name);
       await found.driver.destroy(name);
       this.known.delete(name);
+      metrics.volumeGone(name);
     });
   }
 
@@ -241,11 +245,13 @@ export class VolumeManager {
   async list(): Promise<VolumeView[]> {
     const views: VolumeView[] = [];
     for (const driver of new Set(this.deps.drivers.values())) {
-      for (const record of await driver.list()) {
+      for (const record of await metrics.backendRound(driver, driver.list())) {
         this.known.set(record.name, { driver, record });
+        metrics.observeLease(record.name, record.ownership, this.deps.identity.hostId);
         views.push(this.view(driver, record));
       }
     }
+    metrics.volumesListed(views.map((v) => v.name));
     return views.sort((a, b) => a.name.localeCompare(b.name));
   }
 
@@ -303,9 +309,10 @@ export class VolumeManager {
       await this.locks.run(name, async () => {
         if (!(await this.isStillMounted(volume))) {
           this.log.warn('recorded mount vanished; dropping its references', { volume: name, refs: volume.refs });
-          await this.sequence
-            .attacherFor(volume.export)
-            .detach(volume.export, volume.device, { hostId: this.deps.identity.hostId, generation: volume.generation })
+          await metrics
+            .timeDetach(volume.export.transport, () =>
+              this.sequence.attacherFor(volume.export).detach(volume.export, volume.device, { hostId: this.deps.identity.hostId, generation: volume.generation }),
+            )
             .catch(() => undefined);
           this.mounted.delete(name);
           await this.upkeep.forgetFenced(name);
@@ -318,13 +325,14 @@ export class VolumeManager {
     for (const [driver, lease] of this.leases) {
       let records: VolumeRecord[];
       try {
-        records = await driver.list();
+        records = await metrics.backendRound(driver, driver.list());
       } catch (err) {
         this.log.warn('reconcile: backend unavailable, leases left as they are', { error: errorMessage(err) });
         continue;
       }
       for (const record of records) {
         this.known.set(record.name, { driver, record });
+        metrics.observeLease(record.name, record.ownership, this.deps.identity.hostId);
         const mine = record.ownership.state === 'held' && record.ownership.holder.hostId === this.deps.identity.hostId;
         if (mine && !this.mounted.has(record.name)) {
           await this.locks.run(record.name, () => lease.release(record.name)).catch((err) =>
@@ -425,13 +433,15 @@ export class VolumeManager {
     const cached = this.known.get(name);
     const drivers = cached ? [cached.driver, ...this.deps.drivers.values()] : this.deps.drivers.values();
     for (const driver of new Set(drivers)) {
-      const found = await driver.read(name);
+      const found = await metrics.backendRound(driver, driver.read(name));
       if (found) {
         this.known.set(name, { driver, record: found.value });
+        metrics.observeLease(name, found.value.ownership, this.deps.identity.hostId);
         return { driver, record: found.value };
       }
     }
     this.known.delete(name);
+    metrics.volumeGone(name);
     return undefined;
   }
 

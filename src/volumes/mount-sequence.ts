@@ -7,6 +7,7 @@ import type { BackendDriver, VolumeRecord } from '../drivers/index.js';
 import { LeaseHeld, VolumeInUse, errorMessage } from '../errors.js';
 import type { Export, Initiator } from '../export.js';
 import type { Logger } from '../log.js';
+import { metrics } from '../metrics/registry.js';
 import type { OwnershipLease } from '../ownership/lease.js';
 import type { MountedVolume } from './mount-state.js';
 import { runSteps, type Step } from './steps.js';
@@ -83,8 +84,8 @@ export class MountSequence {
       },
       {
         name: 'attach',
-        run: async () => void (device = await this.attacherFor(exp!).attach(exp!, { hostId: this.deps.hostId, generation })),
-        undo: () => this.attacherFor(exp!).detach(exp!, device, { hostId: this.deps.hostId, generation }),
+        run: async () => void (device = await metrics.timeAttach(exp!.transport, () => this.attacherFor(exp!).attach(exp!, { hostId: this.deps.hostId, generation }))),
+        undo: () => metrics.timeDetach(exp!.transport, () => this.attacherFor(exp!).detach(exp!, device, { hostId: this.deps.hostId, generation })),
       },
       { name: 'prepare filesystem', run: async () => void (fresh = await this.prepareFilesystem(record, device)) },
       {
@@ -100,7 +101,7 @@ export class MountSequence {
       {
         name: 'grow filesystem',
         run: async () => {
-          if (!record.readonly && record.fstype === 'xfs') await fs.growXfsOnline(mountpoint);
+          if (!record.readonly && record.fstype === 'xfs') await metrics.timeFilesystem('grow', 'xfs', () => fs.growXfsOnline(mountpoint));
         },
       },
       {
@@ -137,7 +138,7 @@ export class MountSequence {
       throw new VolumeInUse(`volume ${name} could not be unmounted from ${volume.mountpoint}: ${failures.join('; ')}`);
     }
     await rmdir(volume.mountpoint).catch(() => undefined);
-    await attempt('detach', () => this.attacherFor(volume.export).detach(volume.export, volume.device, { hostId: this.deps.hostId, generation: volume.generation }));
+    await attempt('detach', () => metrics.timeDetach(volume.export.transport, () => this.attacherFor(volume.export).detach(volume.export, volume.device, { hostId: this.deps.hostId, generation: volume.generation })));
     if (home) {
       await attempt('unexport', async () => home.driver.unexport(name, await this.initiatorFor(home.driver)));
       await attempt('release ownership', () => home.lease.release(name));
@@ -149,8 +150,7 @@ export class MountSequence {
   async growMounted(record: VolumeRecord, volume: MountedVolume): Promise<void> {
     if (record.readonly || !(await this.attacherFor(volume.export).refreshSize(volume.export, volume.device))) return;
     const fs = this.deps.filesystem;
-    if (record.fstype === 'ext4') await fs.growExt4Online(volume.device);
-    else await fs.growXfsOnline(volume.mountpoint);
+    await metrics.timeFilesystem('grow', record.fstype, () => (record.fstype === 'ext4' ? fs.growExt4Online(volume.device) : fs.growXfsOnline(volume.mountpoint)));
     this.log.info('volume grown online', { volume: record.name, device: volume.device });
   }
 
@@ -160,7 +160,7 @@ export class MountSequence {
     const detected = await fs.detect(device);
     if (!detected) {
       this.log.info('blank volume: creating its filesystem', { volume: record.name, fstype: record.fstype });
-      await fs.format(device, record.fstype, record.mkfsOpts, record.name);
+      await metrics.timeFilesystem('mkfs', record.fstype, () => fs.format(device, record.fstype, record.mkfsOpts, record.name));
       return true;
     }
     if (detected.partitionTable || !detected.type) {
@@ -172,10 +172,10 @@ export class MountSequence {
     if (record.readonly) return false;
     if (record.fstype === 'ext4' && (await fs.deviceBytes(device)) > (await fs.ext4Bytes(device))) {
       this.log.info('volume grew: growing its filesystem before mounting', { volume: record.name });
-      await fs.growExt4Offline(device);
+      await metrics.timeFilesystem('grow', 'ext4', () => fs.growExt4Offline(device));
       return true;
     }
-    await fs.check(device);
+    await metrics.timeFilesystem('fsck', record.fstype, () => fs.check(device));
     return false;
   }
 

@@ -5,6 +5,7 @@ import { Client, type ClientChannel } from 'ssh2';
 import { BackendUnavailable, CommandFailed, errorMessage } from '../../errors.js';
 import { DEFAULT_COMMAND_TIMEOUT_MS, type Exec, type ExecOptions, type ExecResult } from '../../exec.js';
 import type { Logger } from '../../log.js';
+import { metrics } from '../../metrics/registry.js';
 
 export interface SshSettings {
   host: string;
@@ -249,6 +250,7 @@ export class SshExec implements Exec {
     });
     if (!ok) {
       const why = timedOut ? `no result within ${timeoutMs} ms on ${this.target}` : outcome.lost && `${outcome.lost} (${this.target})`;
+      metrics.commandFailed(shownArgv[0], timedOut ? undefined : exitCode, timedOut);
       throw new CommandFailed(shownArgv, timedOut ? undefined : exitCode, [stderr, why].filter(Boolean).join('\n'), timedOut);
     }
     return { stdout: outcome.stdout, stderr, exitCode: exitCode ?? 0 };
