@@ -49,7 +49,8 @@ export async function loadConfig(path?: string, env: NodeJS.ProcessEnv = process
     }
   }
   let document: unknown = {};
-  if (text !== undefined) {
+  // A file of comments only (every setting commented out) means the defaults, like no file.
+  if (text !== undefined && text.split('\n').some((line) => !/^\s*(#.*)?$/.test(line))) {
     try {
       document = loadYaml(text, { filename: file });
     } catch (err) {

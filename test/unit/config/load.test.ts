@@ -165,6 +165,12 @@ describe('loadConfig', () => {
     await expect(loadConfig(join(dir, 'missing.yml'))).rejects.toThrow(/missing\.yml: cannot read the configuration/);
   });
 
+  it('reads a file of comments only (every setting commented out) as the defaults', async () => {
+    const file = join(dir, 'config.yml');
+    await writeFile(file, '# socket: /run/docker/plugins/ballast.sock\n\n  # log: {level: info}\n');
+    expect(await loadConfig(file, {})).toEqual(parseConfig({}, 'f'));
+  });
+
   it('fails on bad YAML, naming the file', async () => {
     const file = join(dir, 'bad.yml');
     await writeFile(file, 'socket: [unclosed\n');
