@@ -6,6 +6,7 @@ import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { CleanupStack } from './lib/cleanup.js';
 import { startBallast } from './lib/ballast.js';
+import { logEntries } from './lib/daemon-log.js';
 import { callOk, callPlugin } from './lib/plugin-client.js';
 import { run, sleep, spawnLong, stopChild } from './lib/proc.js';
 import { MKFS_EXT4 } from './lib/mkfs.js';
@@ -31,6 +32,9 @@ export interface CreateMountSamples {
   handTruncate: number[];
   handAttachFormatMount: number[];
   handSteps: Record<'truncate' | 'losetup' | 'mkfs' | 'mount', number[]>;
+  /** Where ballast's Mount and Unmount spend their time: each step's ms per timed run, from its log. */
+  ballastMountSteps: Record<string, number[]>;
+  ballastUnmountSteps: Record<string, number[]>;
 }
 
 export interface PluginBenchResult {
@@ -155,6 +159,8 @@ export async function pluginBench(root: string, options: PluginBenchOptions): Pr
       handTruncate: [],
       handAttachFormatMount: [],
       handSteps: { truncate: [], losetup: [], mkfs: [], mount: [] },
+      ballastMountSteps: {},
+      ballastUnmountSteps: {},
     };
     const viaBallast = async (i: number) => {
       const name = `cm-${i}`;
@@ -213,9 +219,20 @@ export async function pluginBench(root: string, options: PluginBenchOptions): Pr
         await byHand(i);
       }
     }
+    await collectSteps(ballast.logPath, cm);
     return { volumes: n, createSeconds, get: getSamples, list: listSamples, createMount: cm };
   } finally {
     const failures = await cleanup.run();
     if (failures.length) options.log(`cleanup problems: ${failures.join('; ')}`);
+  }
+}
+
+/** The stepsMs of the timed runs' Mount ('volume mounted') and Unmount ('volume torn down') log lines. */
+async function collectSteps(logPath: string, cm: CreateMountSamples): Promise<void> {
+  for (const entry of logEntries(await readFile(logPath, 'utf8'))) {
+    if (typeof entry.volume !== 'string' || !/^cm-\d+$/.test(entry.volume) || entry.volume === 'cm-999') continue;
+    const into = entry.message === 'volume mounted' ? cm.ballastMountSteps : entry.message === 'volume torn down' ? cm.ballastUnmountSteps : undefined;
+    if (!into) continue;
+    for (const { step, ms } of entry.stepsMs as { step: string; ms: number }[]) (into[step] ??= []).push(ms);
   }
 }

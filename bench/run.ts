@@ -85,6 +85,9 @@ function printCreateMount(r: PluginBenchResult, runs: number): void {
   const steps = c.handSteps;
   out(`   (ms; by hand, median per step: truncate ${ms(median(steps.truncate))}, losetup ${ms(median(steps.losetup))}, mkfs.ext4 ${ms(median(steps.mkfs))}, mount ${ms(median(steps.mount))};`);
   out('    Unmount + Remove and umount + losetup -d are untimed; one untimed warm-up of each path first)');
+  const stepLine = (steps: Record<string, number[]>) => Object.entries(steps).map(([step, xs]) => `${step} ${ms(median(xs))}`).join(', ');
+  out(`   ballast's Mount, median per step (its log): ${stepLine(c.ballastMountSteps)}`);
+  out(`   ballast's Unmount, median per step: ${stepLine(c.ballastUnmountSteps)}`);
   out();
 }
 

@@ -3,8 +3,14 @@ import { cpus, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { mountsUnder } from '../../test/helpers/cleanup.js';
 import { CleanupStack, cleanUpUnder, cleanupProblems, loopDevicesUnder, runAllCleanups } from './cleanup.js';
+import { RESULTS_FILE, recordResults } from './results.js';
 
-export const out = (text = '') => process.stdout.write(`${text}\n`);
+/** Everything printed with out() in this run: what bench/RESULTS.md keeps. */
+const printed: string[] = [];
+export const out = (text = '') => {
+  printed.push(text);
+  process.stdout.write(`${text}\n`);
+};
 export const progress = (line: string) => process.stderr.write(`  .. ${line}\n`);
 
 /** A positive integer setting from the environment (run sizes), or the default. */
@@ -94,6 +100,10 @@ export async function runBench(bench: BenchRun): Promise<number> {
     out(`cleanup: ok (${bench.cleanOk})`);
   }
   out(`total wall time ${((performance.now() - wallStarted) / 1000).toFixed(1)} s`);
+  if (!failed) {
+    await recordResults(bench.title, printed.slice(2)); // after the title and machine lines
+    process.stderr.write(`bench: figures recorded in ${RESULTS_FILE}\n`);
+  }
   return failed ? 1 : 0;
 }
 

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import { metrics } from '../metrics/registry.js';
 import type { OwnershipLease } from '../ownership/lease.js';
 import type { MountedVolume } from './mount-state.js';
-import { runSteps, type Step } from './steps.js';
+import { roundMs, runSteps, type Step, type StepTimes } from './steps.js';
 
 export interface MountSequenceDeps {
   config: Config;
@@ -113,8 +113,8 @@ export class MountSequence {
         },
       },
     ];
-    await runSteps(steps, this.log);
-    this.log.info('volume mounted', { volume: name, device, mountpoint, generation });
+    const stepsMs = await runSteps(steps, this.log);
+    this.log.info('volume mounted', { volume: name, device, mountpoint, generation, stepsMs });
     return { device, mountpoint, export: exp!, refs: {}, staleIds: [], generation };
   }
 
@@ -125,9 +125,12 @@ export class MountSequence {
    */
   async unmount(name: string, volume: MountedVolume, home: Omit<VolumeHome, 'record' | 'shared'> | undefined): Promise<string[]> {
     const failures: string[] = [];
+    const stepsMs: StepTimes = [];
     const attempt = async (step: string, fn: () => Promise<unknown>) => {
+      const started = performance.now();
       try {
         await fn();
+        stepsMs.push({ step, ms: roundMs(performance.now() - started) });
       } catch (err) {
         failures.push(`${step}: ${errorMessage(err)}`);
         this.log.error('teardown step failed', { volume: name, step, error: errorMessage(err) });
@@ -143,6 +146,7 @@ export class MountSequence {
       await attempt('unexport', async () => home.driver.unexport(name, await this.initiatorFor(home.driver)));
       await attempt('release ownership', () => home.lease.release(name));
     }
+    this.log.info('volume torn down', { volume: name, stepsMs });
     return failures;
   }
 
