@@ -11,6 +11,8 @@ export const out = (text = '') => {
   printed.push(text);
   process.stdout.write(`${text}\n`);
 };
+/** What out() printed so far: for a bench outside runBench() to record its figures. */
+export const printedLines = (): readonly string[] => printed;
 export const progress = (line: string) => process.stderr.write(`  .. ${line}\n`);
 
 /** A positive integer setting from the environment (run sizes), or the default. */

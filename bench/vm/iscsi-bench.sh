@@ -1,5 +1,5 @@
 # The iSCSI benchmark, inside one VM: attach+mount and detach through ballast, and sequential
-# write throughput through ballast's multipath device against the same LUN attached by hand.
+# write and read throughput through ballast's multipath device against the same LUN attached by hand.
 set -u
 . "$BALLAST_SRC/test/integration/vm/scripts/lib.sh"
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -22,6 +22,14 @@ write_mbps() {
   awk "BEGIN { printf \"%.1f\", $MB / (($t1 - $t0) / 1e9) }"
 }
 
+# read_mbps FILE: MB/s of one sequential direct read of it (past the page cache)
+read_mbps() {
+  local t0 t1; t0=$(date +%s%N)
+  dd if="$1" of=/dev/null bs=1M iflag=direct 2>/dev/null || die "dd read $1"
+  t1=$(date +%s%N)
+  awk "BEGIN { printf \"%.1f\", $MB / (($t1 - $t0) / 1e9) }"
+}
+
 expect_ok VolumeDriver.Create '{"Name":"b0","Opts":{"size":"256M"}}' >/dev/null
 for r in $(seq "$ROUNDS"); do
   expect_ok VolumeDriver.Create "{\"Name\":\"n$r\",\"Opts\":{\"size\":\"256M\"}}" >/dev/null
@@ -29,6 +37,7 @@ for r in $(seq "$ROUNDS"); do
   timed "detach_$r" expect_ok VolumeDriver.Unmount "{\"Name\":\"n$r\",\"ID\":\"x\"}" >/dev/null
   mp=$(expect_ok VolumeDriver.Mount '{"Name":"b0","ID":"x"}' | json Mountpoint)
   result "ballast_write_mbps_$r=$(write_mbps "$mp/seq")"
+  result "ballast_read_mbps_$r=$(read_mbps "$mp/seq")"
   rm -f "$mp/seq"
   expect_ok VolumeDriver.Unmount '{"Name":"b0","ID":"x"}' >/dev/null
   t0=$(date +%s%N)
@@ -48,6 +57,7 @@ for r in $(seq "$ROUNDS"); do
   name=$(cat /sys/block/$dm/dm/name)
   mkdir -p /tmp/byhand && mount "/dev/mapper/$name" /tmp/byhand || die "mount by hand"
   result "byhand_write_mbps_$r=$(write_mbps /tmp/byhand/seq)"
+  result "byhand_read_mbps_$r=$(read_mbps /tmp/byhand/seq)"
   rm -f /tmp/byhand/seq
   umount /tmp/byhand
   multipath -f "$name" >/dev/null
