@@ -43,7 +43,7 @@ timeout 300 "$tsc" -p "$repo/tsconfig.json" --outDir "$lib/dist" --sourceMap fal
 
 echo "build-deb: npm ci --omit=dev in a staging copy" >&2
 cp "$repo/package.json" "$repo/package-lock.json" "$stage/npm/"
-(cd "$stage/npm" && timeout 600 npm ci --omit=dev --no-audit --no-fund --loglevel=error >&2)
+(cd "$stage/npm" && timeout 600 npm ci --omit=dev --prefer-offline --no-audit --no-fund --loglevel=error >&2)
 mv "$stage/npm/node_modules" "$lib/node_modules"
 # Compiler intermediates of the native addons; the built .node files stay.
 find "$lib/node_modules" -depth -type d \( -name obj.target -o -name .deps \) -path '*/build/*' -exec rm -rf {} +

@@ -44,7 +44,7 @@ step "compiled"
 # 2. Production dependencies only, from the lock file, in a staging copy (never in the checkout).
 mkdir "$stage/app"
 cp "$repo/package.json" "$repo/package-lock.json" "$stage/app/"
-(cd "$stage/app" && timeout 600 npm ci --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error >&2) \
+(cd "$stage/app" && timeout 600 npm ci --omit=dev --ignore-scripts --prefer-offline --no-audit --no-fund --loglevel=error >&2) \
   || die "npm ci --omit=dev failed in $stage/app"
 step "production node_modules"
 
