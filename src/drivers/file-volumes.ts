@@ -10,6 +10,7 @@ import { LocalFileStore, type FileStore } from './file-store.js';
 import { LogicalVolumes, SparseImages, type VolumeImages } from './images.js';
 import type { Exec } from '../exec.js';
 import { MetadataGuard, type HeldGuard } from './metadata-guard.js';
+import { FileHostLeases } from './file-host-leases.js';
 import type { Export, Initiator, Transport } from '../export.js';
 import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRecord } from './types.js';
 
@@ -17,21 +18,11 @@ import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRec
 //   <root>/<name>/disk.img    sparse image: attached with losetup (loop) or exported as a LUN (iscsi)
 //   <root>/<name>/meta.json   { v, revision, volume } - the record, including the ownership lease
 //   <root>/<name>/meta.lock   guard file held for the few milliseconds of a compare-and-swap
-//   <root>/.hosts/<hostId>.json  each host's lease, written only by that host
+//   <root>/.hosts/             host leases (file-host-leases.ts)
 const META = 'meta.json';
 const GUARD = 'meta.lock';
 
 const holderSchema = z.object({ hostId: z.string(), bootId: z.string(), hostname: z.string(), hostGeneration: z.number().int().default(0) });
-const hostLeaseSchema = z.object({
-  hostId: z.string(),
-  bootId: z.string(),
-  hostname: z.string(),
-  generation: z.number().int(),
-  renewSeq: z.number().int(),
-  leaseSeconds: z.number().positive(),
-  renewEverySeconds: z.number().positive(),
-  renewedAtWall: z.string(),
-});
 const ownershipSchema = z.discriminatedUnion('state', [
   z.object({ state: z.literal('free'), generation: z.number().int(), updatedAt: z.string() }),
   z.object({ state: z.literal('held'), holder: holderSchema, generation: z.number().int(), updatedAt: z.string() }),
@@ -89,6 +80,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   protected readonly files: FileStore;
   protected readonly images: VolumeImages;
   private readonly guard: MetadataGuard;
+  private readonly hostLeases: FileHostLeases;
 
   constructor(options: FileVolumesOptions, protected readonly log: Logger) {
     this.root = options.root;
@@ -96,6 +88,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     this.images = options.images ? options.images(this.root, this.files) : new SparseImages(this.root, this.files);
     this.scope = options.shared ? 'global' : 'local';
     this.guard = new MetadataGuard(this.files, log);
+    this.hostLeases = new FileHostLeases(this.root, this.files, this.files.describe(this.root));
   }
 
   /** The root as messages show it (with the array host when remote). */
@@ -229,44 +222,16 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     return this.imagePath(name);
   }
 
-  private hostLeasePath(hostId: string): string {
-    return join(this.root, '.hosts', `${hostId}.json`);
+  readHostLease(hostId: string): Promise<HostLease | undefined> {
+    return this.hostLeases.readHostLease(hostId);
   }
 
-  async readHostLease(hostId: string): Promise<HostLease | undefined> {
-    let text: string | undefined;
-    try {
-      text = await this.files.readFile(this.hostLeasePath(hostId));
-    } catch (err) {
-      throw new BackendUnavailable(`cannot read the host lease of ${hostId} under ${this.where}: ${errorMessage(err)}`);
-    }
-    if (text === undefined) return undefined;
-    const parsed = hostLeaseSchema.safeParse(JSON.parse(text));
-    if (!parsed.success) throw new BackendUnavailable(`the host lease of ${hostId} under ${this.where} is damaged`);
-    return parsed.data;
+  listHostLeases(): Promise<HostLease[]> {
+    return this.hostLeases.listHostLeases();
   }
 
-  async listHostLeases(): Promise<HostLease[]> {
-    let entries: string[];
-    try {
-      entries = (await this.files.readdir(join(this.root, '.hosts'))) ?? [];
-    } catch (err) {
-      throw new BackendUnavailable(`cannot list host leases under ${this.where}: ${errorMessage(err)}`);
-    }
-    const leases = await Promise.all(
-      entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).map((e) => this.readHostLease(e.slice(0, -5)).catch(() => undefined)),
-    );
-    return leases.filter((l): l is HostLease => l !== undefined);
-  }
-
-  /** One atomic replace: only the host itself writes its lease, so no compare-and-swap is needed. */
-  async writeHostLease(lease: HostLease): Promise<void> {
-    try {
-      await this.files.mkdir(join(this.root, '.hosts'));
-      await this.files.writeAtomic(this.hostLeasePath(lease.hostId), `${JSON.stringify(lease)}\n`);
-    } catch (err) {
-      throw new BackendUnavailable(`cannot write the host lease of ${lease.hostId} under ${this.where}: ${errorMessage(err)}`);
-    }
+  writeHostLease(lease: HostLease): Promise<void> {
+    return this.hostLeases.writeHostLease(lease);
   }
 
   private async readSidecar(name: string): Promise<Sidecar | undefined> {
