@@ -1,5 +1,7 @@
-// The transport baseline: an HTTP server on a Unix socket that answers every POST with {},
-// handling connections the way ballast's server does (Connection: close after each reply).
+// The transport baseline: an HTTP server on a Unix socket that answers every POST with a fixed
+// body, handling connections the way ballast's server does (Connection: close after each reply).
+// The body is {} until POST /Baseline.Reply/<Method> sets the bytes to send for /<Method> (the
+// bench gives it ballast's own Get and List replies, so both send the same bytes).
 // Run as its own process, as ballast is: node baseline-server.js SOCKET
 import { createServer } from 'node:http';
 import { unlinkSync } from 'node:fs';
@@ -9,12 +11,17 @@ if (!socketPath) {
   process.stderr.write('usage: baseline-server.js SOCKET\n');
   process.exit(2);
 }
+const SET = '/Baseline.Reply';
+const replies = new Map<string, Buffer>();
 const server = createServer((req, res) => {
-  req.resume();
+  const chunks: Buffer[] = [];
+  req.on('data', (chunk: Buffer) => chunks.push(chunk));
   req.on('end', () => {
+    const url = req.url ?? '';
+    if (url.startsWith(`${SET}/`)) replies.set(url.slice(SET.length), Buffer.concat(chunks));
     res.setHeader('Connection', 'close');
     res.setHeader('Content-Type', 'application/json');
-    res.end('{}');
+    res.end(replies.get(url) ?? '{}');
   });
 });
 server.keepAliveTimeout = 0;

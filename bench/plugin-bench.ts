@@ -116,6 +116,14 @@ export async function pluginBench(root: string, options: PluginBenchOptions): Pr
       return reply;
     };
 
+    // The baseline sends ballast's own reply bytes: what is left is ballast's work.
+    const setBaselineReply = async (method: string, body: unknown) => {
+      const reply = await callPlugin(baseline.socket, `Baseline.Reply/${method}`, body as object);
+      if (reply.status !== 200) throw new Error(`baseline: setting the ${method} reply: HTTP ${reply.status}`);
+    };
+    await setBaselineReply('VolumeDriver.Get', (await get(socket, 0, true)).body);
+    await setBaselineReply('VolumeDriver.List', (await list(socket, true)).body);
+
     options.log(`timing ${options.gets} Get and ${options.lists} List calls on each server (interleaved blocks)...`);
     // Warm-up (JIT, page cache), not recorded.
     for (let i = 0; i < 200; i++) {

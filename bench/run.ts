@@ -48,7 +48,7 @@ async function mkfsDrift(): Promise<string | undefined> {
 function printProtocol(r: PluginBenchResult): void {
   out(`1. Plugin protocol over the Unix socket, ${r.volumes} volumes existing`);
   out(`   (volumes made with VolumeDriver.Create, 8 in flight, in ${r.createSeconds.toFixed(1)} s; one connection per call, as with dockerd;`);
-  out('    baseline: a plain node:http server on a Unix socket answering {}, its own process, same client)');
+  out('    baseline: a plain node:http server on a Unix socket sending the bytes of ballast\'s own Get and List replies, its own process, same client)');
   out();
   const row = (name: string, s: PluginBenchResult['get']) => {
     const [b50, b99, x50, x99] = [percentile(s.ballast, 50), percentile(s.ballast, 99), percentile(s.baseline, 50), percentile(s.baseline, 99)];
@@ -60,7 +60,7 @@ function printProtocol(r: PluginBenchResult): void {
       [row('VolumeDriver.Get', r.get), row('VolumeDriver.List', r.list)],
     ),
   );
-  out('   (ms; ratio = ballast / baseline; the baseline replies 2 bytes)');
+  out('   (ms; ratio = ballast / baseline; both send the same reply bytes)');
   out();
 }
 

@@ -1,8 +1,19 @@
+import { readFile, realpath } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import type { Fstype } from '../config/schema.js';
 import { CommandFailed } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Exec } from '../exec.js';
 import { MountTable } from '../util/mountinfo.js';
+
+/**
+ * The root under which sysfs is read: "/" on a real host; a host fake (test/helpers/fake-host.ts)
+ * that keeps its own sysfs tree says where, so code it drives reads that tree, not the real one.
+ */
+export function sysfsRootOf(exec: Exec): string {
+  const root = (exec as { sysfsRoot?: unknown }).sysfsRoot;
+  return typeof root === 'string' ? root : '/';
+}
 
 export interface FilesystemTimeouts {
   /** mkfs, fsck and grow scale with the volume: they get a longer bound than other commands. */
@@ -26,6 +37,82 @@ export function parseBlkidExport(stdout: string): DetectedFilesystem {
   return { type: fields.get('TYPE'), partitionTable: fields.get('PTTYPE') };
 }
 
+/** What `dumpe2fs -h` says about an ext4 filesystem: its size, and why it must be checked before a mount. */
+export interface Ext4State {
+  blockCount?: number;
+  blockSize?: number;
+  /** Empty only when the superblock says the filesystem is known clean: then e2fsck -p would only print "clean". */
+  checkReasons: string[];
+}
+
+/** One day: e2fsck's own fudge for a last-check time in the future. */
+const CLOCK_FUDGE_S = 86_400;
+/** dumpe2fs prints local time; a DST jump must not make a due check look not yet due. */
+const DST_MARGIN_S = 3_600;
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** A ctime(3) date as dumpe2fs prints it ("Fri Dec  4 22:48:17 2026", in this process's time zone); NaN otherwise. */
+function ctimeSeconds(text: string): number {
+  const m = /^\w{3} (\w{3}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (\d{4})$/.exec(text);
+  const month = m ? MONTHS.indexOf(m[1]!) : -1;
+  if (!m || month < 0) return NaN;
+  return new Date(Number(m[6]), month, Number(m[2]), Number(m[3]), Number(m[4]), Number(m[5])).getTime() / 1000;
+}
+
+/**
+ * Decides from `dumpe2fs -h` whether e2fsck would do real work, mirroring its own skip test
+ * (e2fsck/unix.c check_if_skip, plus the journal replay and orphan release that precede it):
+ * a check unless the state is "clean", no journal needs replay, no orphan is listed, no error
+ * is recorded, the maximum mount count is not reached and no check interval is due. Anything
+ * missing or unparsable counts as a reason to check.
+ */
+export function parseDumpe2fs(stdout: string, nowSeconds: number): Ext4State {
+  const fields = new Map<string, string>();
+  for (const line of stdout.split('\n')) {
+    const m = /^([^:]+):\s*(.*?)\s*$/.exec(line);
+    if (m && !fields.has(m[1]!)) fields.set(m[1]!, m[2]!);
+  }
+  const int = (name: string) => (/^-?\d+$/.test(fields.get(name) ?? '') ? Number(fields.get(name)) : NaN);
+  const reasons: string[] = [];
+  const state = fields.get('Filesystem state');
+  if (state !== 'clean') reasons.push(state === undefined ? 'no filesystem state' : `state "${state}"`);
+  const features = fields.get('Filesystem features');
+  if (features === undefined) reasons.push('no feature list');
+  else {
+    const set = new Set(features.split(/\s+/));
+    if (set.has('needs_recovery')) reasons.push('needs_recovery: the journal has transactions to replay');
+    if (set.has('orphan_present')) reasons.push('orphan_present: the orphan file lists inodes to release');
+  }
+  if (fields.has('First orphan inode')) reasons.push(`orphan inodes to release (first ${fields.get('First orphan inode')})`);
+  if (fields.has('FS Error count') || fields.has('First error time')) reasons.push(`errors recorded (${fields.get('FS Error count') ?? 'count unknown'})`);
+  if (fields.has('Journal errno') && fields.get('Journal errno') !== '0') reasons.push(`journal aborted (errno ${fields.get('Journal errno')})`);
+  if (fields.has('Journal start') && fields.get('Journal start') !== '0') reasons.push(`journal start ${fields.get('Journal start')}: not empty`);
+  const mounts = int('Mount count');
+  const maxMounts = int('Maximum mount count');
+  if (Number.isNaN(mounts) || Number.isNaN(maxMounts)) reasons.push('no mount counts');
+  else if (maxMounts > 0 && mounts >= maxMounts) reasons.push(`mounted ${mounts} times, maximum ${maxMounts}`);
+  const interval = Number(/^(\d+)/.exec(fields.get('Check interval') ?? '')?.[1] ?? NaN);
+  if (Number.isNaN(interval)) reasons.push('no check interval');
+  else if (interval > 0) {
+    const lastCheck = ctimeSeconds(fields.get('Last checked') ?? '');
+    if (Number.isNaN(lastCheck)) reasons.push('no last-checked time');
+    else if (lastCheck > nowSeconds + CLOCK_FUDGE_S) reasons.push('last checked in the future');
+    else if (nowSeconds >= lastCheck + interval - DST_MARGIN_S) reasons.push(`check interval of ${interval} s due`);
+  }
+  const blockCount = int('Block count');
+  const blockSize = int('Block size');
+  if (!(blockCount > 0 && blockSize > 0)) reasons.push('no block count or size');
+  return { ...(blockCount > 0 && blockSize > 0 ? { blockCount, blockSize } : {}), checkReasons: reasons };
+}
+
+/** Parses `xfs_db -r -c 'sb 0' -c 'print dblocks blocksize'`: the data section's size; undefined if unparsable. */
+export function parseXfsSize(stdout: string): { dblocks: number; blocksize: number } | undefined {
+  const field = (name: string) => Number(new RegExp(`^${name} = (\\d+)$`, 'm').exec(stdout)?.[1] ?? NaN);
+  const dblocks = field('dblocks');
+  const blocksize = field('blocksize');
+  return dblocks > 0 && blocksize > 0 ? { dblocks, blocksize } : undefined;
+}
+
 const MKFS_ARGS: Record<Fstype, readonly string[]> = {
   // No discard (the sparse file is already empty) and lazy init: a 1 GiB volume formats in well under a second.
   ext4: ['mkfs.ext4', '-F', '-q', '-m0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1'],
@@ -42,6 +129,7 @@ export class Filesystem {
     private readonly log: Logger,
     private readonly timeouts: FilesystemTimeouts,
     private readonly mounts: MountTable = new MountTable(),
+    private readonly sysfsRoot: string = sysfsRootOf(exec),
   ) {}
 
   /** What the device holds; undefined when it is blank (blkid exit 2: nothing found). */
@@ -108,19 +196,35 @@ export class Filesystem {
     }
   }
 
-  /** The device's size in bytes. */
+  /** The device's size in bytes, from sysfs (/sys/class/block/NAME/size, in 512-byte sectors): no child process. */
   async deviceBytes(device: string): Promise<number> {
-    const { stdout } = await this.exec.run(['blockdev', '--getsize64', device]);
-    return Number(stdout.trim());
+    // /dev/loop3 is its own name; /dev/mapper/x and /dev/disk/by-*/... are links to it.
+    const name = basename(/^\/dev\/[^/]+$/.test(device) ? device : await realpath(device));
+    const path = join(this.sysfsRoot, 'sys', 'class', 'block', name, 'size');
+    const sectors = (await readFile(path, 'utf8')).trim();
+    if (!/^\d+$/.test(sectors)) throw new Error(`${path} holds no sector count: ${JSON.stringify(sectors)}`);
+    return Number(sectors) * 512;
   }
 
-  /** The size an unmounted ext4 filesystem spans, from its superblock. */
-  async ext4Bytes(device: string): Promise<number> {
-    const { stdout } = await this.exec.run(['dumpe2fs', '-h', device]);
-    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)$`, 'm').exec(stdout)?.[1] ?? NaN);
-    const bytes = field('Block count') * field('Block size');
-    if (!Number.isFinite(bytes)) throw new Error(`dumpe2fs printed no block count for ${device}`);
-    return bytes;
+  /** An unmounted ext4 filesystem's size and whether it needs fsck, from one `dumpe2fs -h`. */
+  async ext4State(device: string): Promise<Ext4State> {
+    try {
+      const { stdout, stderr } = await this.exec.run(['dumpe2fs', '-h', device]);
+      const state = parseDumpe2fs(stdout, Date.now() / 1000);
+      // stderr carries only the version banner unless something is wrong (a bad journal superblock, ...).
+      const warnings = stderr.split('\n').filter((l) => l.trim() && !/^dumpe2fs \d/.test(l));
+      if (warnings.length) state.checkReasons.push(`dumpe2fs warned: ${warnings.join('; ')}`);
+      return state;
+    } catch (err) {
+      if (!(err instanceof CommandFailed)) throw err;
+      return { checkReasons: [`dumpe2fs failed: ${err.stderr.trim() || `exit code ${err.exitCode}`}`] };
+    }
+  }
+
+  /** An unmounted xfs filesystem's data size from its superblock; undefined when xfs_db says nothing usable. */
+  async xfsSize(device: string): Promise<{ dblocks: number; blocksize: number } | undefined> {
+    const { stdout } = await this.exec.run(['xfs_db', '-r', '-c', 'sb 0', '-c', 'print dblocks blocksize', device], { okExitCodes: [0, 1] });
+    return parseXfsSize(stdout);
   }
 
   /**

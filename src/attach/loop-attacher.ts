@@ -1,25 +1,48 @@
 import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { exportOf, type Export } from '../export.js';
 import type { Exec } from '../exec.js';
 import { AttachFailed } from '../errors.js';
+import { sysfsRootOf } from './filesystem.js';
 import { attachLocked } from './locked-loop.js';
 import type { Attacher } from './types.js';
 
 /** How often a locked attach asks again while another host holds the image's lock. */
 const LOCK_POLL_MS = 1_000;
+const LOOP_DEVICE = /^loop\d+$/;
 
 /**
- * Parses `losetup --json --list --associated FILE --output NAME,BACK-FILE`:
- *   {"loopdevices": [{"name": "/dev/loop3", "back-file": "/var/lib/ballast/loop/db/disk.img"}]}
- * A backing file removed while attached shows as "<path> (deleted)".
+ * Loop devices' bindings as sysfs shows them: `/sys/block/loopN/loop/backing_file` exists
+ * while loopN is bound and holds the file's path (what `losetup --list` itself reads), with
+ * " (deleted)" after a backing file removed while attached. `root` is "/" in production and a
+ * fixture tree in unit tests (test/helpers/fake-host.ts), as for ScsiSysfs.
  */
-export function parseLosetupJson(stdout: string): { device: string; file: string }[] {
-  if (!stdout.trim()) return [];
-  const parsed = JSON.parse(stdout) as { loopdevices?: { name?: string; 'back-file'?: string }[] };
-  return (parsed.loopdevices ?? [])
-    .filter((row) => row.name && row['back-file'] !== undefined)
-    .map((row) => ({ device: String(row.name), file: String(row['back-file']).replace(/ \(deleted\)$/, '') }));
+export class LoopSysfs {
+  constructor(readonly root = '/') {}
+
+  /** The file bound to `device` (/dev/loopN); undefined when it is unbound or not a loop device. */
+  async backingFile(device: string): Promise<string | undefined> {
+    const name = /^\/dev\/(loop\d+)$/.exec(device)?.[1];
+    return name ? this.read(name) : undefined;
+  }
+
+  /** The loop devices bound to exactly this path. */
+  async devicesFor(file: string): Promise<string[]> {
+    const names = (await readdir(join(this.root, 'sys', 'block'))).filter((n) => LOOP_DEVICE.test(n));
+    const bound = await Promise.all(names.map(async (name) => ((await this.read(name)) === file ? `/dev/${name}` : undefined)));
+    return bound.filter((d): d is string => d !== undefined).sort((a, b) => Number(a.slice(9)) - Number(b.slice(9)));
+  }
+
+  private async read(name: string): Promise<string | undefined> {
+    try {
+      const text = await readFile(join(this.root, 'sys', 'block', name, 'loop', 'backing_file'), 'utf8');
+      return text.replace(/\n$/, '').replace(/ \(deleted\)$/, '');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // unbound (or gone meanwhile)
+      throw err;
+    }
+  }
 }
 
 /**
@@ -42,23 +65,24 @@ export class LoopAttacher implements Attacher {
 
   constructor(
     private readonly exec: Exec,
+    private readonly sysfs: LoopSysfs = new LoopSysfs(sysfsRootOf(exec)),
     private readonly isUnclaimed: (device: string) => Promise<boolean> = deviceIsUnclaimed,
     private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
   ) {}
+
+  async identify(): Promise<Record<string, never>> {
+    return {};
+  }
 
   /**
    * Reuses a device bound to the file only if no filesystem is mounted from it: on a shared
    * root seen by one kernel (hosts as namespaces), a device still mounted by a fenced former
    * holder must not be shared with the new one.
    */
-  async identify(): Promise<Record<string, never>> {
-    return {};
-  }
-
   async attach(exp: Export): Promise<string> {
     const { file, lock } = exportOf(exp, 'loop');
     if (lock) return this.attachLocked(file, lock.waitSeconds);
-    for (const device of await this.devicesFor(file)) {
+    for (const device of await this.sysfs.devicesFor(file)) {
       if (await this.isUnclaimed(device)) return device;
     }
     const { stdout } = await this.exec.run(['losetup', '--find', '--show', file]);
@@ -72,7 +96,7 @@ export class LoopAttacher implements Attacher {
    * left bound to the image is detached first: it may carry a lock the server has since revoked.
    */
   private async attachLocked(file: string, waitSeconds: number): Promise<string> {
-    for (const device of await this.devicesFor(file)) {
+    for (const device of await this.sysfs.devicesFor(file)) {
       if (await this.isUnclaimed(device)) await this.exec.run(['losetup', '--detach', device]);
     }
     const deadline = performance.now() + waitSeconds * 1000;
@@ -92,7 +116,7 @@ export class LoopAttacher implements Attacher {
 
   async detach(exp: Export, device: string): Promise<void> {
     // Only detach a device that is still bound to this volume's file: never someone else's.
-    if (!(await this.devicesFor(exportOf(exp, 'loop').file)).includes(device)) return;
+    if (!(await this.isAttached(exp, device))) return;
     await this.exec.run(['losetup', '--detach', device]);
   }
 
@@ -102,13 +126,6 @@ export class LoopAttacher implements Attacher {
   }
 
   async isAttached(exp: Export, device: string): Promise<boolean> {
-    return (await this.devicesFor(exportOf(exp, 'loop').file)).includes(device);
-  }
-
-  private async devicesFor(file: string): Promise<string[]> {
-    const { stdout } = await this.exec.run(['losetup', '--json', '--list', '--associated', file, '--output', 'NAME,BACK-FILE']);
-    return parseLosetupJson(stdout)
-      .filter((row) => row.file === file)
-      .map((row) => row.device);
+    return (await this.sysfs.backingFile(device)) === exportOf(exp, 'loop').file;
   }
 }

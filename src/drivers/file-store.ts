@@ -16,8 +16,11 @@ export interface FileStore {
   mkdir(path: string): Promise<void>;
   /** The file's text, or undefined when it (or its directory) does not exist. */
   readFile(path: string): Promise<string | undefined>;
-  /** Creates the file with `data` and fsyncs it; EEXIST when it exists: the exclusive create locks rely on. */
-  writeNew(path: string, data: string): Promise<void>;
+  /**
+   * Creates the file with `data` and fsyncs it; EEXIST when it exists: the exclusive create locks
+   * rely on. `sync: false` skips the fsync where a store can (a file that is only a hint).
+   */
+  writeNew(path: string, data: string, options?: { sync: boolean }): Promise<void>;
   /** Replaces the file atomically (temp file, fsync, rename, fsync of the directory). */
   writeAtomic(path: string, data: string): Promise<void>;
   /** A new sparse file of `size` bytes, fsynced; EEXIST when it exists. */
@@ -103,8 +106,8 @@ export class LocalFileStore implements FileStore {
     }
   }
 
-  writeNew(path: string, data: string): Promise<void> {
-    return writeNewFile(path, data);
+  writeNew(path: string, data: string, options?: { sync: boolean }): Promise<void> {
+    return writeNewFile(path, data, options?.sync ?? true);
   }
 
   writeAtomic(path: string, data: string): Promise<void> {

@@ -12,15 +12,19 @@ import type { Exec } from '../exec.js';
 import { MetadataGuard, type HeldGuard } from './metadata-guard.js';
 import { FileHostLeases } from './file-host-leases.js';
 import type { Export, Initiator, Transport } from '../export.js';
-import { VolumeAlreadyExists, type BackendDriver, type NewVolume, type VolumeRecord } from './types.js';
+import { VolumeAlreadyExists, type BackendDriver, type ChangeListing, type NewVolume, type VolumeRecord } from './types.js';
 
 // On-disk layout under the root (one directory a volume, so creation is one atomic rename):
 //   <root>/<name>/disk.img    sparse image: attached with losetup (loop) or exported as a LUN (iscsi)
 //   <root>/<name>/meta.json   { v, revision, volume } - the record, including the ownership lease
 //   <root>/<name>/meta.lock   guard file held for the few milliseconds of a compare-and-swap
 //   <root>/.hosts/             host leases (file-host-leases.ts)
+//   <root>/.rev/<name>@<rev>   empty change marker, renamed to the next revision before every
+//                              metadata write: one readdir tells a reader which volumes changed
+//                              (local and NFS roots only; a rename over SSH or vSphere costs a round trip)
 const META = 'meta.json';
 const GUARD = 'meta.lock';
+const MARKERS = '.rev';
 
 const holderSchema = z.object({ hostId: z.string(), bootId: z.string(), hostname: z.string(), hostGeneration: z.number().int().default(0) });
 const ownershipSchema = z.discriminatedUnion('state', [
@@ -81,10 +85,13 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   protected readonly images: VolumeImages;
   private readonly guard: MetadataGuard;
   private readonly hostLeases: FileHostLeases;
+  /** Change markers are kept where a rename is a local syscall (a local or NFS root). */
+  private readonly markers: boolean;
 
   constructor(options: FileVolumesOptions, protected readonly log: Logger) {
     this.root = options.root;
     this.files = options.files ?? new LocalFileStore();
+    this.markers = this.files instanceof LocalFileStore;
     this.images = options.images ? options.images(this.root, this.files) : new SparseImages(this.root, this.files);
     this.scope = options.shared ? 'global' : 'local';
     this.guard = new MetadataGuard(this.files, log);
@@ -135,6 +142,10 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       }
       throw new BackendUnavailable(`cannot create volume ${volume.name} under ${this.where}: ${errorMessage(err)}`);
     }
+    await this.markChange(volume.name, undefined, 1).catch((err) => {
+      // Readers re-read a volume without a marker every round and put one back.
+      this.log.warn('cannot write the change marker of a new volume', { volume: volume.name, error: errorMessage(err) });
+    });
     this.log.info('volume created', { volume: volume.name, sizeBytes: volume.sizeBytes, root: this.root });
     return record;
   }
@@ -153,6 +164,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       await this.withdraw(name);
       guard.assertFresh();
       await this.files.rename(dir, trash);
+      if (this.markers) await this.files.unlink(this.markerPath(name, current.revision)).catch(() => undefined);
       return true;
     }).catch((err: unknown) => {
       if (err instanceof VolumeNotFound) return false; // removed meanwhile
@@ -257,9 +269,74 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       }
       const revision = current.revision + 1;
       guard.assertFresh();
+      await this.markChange(name, current.revision, revision);
       await this.files.writeAtomic(join(this.dir(name), META), serialize({ v: 1, revision, volume: change(current.volume) }));
       return revision;
     });
+  }
+
+  /**
+   * Names and change markers in two readdirs, for an index that re-reads only what changed; undefined
+   * where no markers are kept. A name may have no marker (a crash after create) or several (an
+   * aborted write, a reader's repair racing a writer): readers re-read such names.
+   */
+  async changes(): Promise<ChangeListing | undefined> {
+    if (!this.markers) return undefined;
+    let entries: string[];
+    let markers: string[];
+    try {
+      entries = (await this.files.readdir(this.root)) ?? [];
+      markers = (await this.files.readdir(join(this.root, MARKERS))) ?? [];
+    } catch (err) {
+      throw new BackendUnavailable(`cannot list ${this.where}: ${errorMessage(err)}`);
+    }
+    const revisions = new Map<string, number[]>();
+    for (const marker of markers) {
+      const at = marker.lastIndexOf('@');
+      const revision = Number(marker.slice(at + 1));
+      if (at <= 0 || !Number.isSafeInteger(revision)) continue;
+      const name = marker.slice(0, at);
+      revisions.set(name, [...(revisions.get(name) ?? []), revision]);
+    }
+    return { names: entries.filter((entry) => !entry.startsWith('.')), revisions };
+  }
+
+  /**
+   * After a reader read `revision` of a volume whose markers were `seen`: markers below it go (no
+   * writer can rename them any more: writers hold the guard and read at least that revision), and a
+   * missing one is put back.
+   */
+  async repairMarkers(name: string, revision: number, seen: number[]): Promise<void> {
+    if (!this.markers) return;
+    for (const old of seen.filter((r) => r < revision)) await this.files.unlink(this.markerPath(name, old)).catch(() => undefined);
+    if (!seen.some((r) => r >= revision)) await this.markChange(name, undefined, revision);
+  }
+
+  private markerPath(name: string, revision: number): string {
+    return join(this.root, MARKERS, `${name}@${revision}`);
+  }
+
+  /** Moves the marker from `from` to `to` (or creates `to`); before the metadata write, so readers never miss a change. */
+  private async markChange(name: string, from: number | undefined, to: number): Promise<void> {
+    if (!this.markers) return;
+    if (from !== undefined) {
+      try {
+        await this.files.rename(this.markerPath(name, from), this.markerPath(name, to));
+        return;
+      } catch (err) {
+        if (!isErrno(err, 'ENOENT')) throw err;
+      }
+    }
+    try {
+      await this.files.writeNew(this.markerPath(name, to), '', { sync: false });
+    } catch (err) {
+      if (isErrno(err, 'EEXIST')) return; // an aborted write or a reader's repair made it already
+      if (!isErrno(err, 'ENOENT')) throw err;
+      await this.files.mkdir(join(this.root, MARKERS));
+      await this.files.writeNew(this.markerPath(name, to), '', { sync: false }).catch((e) => {
+        if (!isErrno(e, 'EEXIST')) throw e;
+      });
+    }
   }
 
   private withGuard<T>(name: string, body: (guard: HeldGuard) => Promise<T>): Promise<T> {

@@ -26,7 +26,7 @@ import { VmDisks } from './vsphere/vm-disks.js';
 import { VmdkDriver, type Vsphere } from './vsphere/vmdk-driver.js';
 import type { BackendDriver } from './types.js';
 
-export type { BackendDriver, NewVolume, VolumeRecord } from './types.js';
+export type { BackendDriver, ChangeListing, NewVolume, VolumeRecord } from './types.js';
 export { VolumeAlreadyExists } from './types.js';
 
 /**

@@ -93,7 +93,8 @@ export class MetadataGuard {
     const deadline = this.clockMs() + WAIT_MS;
     for (;;) {
       try {
-        await this.files.writeNew(path, mine);
+        // No fsync: the guard lives for milliseconds, and one lost to a crash is a dead writer's, broken by the stale rules.
+        await this.files.writeNew(path, mine, { sync: false });
         break;
       } catch (err) {
         if (isErrno(err, 'ENOENT')) throw new VolumeNotFound(volume);

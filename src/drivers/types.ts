@@ -40,6 +40,10 @@ export interface BackendDriver extends OwnershipStore {
   unexport(name: string, initiator: Initiator): Promise<void>;
   /** Throws BackendUnavailable when the backend cannot be used now. */
   checkHealth(): Promise<void>;
+  /** Volume names and their change markers, for the volume index; undefined (or absent) where none are kept. */
+  changes?(): Promise<ChangeListing | undefined>;
+  /** Fixes missing or outdated change markers of `name` after a reader read `revision`. */
+  repairMarkers?(name: string, revision: number, seen: number[]): Promise<void>;
   /** Run once before the daemon serves; a thrown error stops it (a root that cannot be shared safely). */
   start?(): Promise<void>;
   /**
@@ -47,6 +51,12 @@ export interface BackendDriver extends OwnershipStore {
    * manual where the storage has no way to stop the former holder from writing.
    */
   readonly takeover?: 'automatic' | 'manual';
+}
+
+/** What a backend's root lists: volume names, and per name the revisions its change markers name. */
+export interface ChangeListing {
+  names: string[];
+  revisions: Map<string, number[]>;
 }
 
 export class VolumeAlreadyExists extends Error {

@@ -1,3 +1,4 @@
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { BallastError, errorMessage } from '../errors.js';
 import { withLogContext, type Logger } from '../log.js';
@@ -24,17 +25,75 @@ const handlers: { [M in VolumeMethod]: Handler<M> } = {
   'VolumeDriver.Unmount': async (m, r) => (await m.unmount(r.Name, r.ID), { Err: '' }),
   'VolumeDriver.Path': async (m, r) => ({ Mountpoint: await m.path(r.Name), Err: '' }),
   'VolumeDriver.Get': async (m, r) => ({ Volume: toWire(await m.get(r.Name), true), Err: '' }),
-  'VolumeDriver.List': async (m) => ({ Volumes: (await m.list()).map((v) => toWire(v, false)), Err: '' }),
+  'VolumeDriver.List': async (m) => listReply(await m.list()),
   'VolumeDriver.Capabilities': async (m) => ({ Capabilities: { Scope: m.scope() } }),
 };
 
+/** A reply serialised once: the manager hands out the same views while nothing changed. */
+class SerialisedReply {
+  constructor(readonly text: string) {}
+}
+const listReplies = new WeakMap<VolumeView[], SerialisedReply>();
+
+function listReply(views: VolumeView[]): SerialisedReply {
+  let cached = listReplies.get(views);
+  if (!cached) {
+    cached = new SerialisedReply(JSON.stringify({ Volumes: views.map((v) => toWire(v, false)), Err: '' }));
+    listReplies.set(views, cached);
+  }
+  return cached;
+}
+
 let nextRequestId = 1;
+const BODY_LIMIT = 1 << 20;
+const PROTOCOL_PATHS = new Set([ACTIVATE_PATH, ...Object.keys(handlers).map((m) => `/${m}`)]);
 
 /**
- * The express app serving Docker's volume plugin protocol. Knows nothing of storage: it
- * decodes, calls the manager, and encodes results or {Err}.
+ * Serves Docker's volume plugin protocol, knowing nothing of storage: it decodes, calls the
+ * manager, and encodes results or {Err}. Protocol calls take a plain node:http path (dockerd
+ * calls Get several times per container start: no router or middleware on it); the operator's
+ * /Ballast.* calls and everything else go through express.
  */
-export function createApp(manager: VolumeManager, log: Logger): express.Express {
+export function createApp(manager: VolumeManager, log: Logger): RequestListener {
+  const app = operatorApp(manager, log);
+  return (req, res) => {
+    if (req.method !== 'POST' || !PROTOCOL_PATHS.has(req.url ?? '')) return void app(req, res);
+    readBody(req)
+      .then((text) => (req.url === ACTIVATE_PATH ? activate(manager, log, res) : serve(req.url!.slice(1) as VolumeMethod, text, res, manager, log)))
+      .catch((err: unknown) => reply(res, 400, { Err: `bad request: ${errorMessage(err)}` }));
+  };
+}
+
+async function activate(manager: VolumeManager, log: Logger, res: ServerResponse): Promise<void> {
+  log.info('request', { request: 'Plugin.Activate' });
+  await manager.activate().catch((err) => log.error('reconcile after activation failed', { error: errorMessage(err) }));
+  reply(res, 200, ActivateResponse);
+}
+
+/** The body as text, whatever the Content-Type (dockerd sends none); at most 1 MiB. */
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > BODY_LIMIT) return void reject(new Error('request entity too large'));
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function reply(res: ServerResponse, status: number, body: object): void {
+  if (res.headersSent || res.destroyed) return;
+  const text = body instanceof SerialisedReply ? body.text : JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** The operator's calls, and 404 or 400 for anything that is neither theirs nor the protocol's. */
+function operatorApp(manager: VolumeManager, log: Logger): express.Express {
   const app = express();
   app.disable('x-powered-by');
   // dockerd never revalidates: an ETag would only hash every reply (List's is 450 KB at 10,000 volumes).
@@ -42,15 +101,6 @@ export function createApp(manager: VolumeManager, log: Logger): express.Express 
   // dockerd sends no Content-Type; an empty body means {}.
   app.use(express.text({ type: () => true, limit: '1mb' }));
 
-  app.post(ACTIVATE_PATH, async (_req, res) => {
-    log.info('request', { request: 'Plugin.Activate' });
-    await manager.activate().catch((err) => log.error('reconcile after activation failed', { error: errorMessage(err) }));
-    res.json(ActivateResponse);
-  });
-
-  for (const method of Object.keys(handlers) as VolumeMethod[]) {
-    app.post(`/${method}`, (req, res) => serve(method, req, res, manager, log));
-  }
   app.use(adminRoutes(manager, log));
 
   app.use((req: Request, res: Response) => {
@@ -73,14 +123,14 @@ export function parseBody(text: unknown): unknown {
   }
 }
 
-async function serve<M extends VolumeMethod>(method: M, req: Request, res: Response, manager: VolumeManager, log: Logger): Promise<void> {
+async function serve<M extends VolumeMethod>(method: M, text: string, res: ServerResponse, manager: VolumeManager, log: Logger): Promise<void> {
   const started = performance.now();
   const reqId = nextRequestId++;
   let body: unknown;
   let volume: string | undefined;
   let mountId: string | undefined;
   try {
-    body = parseBody(req.body);
+    body = parseBody(text);
     if (body && typeof body === 'object') {
       const b = body as { Name?: unknown; ID?: unknown };
       if (typeof b.Name === 'string') volume = b.Name.slice(0, 200);
@@ -89,11 +139,11 @@ async function serve<M extends VolumeMethod>(method: M, req: Request, res: Respo
   } catch (err) {
     log.warn('request', { request: method, reqId, durationMs: 0, err: errorMessage(err) });
     metrics.observeCall(method, 'err', performance.now() - started);
-    res.status(400).json({ Err: `${method}: ${errorMessage(err)}` });
+    reply(res, 400, { Err: `${method}: ${errorMessage(err)}` });
     return;
   }
   await withLogContext({ request: method, volume, mountId, reqId }, async () => {
-    let reply: object;
+    let answer: object;
     let status = 200;
     let failure: unknown;
     try {
@@ -102,12 +152,12 @@ async function serve<M extends VolumeMethod>(method: M, req: Request, res: Respo
         const issue = parsed.error.issues[0];
         throw new BadRequest(`${method}: ${issue?.path.join('.') || 'body'}: ${issue?.message ?? 'invalid'}`);
       }
-      reply = await handlers[method](manager, parsed.data as RequestOf<M>);
+      answer = await handlers[method](manager, parsed.data as RequestOf<M>);
     } catch (err) {
       failure = err;
       // Docker reads Err from a 200 reply; a 400 is kept for bodies it could never have sent.
       status = err instanceof BadRequest ? 400 : 200;
-      reply = { Err: errorMessage(err) };
+      answer = { Err: errorMessage(err) };
     }
     const durationMs = Math.round(performance.now() - started);
     metrics.observeCall(method, failure || res.destroyed ? 'err' : 'ok', performance.now() - started);
@@ -122,7 +172,7 @@ async function serve<M extends VolumeMethod>(method: M, req: Request, res: Respo
       await manager.unmount(Name, ID).catch((err) => log.error('rollback of an abandoned Mount failed', { err: errorMessage(err) }));
       return;
     }
-    res.status(status).json(reply);
+    reply(res, status, answer);
   });
 }
 

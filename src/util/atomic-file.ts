@@ -16,12 +16,12 @@ async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
-/** Writes `data` to a new file and fsyncs it (the file must not exist). */
-export async function writeNewFile(path: string, data: string): Promise<void> {
+/** Writes `data` to a new file and fsyncs it unless told not to (the file must not exist). */
+export async function writeNewFile(path: string, data: string, sync = true): Promise<void> {
   const handle = await open(path, 'wx', 0o644);
   try {
     await handle.writeFile(data);
-    await handle.sync();
+    if (sync) await handle.sync();
   } finally {
     await handle.close();
   }

@@ -27,6 +27,7 @@ import { addRef, markStale, removeRef, totalRefs, type MountedVolume, type Mount
 import { assertVolumeName } from './names.js';
 import { optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
 import { MountSequence } from './mount-sequence.js';
+import { VolumeIndex } from './volume-index.js';
 
 export interface VolumeManagerDeps {
   config: Config;
@@ -69,8 +70,11 @@ export class VolumeManager {
   readonly upkeep: LeaseUpkeep;
   private readonly sequence: MountSequence;
   private mounted = new Map<string, MountedVolume>();
-  /** Last record seen per volume: Get answers from it when the backend is down. */
-  private readonly known = new Map<string, { driver: BackendDriver; record: VolumeRecord }>();
+  /** Every volume in memory: Get and List answer from it (the last record seen, when a backend is down). */
+  private readonly index: VolumeIndex;
+  /** List's last reply, reused while the index and this host's mounts stand still. */
+  private listed?: { indexVersion: number; mountsVersion: number; views: VolumeView[] };
+  private mountsVersion = 0;
   /** The stale-ID prune started by the latest dockerd restart, for tests and shutdown. */
   staleIdPrune: Promise<void> = Promise.resolve();
 
@@ -91,6 +95,7 @@ export class VolumeManager {
       }
       this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log, liveness));
     }
+    this.index = new VolumeIndex([...new Set(deps.drivers.values())], lease.renew_every * 1000, deps.identity.hostId, deps.log);
     this.upkeep = new LeaseUpkeep(this, deps);
     metrics.nameBackends(deps.drivers);
     this.sequence = new MountSequence({ ...deps, hostId: deps.identity.hostId });
@@ -106,10 +111,12 @@ export class VolumeManager {
     for (const driver of new Set(this.deps.drivers.values())) await driver.start?.();
     await this.upkeep.start();
     await this.reconcile();
+    this.index.start();
   }
 
   /** Stops renewing host leases (graceful shutdown). The watchdog keeps guarding mounted volumes. */
   async stop(): Promise<void> {
+    this.index.stop();
     await this.upkeep.stop();
   }
 
@@ -123,7 +130,7 @@ export class VolumeManager {
     if (this.mounted.size === 0) return;
     this.log.info('dockerd activated the plugin (a new dockerd): marking earlier mount IDs stale and reconciling');
     for (const volume of this.mounted.values()) markStale(volume);
-    await this.deps.state.save(this.mounted);
+    await this.saveMounts();
     await this.reconcile();
     // Containers that died with dockerd never send Unmount. Once dockerd's API answers, drop
     // the stale IDs of volumes no running container uses. In the background: dockerd calls
@@ -148,8 +155,7 @@ export class VolumeManager {
       const driver = this.driverFor(spec.profile);
       try {
         const record = await driver.create(spec);
-        this.known.set(name, { driver, record });
-        metrics.observeLease(name, record.ownership, this.deps.identity.hostId);
+        this.index.put(driver, { value: record, revision: 1 });
       } catch (err) {
         // Another host (or process) created it first: the same rule as an existing volume.
         if (err instanceof VolumeAlreadyExists) return this.checkSameOptions(err.existing, requested);
@@ -172,8 +178,7 @@ export class VolumeManager {
       const ownership = (await found.driver.readOwnership(name))?.value;
       if (ownership && lease.heldByMe(ownership)) await lease.release(name);
       await found.driver.destroy(name);
-      this.known.delete(name);
-      metrics.volumeGone(name);
+      this.index.remove(name);
     });
   }
 
@@ -188,7 +193,7 @@ export class VolumeManager {
       this.upkeep.assertCanMount(name);
       if (current && (await this.isStillMounted(current))) {
         addRef(current, id);
-        await this.deps.state.save(this.mounted);
+        await this.saveMounts();
         return current.mountpoint;
       }
       if (current) {
@@ -198,7 +203,7 @@ export class VolumeManager {
       const mountedVolume = await this.attachAndMount(name);
       addRef(mountedVolume, id);
       this.mounted.set(name, mountedVolume);
-      await this.deps.state.save(this.mounted);
+      await this.saveMounts();
       await this.upkeep.volumeMounted(name);
       return mountedVolume.mountpoint;
     });
@@ -213,7 +218,7 @@ export class VolumeManager {
         this.log.warn('unmount of a mount ID this host does not hold; nothing to do', { volume: name, mountId: id });
         return;
       }
-      await this.deps.state.save(this.mounted);
+      await this.saveMounts();
       if (totalRefs(current) > 0) return;
       await this.unmountAndDetach(name, current);
     });
@@ -229,12 +234,14 @@ export class VolumeManager {
   /** Cheap and side-effect free: dockerd calls it on nearly every operation, for every driver. */
   async get(name: string): Promise<VolumeView> {
     assertVolumeName(name);
+    const hit = await this.index.lookup(name);
+    if (hit) return this.view(hit.driver, hit.record, hit.error);
     let found: { driver: BackendDriver; record: VolumeRecord } | undefined;
     try {
       found = await this.findVolume(name);
     } catch (err) {
       // An Err here makes dockerd forget the volume: report it unhealthy instead.
-      const cached = this.known.get(name);
+      const cached = this.index.cached(name);
       if (!cached || !(err instanceof BackendUnavailable)) throw new OperationError('get', name, err);
       return this.view(cached.driver, cached.record, errorMessage(err));
     }
@@ -242,17 +249,14 @@ export class VolumeManager {
     return this.view(found.driver, found.record);
   }
 
+  /** Views for List: Docker reads only the names and mountpoints, so a reply stays valid while the index and mounts do. */
   async list(): Promise<VolumeView[]> {
-    const views: VolumeView[] = [];
-    for (const driver of new Set(this.deps.drivers.values())) {
-      for (const record of await metrics.backendRound(driver, driver.list())) {
-        this.known.set(record.name, { driver, record });
-        metrics.observeLease(record.name, record.ownership, this.deps.identity.hostId);
-        views.push(this.view(driver, record));
-      }
-    }
-    metrics.volumesListed(views.map((v) => v.name));
-    return views.sort((a, b) => a.name.localeCompare(b.name));
+    const { entries, cacheable } = await this.index.all();
+    const listed = this.listed;
+    if (cacheable && listed?.indexVersion === this.index.version && listed.mountsVersion === this.mountsVersion) return listed.views;
+    const views = entries.map((e) => this.view(e.driver, e.record, e.error)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    this.listed = cacheable ? { indexVersion: this.index.version, mountsVersion: this.mountsVersion, views } : undefined;
+    return views;
   }
 
   /** Raises a volume's size; the image and filesystem grow at its next mount. */
@@ -265,7 +269,6 @@ export class VolumeManager {
       const found = await this.findVolume(name);
       if (!found) throw new VolumeNotFound(name);
       const record = await found.driver.grow(name, sizeBytes);
-      this.known.set(name, { driver: found.driver, record });
       const mounted = this.mounted.get(name);
       if (mounted) await this.sequence.growMounted(record, mounted);
       return this.view(found.driver, record);
@@ -287,10 +290,10 @@ export class VolumeManager {
 
   /** Last reference gone: tear down, forget the mount, report what failed. */
   private async unmountAndDetach(name: string, volume: MountedVolume): Promise<void> {
-    const found = this.known.get(name) ?? (await this.findVolume(name));
+    const found = this.index.cached(name) ?? (await this.findVolume(name));
     const failures = await this.sequence.unmount(name, volume, found && { driver: found.driver, lease: this.leaseOf(found.driver) });
     this.mounted.delete(name);
-    await this.deps.state.save(this.mounted);
+    await this.saveMounts();
     if (volume.fenced) await this.upkeep.forgetFenced(name);
     if (failures.length) throw new BackendUnavailable(`volume ${name} was unmounted but cleanup failed: ${failures.join('; ')}`);
     this.log.info('volume unmounted', { volume: name });
@@ -321,7 +324,7 @@ export class VolumeManager {
         if (totalRefs(volume) === 0) await this.unmountAndDetach(name, volume).catch(() => undefined);
       });
     }
-    await this.deps.state.save(this.mounted);
+    await this.saveMounts();
     for (const [driver, lease] of this.leases) {
       let records: VolumeRecord[];
       try {
@@ -331,8 +334,6 @@ export class VolumeManager {
         continue;
       }
       for (const record of records) {
-        this.known.set(record.name, { driver, record });
-        metrics.observeLease(record.name, record.ownership, this.deps.identity.hostId);
         const mine = record.ownership.state === 'held' && record.ownership.holder.hostId === this.deps.identity.hostId;
         if (mine && !this.mounted.has(record.name)) {
           await this.locks.run(record.name, () => lease.release(record.name)).catch((err) =>
@@ -368,7 +369,7 @@ export class VolumeManager {
         this.log.info('no running container uses the volume after dockerd restarted: dropping its stale mount IDs', { volume: name, staleIds: current.staleIds });
         for (const id of current.staleIds) delete current.refs[id];
         current.staleIds = [];
-        await this.deps.state.save(this.mounted);
+        await this.saveMounts();
         if (totalRefs(current) === 0) await this.unmountAndDetach(name, current);
       });
     }
@@ -403,7 +404,7 @@ export class VolumeManager {
 
   /** For the lease upkeep: the driver a mounted volume lives on, and its lease. */
   async ownerOf(name: string): Promise<{ driver: BackendDriver; lease: OwnershipLease } | undefined> {
-    const found = this.known.get(name) ?? (await this.findVolume(name));
+    const found = this.index.cached(name) ?? (await this.findVolume(name));
     return found && { driver: found.driver, lease: this.leaseOf(found.driver) };
   }
 
@@ -414,12 +415,21 @@ export class VolumeManager {
 
   // ---- helpers -------------------------------------------------------------------------
 
+  /** A call that may change the volume: under its lock, and the index and List reply learn of the change. */
   private async op<T>(op: string, name: string, body: () => Promise<T>): Promise<T> {
     try {
       return await this.locks.run(name, body);
     } catch (err) {
       throw err instanceof OperationError ? err : new OperationError(op, name, err);
+    } finally {
+      this.index.touch(name);
     }
+  }
+
+  /** Persists the mount references; List's reply shows mountpoints, so it is rebuilt. */
+  private saveMounts(): Promise<void> {
+    this.mountsVersion += 1;
+    return this.deps.state.save(this.mounted);
   }
 
   private checkSameOptions(existing: VolumeRecord, requested: ReturnType<typeof parseVolumeOptions>): void {
@@ -429,19 +439,18 @@ export class VolumeManager {
     }
   }
 
+  /** Reads the volume afresh from its backend (never the index): what mutations and index misses go by. */
   private async findVolume(name: string): Promise<{ driver: BackendDriver; record: VolumeRecord } | undefined> {
-    const cached = this.known.get(name);
+    const cached = this.index.cached(name);
     const drivers = cached ? [cached.driver, ...this.deps.drivers.values()] : this.deps.drivers.values();
     for (const driver of new Set(drivers)) {
       const found = await metrics.backendRound(driver, driver.read(name));
       if (found) {
-        this.known.set(name, { driver, record: found.value });
-        metrics.observeLease(name, found.value.ownership, this.deps.identity.hostId);
+        this.index.put(driver, found);
         return { driver, record: found.value };
       }
     }
-    this.known.delete(name);
-    metrics.volumeGone(name);
+    this.index.remove(name);
     return undefined;
   }
 

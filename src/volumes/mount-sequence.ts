@@ -22,6 +22,13 @@ export interface MountSequenceDeps {
   sleep?: (ms: number) => Promise<void>;
 }
 
+/** What preparing the filesystem found: `fresh` when mkfs or e2fsck may have just made lost+found. */
+interface PreparedFilesystem {
+  fresh: boolean;
+  /** xfs whose device is larger than its filesystem: xfs_growfs once mounted. */
+  growXfs: boolean;
+}
+
 /** Where the volume lives and who may own it: what a sequence works on. */
 export interface VolumeHome {
   driver: BackendDriver;
@@ -67,7 +74,7 @@ export class MountSequence {
     let initiator: Initiator | undefined;
     let device = '';
     let generation = 0;
-    let fresh = false;
+    let prepared: PreparedFilesystem = { fresh: false, growXfs: false };
     const steps: Step[] = [
       {
         name: 'acquire ownership',
@@ -87,7 +94,7 @@ export class MountSequence {
         run: async () => void (device = await metrics.timeAttach(exp!.transport, () => this.attacherFor(exp!).attach(exp!, { hostId: this.deps.hostId, generation }))),
         undo: () => metrics.timeDetach(exp!.transport, () => this.attacherFor(exp!).detach(exp!, device, { hostId: this.deps.hostId, generation })),
       },
-      { name: 'prepare filesystem', run: async () => void (fresh = await this.prepareFilesystem(record, device)) },
+      { name: 'prepare filesystem', run: async () => void (prepared = await this.prepareFilesystem(record, device)) },
       {
         name: 'create mountpoint',
         run: async () => void (await mkdir(mountpoint, { recursive: true, mode: 0o755 })),
@@ -101,7 +108,7 @@ export class MountSequence {
       {
         name: 'grow filesystem',
         run: async () => {
-          if (!record.readonly && record.fstype === 'xfs') await metrics.timeFilesystem('grow', 'xfs', () => fs.growXfsOnline(mountpoint));
+          if (prepared.growXfs) await metrics.timeFilesystem('grow', 'xfs', () => fs.growXfsOnline(mountpoint));
         },
       },
       {
@@ -109,7 +116,7 @@ export class MountSequence {
         // volume, and database images refuse a non-empty data directory. rmdir spares a non-empty one.
         name: 'empty a fresh filesystem',
         run: async () => {
-          if (fresh) await rmdir(join(mountpoint, 'lost+found')).catch(() => undefined);
+          if (prepared.fresh) await rmdir(join(mountpoint, 'lost+found')).catch(() => undefined);
         },
       },
     ];
@@ -158,14 +165,18 @@ export class MountSequence {
     this.log.info('volume grown online', { volume: record.name, device: volume.device });
   }
 
-  /** Makes, grows or checks the filesystem; true when mkfs or e2fsck may have just created lost+found. */
-  private async prepareFilesystem(record: VolumeRecord, device: string): Promise<boolean> {
+  /**
+   * Makes, grows or checks the filesystem. Children per clean remount: blkid, then dumpe2fs for
+   * ext4 (fsck only when the superblock does not say clean) or xfs_db for xfs (no fsck: fsck.xfs
+   * does nothing; xfs replays its log at mount). blkid -p comes first always: never mkfs over data.
+   */
+  private async prepareFilesystem(record: VolumeRecord, device: string): Promise<PreparedFilesystem> {
     const fs = this.deps.filesystem;
     const detected = await fs.detect(device);
     if (!detected) {
       this.log.info('blank volume: creating its filesystem', { volume: record.name, fstype: record.fstype });
       await metrics.timeFilesystem('mkfs', record.fstype, () => fs.format(device, record.fstype, record.mkfsOpts, record.name));
-      return true;
+      return { fresh: true, growXfs: false };
     }
     if (detected.partitionTable || !detected.type) {
       throw new VolumeInUse(`volume ${record.name} holds a partition table (${detected.partitionTable ?? 'unknown'}), not a filesystem; ballast will not format over it`);
@@ -173,14 +184,27 @@ export class MountSequence {
     if (detected.type !== record.fstype) {
       throw new VolumeInUse(`volume ${record.name} holds an ${detected.type} filesystem but was created as ${record.fstype}; ballast will not format over it`);
     }
-    if (record.readonly) return false;
-    if (record.fstype === 'ext4' && (await fs.deviceBytes(device)) > (await fs.ext4Bytes(device))) {
-      this.log.info('volume grew: growing its filesystem before mounting', { volume: record.name });
-      await metrics.timeFilesystem('grow', 'ext4', () => fs.growExt4Offline(device));
-      return true;
+    if (record.readonly) return { fresh: false, growXfs: false };
+    if (record.fstype === 'xfs') {
+      const size = await fs.xfsSize(device);
+      // Unreadable superblock: grow anyway, as every mount once did (xfs_growfs on a full filesystem changes nothing).
+      const growXfs = !size || Math.floor((await fs.deviceBytes(device)) / size.blocksize) > size.dblocks;
+      if (growXfs) this.log.info('volume grew: growing its filesystem after mounting', { volume: record.name, superblock: size ?? 'unreadable' });
+      return { fresh: false, growXfs };
     }
+    const state = await fs.ext4State(device);
+    if (state.blockCount && state.blockSize && Math.floor((await fs.deviceBytes(device)) / state.blockSize) > state.blockCount) {
+      this.log.info('volume grew: growing its filesystem before mounting', { volume: record.name });
+      await metrics.timeFilesystem('grow', 'ext4', () => fs.growExt4Offline(device)); // e2fsck -f first: also the check
+      return { fresh: true, growXfs: false };
+    }
+    if (!state.checkReasons.length) {
+      this.log.debug('filesystem clean: no fsck', { volume: record.name, device });
+      return { fresh: false, growXfs: false };
+    }
+    this.log.info('filesystem not known clean: fsck before mounting', { volume: record.name, device, reasons: state.checkReasons });
     await metrics.timeFilesystem('fsck', record.fstype, () => fs.check(device));
-    return false;
+    return { fresh: false, growXfs: false };
   }
 
   /**

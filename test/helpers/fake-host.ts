@@ -1,12 +1,15 @@
-import { statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { CommandFailed } from '../../src/errors.js';
 import type { Exec, ExecOptions, ExecResult } from '../../src/exec.js';
 
 /**
  * A stateful Exec fake that behaves like a small Linux host: losetup binds files to
  * /dev/loopN, mkfs marks a device formatted, mount/umount edit a mountinfo file that the
- * code under test reads. It fakes only the Exec edge; the real commands run in
- * test/integration/loop-backend.test.ts and the docker suites.
+ * code under test reads, and bound loop devices appear in a sysfs tree under `sysfsRoot`
+ * (sys/block/loopN/loop/backing_file, sys/class/block/loopN/size) as the kernel shows them.
+ * It fakes only the Exec edge; the real commands run in test/integration/loop-backend.test.ts
+ * and the docker suites.
  */
 export class FakeHost implements Exec {
   readonly calls: string[] = [];
@@ -19,7 +22,15 @@ export class FakeHost implements Exec {
   /** Commands (by prefix) that fail with the given exit code and stderr. */
   readonly failures: { prefix: string; exitCode: number; stderr: string }[] = [];
 
+  /** Where the code under test reads sysfs (src/attach/filesystem.ts sysfsRootOf). */
+  readonly sysfsRoot: string;
+  /** Per ext4 device, what dumpe2fs -h says beyond the size: the tests make a filesystem look unclean. */
+  readonly ext4Superblock = new Map<string, string>();
+
   constructor(readonly mountinfoPath: string) {
+    this.sysfsRoot = join(dirname(mountinfoPath), 'sysfs');
+    mkdirSync(join(this.sysfsRoot, 'sys', 'block'), { recursive: true });
+    mkdirSync(join(this.sysfsRoot, 'sys', 'class', 'block'), { recursive: true });
     this.writeMountinfo();
   }
 
@@ -38,7 +49,7 @@ export class FakeHost implements Exec {
 
   /** Simulates the kernel losing every mount and loop device (a reboot). */
   reboot(): void {
-    this.loops.clear();
+    for (const device of this.loops.keys()) this.unbind(device);
     this.mounts.clear();
     this.writeMountinfo();
   }
@@ -67,18 +78,13 @@ export class FakeHost implements Exec {
     const last = argv[argv.length - 1]!;
     switch (cmd) {
       case 'losetup': {
-        if (argv.includes('--associated')) {
-          const file = argv[argv.indexOf('--associated') + 1];
-          const rows = [...this.loops].filter(([, f]) => f === file).map(([name, f]) => ({ name, 'back-file': f }));
-          return ok(JSON.stringify({ loopdevices: rows }));
-        }
         if (argv.includes('--find')) {
           const device = `/dev/loop${this.nextLoop++}`;
-          this.loops.set(device, last);
+          this.bind(device, last);
           return ok(`${device}\n`);
         }
         if (argv.includes('--detach')) {
-          this.loops.delete(last);
+          this.unbind(last);
           return ok();
         }
         break;
@@ -87,11 +93,17 @@ export class FakeHost implements Exec {
         const fs = this.formatted.get(this.loops.get(last) ?? '');
         return fs ? ok(`DEVNAME=${last}\nTYPE=${fs.fstype}\n`) : { stdout: '', stderr: '', exitCode: 2 };
       }
-      case 'blockdev':
-        return ok(`${this.deviceBytes(last)}\n`);
       case 'dumpe2fs': {
         const fs = this.formatted.get(this.loops.get(last) ?? '');
-        return fs ? ok(`Block count:              ${fs.bytes / 1024}\nBlock size:               1024\n`) : { stdout: '', stderr: 'Bad magic number', exitCode: 1 };
+        if (!fs) return { stdout: '', stderr: 'Bad magic number', exitCode: 1 };
+        const superblock =
+          this.ext4Superblock.get(last) ??
+          'Filesystem state:         clean\nFilesystem features:      has_journal extent\nMount count:              1\nMaximum mount count:      -1\nCheck interval:           0 (<none>)\n';
+        return ok(`${superblock}Block count:              ${fs.bytes / 1024}\nBlock size:               1024\n`);
+      }
+      case 'xfs_db': {
+        const fs = this.formatted.get(this.loops.get(last) ?? '');
+        return fs ? ok(`dblocks = ${fs.bytes / 4096}\nblocksize = 4096\n`) : { stdout: '', stderr: 'not an xfs filesystem', exitCode: 1 };
       }
       case 'mkfs.ext4':
       case 'mkfs.xfs':
@@ -105,9 +117,14 @@ export class FakeHost implements Exec {
       case 'xfs_io':
         this.shutDown.add(last);
         return ok();
+      case 'xfs_growfs': {
+        const device = this.mounts.get(last) ?? '';
+        const fs = this.formatted.get(this.loops.get(device) ?? '');
+        if (fs) fs.bytes = this.deviceBytes(device);
+        return ok();
+      }
       case 'fsck':
       case 'e2fsck':
-      case 'xfs_growfs':
         return ok();
       case 'mount': {
         const device = argv[argv.length - 2]!;
@@ -121,6 +138,22 @@ export class FakeHost implements Exec {
         return ok();
     }
     return { stdout: '', stderr: `FakeHost: unexpected command ${argv.join(' ')}`, exitCode: 127 };
+  }
+
+  private bind(device: string, file: string): void {
+    this.loops.set(device, file);
+    const name = device.slice('/dev/'.length);
+    mkdirSync(join(this.sysfsRoot, 'sys', 'block', name, 'loop'), { recursive: true });
+    writeFileSync(join(this.sysfsRoot, 'sys', 'block', name, 'loop', 'backing_file'), `${file}\n`);
+    mkdirSync(join(this.sysfsRoot, 'sys', 'class', 'block', name), { recursive: true });
+    writeFileSync(join(this.sysfsRoot, 'sys', 'class', 'block', name, 'size'), `${this.deviceBytes(device) / 512}\n`);
+  }
+
+  private unbind(device: string): void {
+    this.loops.delete(device);
+    const name = device.slice('/dev/'.length);
+    rmSync(join(this.sysfsRoot, 'sys', 'block', name), { recursive: true, force: true });
+    writeFileSync(join(this.sysfsRoot, 'sys', 'class', 'block', name, 'size'), '0\n');
   }
 
   /** A loop device is as large as its backing file (the real file in the test's temp dir). */

@@ -1,21 +1,21 @@
 import request from 'supertest';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Express } from 'express';
+import type { RequestListener } from 'node:http';
 import { createApp } from '../../src/plugin/app.js';
 import { silentLogger } from '../../src/log.js';
 import { managerFixture, type ManagerFixture } from '../helpers/manager-fixture.js';
 
 // dockerd sends every call as POST without a Content-Type; supertest's .send(string) would
 // add one, so bodies go through this helper, which sets none.
-function post(app: Express, method: string, body?: string) {
+function post(app: RequestListener, method: string, body?: string) {
   const req = request(app).post(`/${method}`).set('Accept', 'application/vnd.docker.plugins.v1.2+json');
   return body === undefined ? req : req.set('Content-Type', '').send(body);
 }
 
-describe('the volume plugin protocol over express', () => {
+describe('the volume plugin protocol over HTTP', () => {
   let f: ManagerFixture;
-  let app: Express;
+  let app: RequestListener;
   beforeEach(async () => {
     f = await managerFixture();
     app = createApp(f.manager, silentLogger());
@@ -90,7 +90,7 @@ describe('the volume plugin protocol over express', () => {
       await post(app, 'VolumeDriver.Mount', '{"Name":"v","ID":"a"}');
       expect((await post(app, 'VolumeDriver.Unmount', '{"Name":"v","ID":"nobody"}')).body).toEqual({ Err: '' });
       expect((await post(app, 'VolumeDriver.Remove', '{"Name":"v"}')).body.Err).toMatch(/volume v is mounted on this host/);
-      expect(await readdir(join(f.dir, 'loop'))).toEqual(['v']);
+      expect(await readdir(join(f.dir, 'loop'))).toEqual(['.rev', 'v']);
       expect(f.host.mountPoints).toHaveLength(1);
     });
 

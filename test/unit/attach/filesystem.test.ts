@@ -1,7 +1,8 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Filesystem, parseBlkidExport } from '../../../src/attach/filesystem.js';
+import { Filesystem, parseBlkidExport, parseDumpe2fs, parseXfsSize } from '../../../src/attach/filesystem.js';
 import { MountTable } from '../../../src/util/mountinfo.js';
 import { silentLogger } from '../../../src/log.js';
 import { FakeExec } from '../../helpers/fake-exec.js';
@@ -78,13 +79,67 @@ describe('Filesystem', () => {
     expect(exec.commands).toEqual(['e2fsck -f -p /dev/loop0', 'resize2fs /dev/loop0', 'xfs_growfs -d /m/v']);
   });
 
-  it('reads the device size and the ext4 size from the superblock', async () => {
-    const exec = new FakeExec().reply(
-      { match: 'blockdev', stdout: '134217728\n' },
-      { match: 'dumpe2fs', stdout: 'Filesystem volume name:   v\nBlock count:              32768\nBlock size:               1024\n' },
-    );
-    expect(await fs(exec).deviceBytes('/dev/loop0')).toBe(128 * 1024 ** 2);
-    expect(await fs(exec).ext4Bytes('/dev/loop0')).toBe(32 * 1024 ** 2);
-    await expect(fs(new FakeExec()).ext4Bytes('/dev/loop0')).rejects.toThrow(/no block count/);
+  it('reads the device size from sysfs in 512-byte sectors, with no child process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ballast-fs-'));
+    try {
+      for (const [name, sectors] of [['loop0', '262144'], ['dm-3', '2097152']] as const) {
+        mkdirSync(join(dir, 'sys', 'class', 'block', name), { recursive: true });
+        writeFileSync(join(dir, 'sys', 'class', 'block', name, 'size'), `${sectors}\n`);
+      }
+      const exec = new FakeExec();
+      const filesystem = new Filesystem(exec, silentLogger(), { slowMs: 1000 }, new MountTable(), dir);
+      expect(await filesystem.deviceBytes('/dev/loop0')).toBe(128 * 1024 ** 2);
+      expect(await filesystem.deviceBytes('/dev/dm-3')).toBe(1024 ** 3);
+      await expect(filesystem.deviceBytes('/dev/loop9')).rejects.toThrow(/ENOENT/);
+      expect(exec.commands).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('parses xfs_db output for the data size, and nothing from garbage', () => {
+    expect(parseXfsSize('dblocks = 102400\nblocksize = 4096\n')).toEqual({ dblocks: 102400, blocksize: 4096 });
+    expect(parseXfsSize('xfs_db: /dev/loop0 is not a valid XFS filesystem\n')).toBeUndefined();
+  });
+});
+
+// Real e2fsprogs on image files (no root, no loop device): what dumpe2fs -h prints in each state.
+describe('parseDumpe2fs on real superblocks', () => {
+  let dir: string;
+  let image: string;
+  const run = (...argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const state = () => parseDumpe2fs(run('dumpe2fs', '-h', image), Date.now() / 1000);
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ballast-e2fs-'));
+    image = join(dir, 'disk.img');
+    run('truncate', '-s', '64M', image);
+    run('mkfs.ext4', '-q', '-F', '-b', '1024', image);
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a freshly made filesystem is clean: no reason to check, and its size', () => {
+    expect(state()).toEqual({ blockCount: 65536, blockSize: 1024, checkReasons: [] });
+  });
+
+  it('recorded errors make it due', () => {
+    run('tune2fs', '-E', 'force_fsck', image);
+    expect(state().checkReasons.join('; ')).toMatch(/state "clean with errors"/);
+  });
+
+  it('a journal with transactions to replay makes it due', () => {
+    run('debugfs', '-w', '-R', 'feature needs_recovery', image);
+    expect(state().checkReasons.join('; ')).toMatch(/needs_recovery/);
+  });
+
+  it('the maximum mount count and a due check interval make it due', () => {
+    run('tune2fs', '-c', '3', '-C', '5', image);
+    expect(state().checkReasons).toEqual(['mounted 5 times, maximum 3']);
+    run('tune2fs', '-c', '-1', '-i', '1d', '-T', '20200101', image);
+    expect(state().checkReasons).toEqual(['check interval of 86400 s due']);
+  });
+
+  it('anything it cannot read counts as a reason', () => {
+    expect(parseDumpe2fs('', Date.now() / 1000).checkReasons.length).toBeGreaterThan(3);
   });
 });

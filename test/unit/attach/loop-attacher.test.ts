@@ -1,55 +1,105 @@
-import { LoopAttacher } from '../../../src/attach/loop-attacher.js';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { LoopAttacher, LoopSysfs } from '../../../src/attach/loop-attacher.js';
 import { FakeExec } from '../../helpers/fake-exec.js';
 
-// The locked attach's command sequence (its real counterpart: test/integration/locked-loop.test.ts
+// The attach command sequences, with loop bindings read from a sysfs fixture as the kernel
+// shows them (their real counterparts: test/integration/loop-backend.test.ts, locked-loop.test.ts
 // on the host, and the NFS takeover test in the VM lab).
 
 const FILE = '/mnt/nfs/loop/v/disk.img';
-const listing = (devices: string[]) => JSON.stringify({ loopdevices: devices.map((name) => ({ name, 'back-file': FILE })) });
+let root: string;
+
+/** Binds loopN to `file` in the fixture, as /sys/block/loopN/loop/backing_file shows it. */
+function bind(n: number, file: string): void {
+  mkdirSync(join(root, 'sys', 'block', `loop${n}`, 'loop'), { recursive: true });
+  writeFileSync(join(root, 'sys', 'block', `loop${n}`, 'loop', 'backing_file'), `${file}\n`);
+}
+
+beforeEach(() => {
+  root = mkdtempSync(join(tmpdir(), 'ballast-loop-sysfs-'));
+  mkdirSync(join(root, 'sys', 'block', 'loop0'), { recursive: true }); // unbound: no loop/backing_file
+  mkdirSync(join(root, 'sys', 'block', 'sda'), { recursive: true });
+});
+afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+describe('LoopSysfs', () => {
+  it('lists the loop devices bound to exactly this file, in device order, and reads one binding', async () => {
+    bind(11, FILE);
+    bind(2, FILE);
+    bind(3, `${FILE}.other`);
+    bind(4, `${FILE} (deleted)`);
+    const sysfs = new LoopSysfs(root);
+    expect(await sysfs.devicesFor(FILE)).toEqual(['/dev/loop2', '/dev/loop4', '/dev/loop11']);
+    expect(await sysfs.backingFile('/dev/loop3')).toBe(`${FILE}.other`);
+    expect(await sysfs.backingFile('/dev/loop0')).toBeUndefined();
+    expect(await sysfs.backingFile('/dev/sda')).toBeUndefined();
+  });
+});
+
+describe('LoopAttacher', () => {
+  it('reuses an unclaimed device bound to the file without any command, and skips a claimed one', async () => {
+    bind(1, FILE);
+    bind(5, FILE);
+    const exec = new FakeExec();
+    const attacher = new LoopAttacher(exec, new LoopSysfs(root), async (device) => device === '/dev/loop5');
+    expect(await attacher.attach({ transport: 'loop', file: FILE })).toBe('/dev/loop5');
+    expect(exec.commands).toEqual([]);
+  });
+
+  it('without the lock, attaches with losetup when no device is bound', async () => {
+    const exec = new FakeExec().reply({ match: 'losetup --find', stdout: '/dev/loop1\n' });
+    expect(await new LoopAttacher(exec, new LoopSysfs(root)).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop1');
+    expect(exec.commands).toEqual([`losetup --find --show ${FILE}`]);
+  });
+
+  it('detaches only a device still bound to the volume file', async () => {
+    bind(3, `${FILE}.other`);
+    bind(4, FILE);
+    const exec = new FakeExec();
+    const attacher = new LoopAttacher(exec, new LoopSysfs(root));
+    await attacher.detach({ transport: 'loop', file: FILE }, '/dev/loop3');
+    await attacher.detach({ transport: 'loop', file: FILE }, '/dev/loop0');
+    expect(exec.commands).toEqual([]);
+    await attacher.detach({ transport: 'loop', file: FILE }, '/dev/loop4');
+    expect(exec.commands).toEqual(['losetup --detach /dev/loop4']);
+  });
+});
 
 describe('LoopAttacher with the image lock (nfs-lock)', () => {
   it('detaches an idle device left bound to the image, then attaches holding the lock', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: listing(['/dev/loop4']) }, { match: 'perl -e', stdout: '/dev/loop7\n' });
-    const attacher = new LoopAttacher(exec, async () => true);
+    bind(4, FILE);
+    const exec = new FakeExec().reply({ match: 'perl -e', stdout: '/dev/loop7\n' });
+    const attacher = new LoopAttacher(exec, new LoopSysfs(root), async () => true);
     expect(await attacher.attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 5 } })).toBe('/dev/loop7');
-    expect(exec.calls.map((argv) => (argv[0] === 'perl' ? `perl ${argv.at(-1)}` : argv.join(' ')))).toEqual([
-      `losetup --json --list --associated ${FILE} --output NAME,BACK-FILE`,
-      'losetup --detach /dev/loop4',
-      `perl ${FILE}`,
-    ]);
+    expect(exec.calls.map((argv) => (argv[0] === 'perl' ? `perl ${argv.at(-1)}` : argv.join(' ')))).toEqual(['losetup --detach /dev/loop4', `perl ${FILE}`]);
   });
 
   it('polls while another host holds the lock, and attaches once it is free', async () => {
     const exec = new FakeExec().reply(
-      { match: 'losetup --json', stdout: '' },
       { match: 'perl -e', exitCode: 75, once: true },
       { match: 'perl -e', exitCode: 75, once: true },
       { match: 'perl -e', stdout: '/dev/loop2\n' },
     );
     const slept: number[] = [];
-    const attacher = new LoopAttacher(exec, async () => true, async (ms) => void slept.push(ms));
+    const attacher = new LoopAttacher(exec, new LoopSysfs(root), async () => true, async (ms) => void slept.push(ms));
     expect(await attacher.attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 30 } })).toBe('/dev/loop2');
     expect(slept).toEqual([1000, 1000]);
   });
 
   it('gives up after the wait, saying who holds the image and when it can move', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: '' }, { match: 'perl -e', exitCode: 75 });
-    const attacher = new LoopAttacher(exec, async () => true, async () => new Promise((r) => setTimeout(r, 5)));
+    const exec = new FakeExec().reply({ match: 'perl -e', exitCode: 75 });
+    const attacher = new LoopAttacher(exec, new LoopSysfs(root), async () => true, async () => new Promise((r) => setTimeout(r, 5)));
     await expect(attacher.attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 0.05 } })).rejects.toThrow(
       /the image .*disk\.img is locked by another NFS client: the host that had the volume still has it attached \(waited 0\.05 s\)/,
     );
   });
 
   it('reports a failed locked attach by its own message, not the script', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: '' }, { match: 'perl -e', exitCode: 2, stderr: `open ${FILE}: Stale file handle\n` });
-    await expect(new LoopAttacher(exec).attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 1 } })).rejects.toThrow(
+    const exec = new FakeExec().reply({ match: 'perl -e', exitCode: 2, stderr: `open ${FILE}: Stale file handle\n` });
+    await expect(new LoopAttacher(exec, new LoopSysfs(root)).attach({ transport: 'loop', file: FILE, lock: { waitSeconds: 1 } })).rejects.toThrow(
       new RegExp(`^cannot attach ${FILE} holding its lock: open ${FILE}: Stale file handle$`),
     );
-  });
-
-  it('without the lock, attaches with losetup as before', async () => {
-    const exec = new FakeExec().reply({ match: 'losetup --json', stdout: '' }, { match: 'losetup --find', stdout: '/dev/loop1\n' });
-    expect(await new LoopAttacher(exec).attach({ transport: 'loop', file: FILE })).toBe('/dev/loop1');
-    expect(exec.commands.some((c) => c.startsWith('perl'))).toBe(false);
   });
 });

@@ -36,7 +36,8 @@ describe('LoopDriver', () => {
     expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
     for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(VolumeAlreadyExists);
     expect((await readdir(root)).filter((e) => !e.startsWith('.'))).toEqual(['race']);
-    expect((await readdir(root)).filter((e) => e.startsWith('.'))).toEqual([]);
+    expect((await readdir(root)).filter((e) => e.startsWith('.'))).toEqual(['.rev']); // no staging dir left
+    expect(await readdir(join(root, '.rev'))).toEqual(['race@1']);
   });
 
   it('writes ownership only by compare-and-swap on the revision', async () => {
@@ -52,8 +53,10 @@ describe('LoopDriver', () => {
     await driver.writeOwnership('v', 1, { state: 'held', holder: { hostId: 'a', bootId: 'b', hostname: 'h', hostGeneration: 0 }, generation: 1, updatedAt: 'x' });
     await expect(driver.destroy('v')).rejects.toThrow(VolumeInUse);
     await driver.writeOwnership('v', 2, { state: 'free', generation: 1, updatedAt: 'x' });
+    expect(await readdir(join(root, '.rev'))).toEqual(['v@3']); // moved before each metadata write
     await driver.destroy('v');
-    expect(await readdir(root)).toEqual([]);
+    expect(await readdir(root)).toEqual(['.rev']);
+    expect(await readdir(join(root, '.rev'))).toEqual([]);
     await driver.destroy('v'); // a missing volume is already destroyed
   });
 

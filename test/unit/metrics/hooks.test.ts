@@ -57,7 +57,8 @@ describe('the metrics hooks', () => {
     expect((await post(app, 'VolumeDriver.Mount', { Name: 'nosuch', ID: 'c2' })).body.Err).toMatch(/nosuch/);
     expect((await post(app, 'VolumeDriver.Unmount', { Name: 'v', ID: 'c1' })).body).toEqual({ Err: '' });
     expect(await lease('free')).toBe(1);
-    expect((await post(app, 'VolumeDriver.Mount', { Name: 'v', ID: 'c3' })).body.Err).toBe(''); // fsck this time
+    f.host.ext4Superblock.set('/dev/loop1', 'Filesystem state:         not clean\n');
+    expect((await post(app, 'VolumeDriver.Mount', { Name: 'v', ID: 'c3' })).body.Err).toBe(''); // fsck this time: not clean
     expect((await post(app, 'VolumeDriver.Unmount', { Name: 'v', ID: 'c3' })).body).toEqual({ Err: '' });
     expect((await post(app, 'VolumeDriver.Remove', { Name: 'v' })).body).toEqual({ Err: '' });
 

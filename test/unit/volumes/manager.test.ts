@@ -1,4 +1,5 @@
-import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { LoopDriver } from '../../../src/drivers/loop-driver.js';
 import { silentLogger } from '../../../src/log.js';
@@ -19,9 +20,7 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await f.manager.create('v', { size: '64M' });
       const mountpoint = await f.manager.mount('v', 'id1');
       expect(mountpoint).toBe(join(f.dir, 'mounts', 'v'));
-      const query = `losetup --json --list --associated ${image('v')} --output NAME,BACK-FILE`;
       expect(f.host.calls).toEqual([
-        query,
         `losetup --find --show ${image('v')}`,
         'blkid -p -s TYPE -s PTTYPE -o export /dev/loop0',
         'mkfs.ext4 -F -q -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 -L v /dev/loop0',
@@ -30,22 +29,39 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       expect(await ownership('v')).toMatchObject({ state: 'held', holder: { hostId: 'node-a' }, generation: 1 });
       f.host.calls.length = 0;
       await f.manager.unmount('v', 'id1');
-      expect(f.host.calls).toEqual([`umount ${mountpoint}`, query, 'losetup --detach /dev/loop0']);
+      expect(f.host.calls).toEqual([`umount ${mountpoint}`, 'losetup --detach /dev/loop0']);
       expect(await ownership('v')).toMatchObject({ state: 'free', generation: 1 });
       expect(f.host.attachedDevices).toEqual([]);
     });
 
-    it('runs fsck instead of mkfs when the volume already holds its filesystem', async () => {
+    it('mounts a cleanly unmounted filesystem without fsck: the superblock says clean', async () => {
       await f.manager.create('v', {});
       await f.manager.mount('v', 'a');
       await f.manager.unmount('v', 'a');
       f.host.calls.length = 0;
       await f.manager.mount('v', 'b');
       expect(f.host.calls).toEqual([
-        expect.stringMatching(/^losetup --json/),
         expect.stringMatching(/^losetup --find/),
         'blkid -p -s TYPE -s PTTYPE -o export /dev/loop1',
-        'blockdev --getsize64 /dev/loop1',
+        'dumpe2fs -h /dev/loop1',
+        expect.stringMatching(/^mount -t ext4 \/dev\/loop1 /),
+      ]);
+    });
+
+    it.each([
+      ['not clean', 'Filesystem state:         not clean\nFilesystem features:      has_journal\nMount count:              1\nMaximum mount count:      -1\nCheck interval:           0 (<none>)\n'],
+      ['a journal to replay', 'Filesystem state:         clean\nFilesystem features:      has_journal needs_recovery\nMount count:              1\nMaximum mount count:      -1\nCheck interval:           0 (<none>)\n'],
+      ['a superblock it cannot read', 'garbage\n'],
+    ])('runs fsck before mounting a filesystem whose superblock says %s', async (_, superblock) => {
+      await f.manager.create('v', {});
+      await f.manager.mount('v', 'a');
+      await f.manager.unmount('v', 'a');
+      f.host.ext4Superblock.set('/dev/loop1', superblock);
+      f.host.calls.length = 0;
+      await f.manager.mount('v', 'b');
+      expect(f.host.calls).toEqual([
+        expect.stringMatching(/^losetup --find/),
+        'blkid -p -s TYPE -s PTTYPE -o export /dev/loop1',
         'dumpe2fs -h /dev/loop1',
         'fsck -a /dev/loop1',
         expect.stringMatching(/^mount -t ext4 \/dev\/loop1 /),
@@ -62,14 +78,22 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       expect(f.host.calls.filter((c) => /^(e2fsck|resize2fs|fsck|mkfs)/.test(c))).toEqual(['e2fsck -f -p /dev/loop1', 'resize2fs /dev/loop1']);
       await f.manager.unmount('v', 'b');
       f.host.calls.length = 0;
-      await f.manager.mount('v', 'c'); // already grown: a plain check again
-      expect(f.host.calls.filter((c) => /^(e2fsck|resize2fs|fsck|mkfs)/.test(c))).toEqual(['fsck -a /dev/loop2']);
+      await f.manager.mount('v', 'c'); // already grown and clean: nothing to do
+      expect(f.host.calls.filter((c) => /^(dumpe2fs|e2fsck|resize2fs|fsck|mkfs)/.test(c))).toEqual(['dumpe2fs -h /dev/loop2']);
     });
 
-    it('grows xfs online after mounting', async () => {
+    it('grows xfs online after mounting only when the device outgrew the filesystem', async () => {
       await f.manager.create('x', { size: '320M', fstype: 'xfs' });
-      const mp = await f.manager.mount('x', 'a');
-      expect(f.host.calls.slice(-2)).toEqual([`mount -t xfs /dev/loop0 ${mp}`, `xfs_growfs -d ${mp}`]);
+      await f.manager.mount('x', 'a');
+      await f.manager.unmount('x', 'a');
+      f.host.calls.length = 0;
+      const mp = await f.manager.mount('x', 'b');
+      expect(f.host.calls.filter((c) => /^(xfs|fsck|mkfs)/.test(c))).toEqual(['xfs_db -r -c sb 0 -c print dblocks blocksize /dev/loop1']);
+      await f.manager.unmount('x', 'b');
+      await f.manager.grow('x', 400 * 1024 ** 2);
+      f.host.calls.length = 0;
+      await f.manager.mount('x', 'c');
+      expect(f.host.calls.slice(-2)).toEqual([`mount -t xfs /dev/loop2 ${mp}`, `xfs_growfs -d ${mp}`]);
     });
 
     it('counts a second Mount with the same ID (docker cp) and unmounts only after both Unmounts', async () => {
@@ -168,7 +192,8 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
     it('creates one volume when many Creates of one name race, all succeeding', async () => {
       const results = await Promise.allSettled(Array.from({ length: 10 }, () => f.manager.create('v', { size: '32M' })));
       expect(results.every((r) => r.status === 'fulfilled')).toBe(true);
-      expect(await readdir(loopRoot())).toEqual(['v']);
+      expect(await readdir(loopRoot())).toEqual(['.rev', 'v']);
+      expect(await readdir(join(loopRoot(), '.rev'))).toEqual(['v@1']);
     });
 
     it('succeeds for an existing volume with the same or no options, and names differing options', async () => {
@@ -193,7 +218,8 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await expect(f.manager.remove('v')).rejects.toThrow('remove v: volume v is mounted on this host by 1 container mount(s); stop them first');
       await f.manager.unmount('v', 'a');
       await f.manager.remove('v');
-      expect(await readdir(loopRoot())).toEqual([]);
+      expect(await readdir(loopRoot())).toEqual(['.rev']);
+      expect(await readdir(join(loopRoot(), '.rev'))).toEqual([]);
       await f.manager.remove('v'); // removing what is gone succeeds
     });
 
@@ -201,7 +227,7 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await f.manager.create('v', {});
       await new OwnershipLease(new LoopDriver({ root: loopRoot(), shared: true }, silentLogger()), { hostId: 'node-b', bootId: 'x', hostname: 'b' }, silentLogger()).acquire('v');
       await expect(f.manager.remove('v')).rejects.toThrow(/volume v is in use on host node-b/);
-      expect(await readdir(loopRoot())).toEqual(['v']);
+      expect(await readdir(loopRoot())).toEqual(['.rev', 'v']);
     });
   });
 
@@ -220,18 +246,29 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
     });
 
     it('still answers Get for a known volume while its backend is broken, marked unavailable', async () => {
+      await f.cleanup();
+      f = await managerFixture({ lease: { renew_every: 0.05 } });
       await f.manager.create('v', {});
       await f.manager.get('v');
+      // Another host changed the volume (its marker moves) and left metadata this host cannot read.
+      const [marker] = await readdir(join(loopRoot(), '.rev'));
+      await rename(join(loopRoot(), '.rev', marker!), join(loopRoot(), '.rev', 'v@9'));
       await rm(join(loopRoot(), 'v', 'meta.json'));
       await mkdir(join(loopRoot(), 'v', 'meta.json')); // reading it now fails with EISDIR
+      await sleep(100); // one renewal interval: the index has seen the marker move
       const view = await f.manager.get('v');
       expect(view.status.health).toMatch(/^unavailable: cannot read the metadata of volume v/);
       await expect(f.manager.get('never-seen')).rejects.toThrow(/does not exist/);
     });
 
-    it('forgets a volume deleted out of band', async () => {
+    it('answers Get from memory, and sees a volume deleted out of band within one renewal interval', async () => {
+      await f.cleanup();
+      f = await managerFixture({ lease: { renew_every: 0.05 } });
       await f.manager.create('v', {});
+      await f.manager.get('v'); // read afresh after the Create; from memory from now on
       await rm(join(loopRoot(), 'v'), { recursive: true });
+      expect((await f.manager.get('v')).name).toBe('v'); // within the interval: the index still has it
+      await sleep(100);
       await expect(f.manager.get('v')).rejects.toThrow('volume v does not exist');
       await f.manager.create('v', { size: '128M' }); // recreated with new options
       expect((await f.manager.get('v')).status.size).toBe('128 MiB');
