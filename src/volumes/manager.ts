@@ -336,7 +336,11 @@ export class VolumeManager {
       for (const record of records) {
         const mine = record.ownership.state === 'held' && record.ownership.holder.hostId === this.deps.identity.hostId;
         if (mine && !this.mounted.has(record.name)) {
-          await this.locks.run(record.name, () => lease.release(record.name)).catch((err) =>
+          await this.locks.run(record.name, async () => {
+            const left = await this.deps.mountTable.find(this.sequence.mountpointOf(record.name));
+            if (left) await this.sequence.clearInterrupted(driver, record, left.source);
+            await lease.release(record.name);
+          }).catch((err) =>
             this.log.warn('reconcile: could not release a stale lease', { volume: record.name, error: errorMessage(err) }),
           );
         }

@@ -10,7 +10,7 @@ import type { Logger } from '../log.js';
 import { metrics } from '../metrics/registry.js';
 import type { OwnershipLease } from '../ownership/lease.js';
 import type { MountedVolume } from './mount-state.js';
-import { roundMs, runSteps, type Step, type StepTimes } from './steps.js';
+import { crashPointReached, roundMs, runSteps, type Step, type StepTimes } from './steps.js';
 
 export interface MountSequenceDeps {
   config: Config;
@@ -138,6 +138,7 @@ export class MountSequence {
       try {
         await fn();
         stepsMs.push({ step, ms: roundMs(performance.now() - started) });
+        crashPointReached(step);
       } catch (err) {
         failures.push(`${step}: ${errorMessage(err)}`);
         this.log.error('teardown step failed', { volume: name, step, error: errorMessage(err) });
@@ -155,6 +156,23 @@ export class MountSequence {
     }
     this.log.info('volume torn down', { volume: name, stepsMs });
     return failures;
+  }
+
+  /**
+   * A Mount cut off (the daemon crashed) after its mount step but before the mount was recorded
+   * leaves the volume mounted at its mount point with nobody tracking it. Undoes it as the
+   * rollback would have: umount, detach, unexport. The caller then releases the lease.
+   */
+  async clearInterrupted(driver: BackendDriver, record: VolumeRecord, mountedFrom: string): Promise<void> {
+    const mountpoint = this.mountpointOf(record.name);
+    this.log.warn('a Mount interrupted by a crash left the volume mounted; undoing it', { volume: record.name, mountpoint, device: mountedFrom });
+    await this.deps.filesystem.unmount(mountpoint);
+    await rmdir(mountpoint).catch(() => undefined);
+    const initiator = await this.initiatorFor(driver);
+    const exp = await driver.export(record.name, initiator);
+    const generation = record.ownership.generation;
+    await metrics.timeDetach(exp.transport, () => this.attacherFor(exp).detach(exp, mountedFrom, { hostId: this.deps.hostId, generation }));
+    await driver.unexport(record.name, initiator);
   }
 
   /** The volume grew while mounted here: grow device and filesystem now where the transport allows. */

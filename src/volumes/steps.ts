@@ -10,6 +10,16 @@ export interface Step {
 }
 
 /**
+ * A failpoint for the crash tests (test/integration/crash-between-steps.test.ts): with
+ * BALLAST_FAILPOINT_CRASH_AFTER=<step name> in its environment the daemon kills itself
+ * (SIGKILL, as a crash) right after that step of a Mount or an Unmount completes. Unset in
+ * production: then this is one string comparison per step.
+ */
+export function crashPointReached(step: string): void {
+  if (process.env.BALLAST_FAILPOINT_CRASH_AFTER === step) process.kill(process.pid, 'SIGKILL');
+}
+
+/**
  * Runs steps in order. When one fails, the completed steps are undone in reverse order
  * (each undo failure is logged, not thrown) and the original error is rethrown. Docker
  * never sends Unmount for a failed Mount, so a Mount must leave nothing behind.
@@ -23,6 +33,7 @@ export async function runSteps(steps: readonly Step[], log: Logger): Promise<Ste
       await step.run();
       times.push({ step: step.name, ms: roundMs(performance.now() - started) });
       done.push(step);
+      crashPointReached(step.name);
     } catch (err) {
       log.warn('step failed; rolling back', { step: step.name, error: errorMessage(err) });
       for (const completed of done.reverse()) {

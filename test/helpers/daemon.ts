@@ -67,11 +67,11 @@ export class BallastProcess {
   }
 
   /** Starts the daemon and resolves once its socket answers. */
-  async start(timeoutMs = 15_000): Promise<void> {
+  async start(timeoutMs = 15_000, env: Record<string, string> = {}): Promise<void> {
     const isReady = (l: Record<string, unknown>) => l.message === 'serving the Docker volume plugin protocol';
     const readyBefore = (await this.logs()).filter(isReady).length; // earlier runs append to the same log
     const argv = [...(this.options.prefix ?? []), process.execPath, BALLAST_BIN, '--config', this.configPath, 'serve'];
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
     this.child = child;
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
