@@ -3,8 +3,10 @@ import { z } from 'zod';
 import { BackendUnavailable, errorMessage } from '../errors.js';
 import type { HostLease, HostLeaseStore } from '../ownership/types.js';
 import type { FileStore } from './file-store.js';
+import { type Beacon, BeaconWriter, beaconsByHost, KnownHostLeases } from './host-beacons.js';
 
-// <root>/.hosts/<hostId>.json  each host's lease, written only by that host
+// <root>/.hosts/<hostId>.json                              each host's lease, written only by that host
+// <root>/.hosts/.beacon.<hostId>.<generation>.<renewSeq>   its renewal progress as a name (host-beacons.ts)
 const hostLeaseSchema = z.object({
   hostId: z.string(),
   bootId: z.string(),
@@ -16,9 +18,15 @@ const hostLeaseSchema = z.object({
   renewedAtWall: z.string(),
 });
 
-/** Host leases as files under a shared root's .hosts directory. */
+/**
+ * Host leases as files under a shared root's .hosts directory. Listing them costs one readdir
+ * at steady state, whatever the number of hosts: each host's renewSeq comes from its beacon,
+ * and its record is read only when the beacon cannot stand in for it (KnownHostLeases).
+ */
 export class FileHostLeases implements HostLeaseStore {
   private readonly dir: string;
+  private readonly beacons: BeaconWriter;
+  private readonly known = new KnownHostLeases();
 
   constructor(
     root: string,
@@ -26,23 +34,21 @@ export class FileHostLeases implements HostLeaseStore {
     private readonly where: string,
   ) {
     this.dir = join(root, '.hosts');
+    this.beacons = new BeaconWriter(this.dir, files);
   }
 
   private path(hostId: string): string {
     return join(this.dir, `${hostId}.json`);
   }
 
+  /** The record itself, read now (a holder about to be judged: never a beacon alone). */
   async readHostLease(hostId: string): Promise<HostLease | undefined> {
-    let text: string | undefined;
-    try {
-      text = await this.files.readFile(this.path(hostId));
-    } catch (err) {
-      throw new BackendUnavailable(`cannot read the host lease of ${hostId} under ${this.where}: ${errorMessage(err)}`);
+    const lease = await this.readRecord(hostId);
+    if (!lease) {
+      this.known.forget(hostId);
+      return undefined;
     }
-    if (text === undefined) return undefined;
-    const parsed = hostLeaseSchema.safeParse(JSON.parse(text));
-    if (!parsed.success) throw new BackendUnavailable(`the host lease of ${hostId} under ${this.where} is damaged`);
-    return parsed.data;
+    return this.known.fromRead(lease);
   }
 
   async listHostLeases(): Promise<HostLease[]> {
@@ -52,19 +58,58 @@ export class FileHostLeases implements HostLeaseStore {
     } catch (err) {
       throw new BackendUnavailable(`cannot list host leases under ${this.where}: ${errorMessage(err)}`);
     }
+    const hostIds = entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).map((e) => e.slice(0, -5));
+    this.known.keepOnly(new Set(hostIds));
+    const beacons = beaconsByHost(entries);
     const leases = await Promise.all(
-      entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).map((e) => this.readHostLease(e.slice(0, -5)).catch(() => undefined)),
+      hostIds.map((hostId) => {
+        const beacon = beacons.get(hostId)?.[0];
+        return this.known.fromBeacon(hostId, beacon) ?? this.readListed(hostId, beacon).catch(() => undefined);
+      }),
     );
     return leases.filter((l): l is HostLease => l !== undefined);
   }
 
-  /** One atomic replace: only the host itself writes its lease, so no compare-and-swap is needed. */
+  /**
+   * The beacon first, then the record: a renewal counts (the keeper's writeHostLease returns)
+   * only once both moved, so what observers see never lags what this host believes it renewed.
+   * The record is still written every time: daemons from before beacons read only it.
+   */
   async writeHostLease(lease: HostLease): Promise<void> {
     try {
       await this.files.mkdir(this.dir);
+      await this.beacons.advance(lease.hostId, lease.generation, lease.renewSeq);
       await this.files.writeAtomic(this.path(lease.hostId), `${JSON.stringify(lease)}\n`);
     } catch (err) {
       throw new BackendUnavailable(`cannot write the host lease of ${lease.hostId} under ${this.where}: ${errorMessage(err)}`);
     }
+  }
+
+  private async readListed(hostId: string, beacon: Beacon | undefined): Promise<HostLease | undefined> {
+    const lease = await this.readRecord(hostId);
+    if (!lease) {
+      this.known.forget(hostId);
+      return undefined;
+    }
+    return this.known.fromListing(lease, beacon);
+  }
+
+  private async readRecord(hostId: string): Promise<HostLease | undefined> {
+    let text: string | undefined;
+    try {
+      text = await this.files.readFile(this.path(hostId));
+    } catch (err) {
+      throw new BackendUnavailable(`cannot read the host lease of ${hostId} under ${this.where}: ${errorMessage(err)}`);
+    }
+    if (text === undefined) return undefined;
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    const parsed = hostLeaseSchema.safeParse(json);
+    if (!parsed.success) throw new BackendUnavailable(`the host lease of ${hostId} under ${this.where} is damaged`);
+    return parsed.data;
   }
 }

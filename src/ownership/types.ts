@@ -33,7 +33,13 @@ export interface HostLease {
 
 /** Where a backend keeps host leases: one record per host, written only by that host. */
 export interface HostLeaseStore {
+  /** The host's record as stored now: what a holder is judged by. */
   readHostLease(hostId: string): Promise<HostLease | undefined>;
+  /**
+   * Every host's lease, its renewSeq current as of this call: called by every daemon every
+   * round, so a store may answer from what it read before plus a cheaper sign of progress (file
+   * roots: one listing, see drivers/host-beacons.ts). renewedAtWall may then be older than renewSeq.
+   */
   listHostLeases(): Promise<HostLease[]>;
   writeHostLease(lease: HostLease): Promise<void>;
 }

@@ -126,9 +126,11 @@ export class LeaseUpkeep {
   }
 
   /**
-   * Reads every host lease each round, so this host's view of who is alive is always
+   * Sees every host's renewSeq each round, so this host's view of who is alive is always
    * current: a holder counts as dead lease.seconds after its renewSeq stopped moving, not
-   * lease.seconds after someone first asked.
+   * lease.seconds after someone first asked. On a file root that is one listing a round (the
+   * hosts' beacons), not one read per host: reads across all daemons grow with the hosts, not
+   * their square.
    */
   private async observeHosts(): Promise<void> {
     for (const { store, monitor } of this.manager.liveness.values()) {
