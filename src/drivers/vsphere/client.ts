@@ -33,6 +33,13 @@ export interface ServiceContent {
   virtualDiskManager: MoRef;
 }
 
+/** Objects of one type and the properties wanted of them; `traverse` also reads the objects one of their properties names. */
+export interface RetrieveGroup {
+  objects: MoRef[];
+  paths: string[];
+  traverse?: { path: string; type: string; paths: string[] };
+}
+
 /** Round trips per method since the client was made: what the benchmark reports. */
 export type CallCounts = Map<string, number>;
 
@@ -131,14 +138,35 @@ export class VsphereClient {
 
   /** Properties `paths` of each object (all of one type), by object id. Missing objects are left out. */
   async properties(objects: MoRef[], paths: string[]): Promise<Map<string, Record<string, SoapNode>>> {
+    if (!objects.length) return new Map();
+    return this.retrieve([{ objects, paths }]);
+  }
+
+  /**
+   * Several objects of several types in one RetrievePropertiesEx (one round trip): each group
+   * is objects of one type with the paths wanted of them. `traverse` follows a property of the
+   * objects to more objects (Datastore.vm to its VMs) whose `paths` come back too. By object id.
+   */
+  async retrieve(groups: RetrieveGroup[]): Promise<Map<string, Record<string, SoapNode>>> {
     const result = new Map<string, Record<string, SoapNode>>();
-    if (!objects.length) return result;
+    const wanted = groups.filter((g) => g.objects.length);
+    if (!wanted.length) return result;
     const { propertyCollector } = await this.serviceContent();
-    const spec: SoapObject = {
-      propSet: { type: objects[0]!.type, all: false, pathSet: paths },
-      objectSet: objects.map((obj) => ({ obj })),
-    };
-    let answer = await this.call('RetrievePropertiesEx', propertyCollector, { specSet: spec, options: {} });
+    // One property spec per type (a VM asked for directly and reached through a datastore too).
+    const pathsByType = new Map<string, Set<string>>();
+    const want = (type: string, paths: string[]) => pathsByType.set(type, new Set([...(pathsByType.get(type) ?? []), ...paths]));
+    for (const g of wanted) {
+      want(g.objects[0]!.type, g.paths);
+      if (g.traverse) want(g.traverse.type, g.traverse.paths);
+    }
+    const propSet: SoapObject[] = [...pathsByType].map(([type, paths]) => ({ type, all: false, pathSet: [...paths] }));
+    const objectSet = wanted.flatMap((g) =>
+      g.objects.map((obj) => ({
+        obj,
+        ...(g.traverse ? { selectSet: [{ $type: 'TraversalSpec', name: `via-${g.traverse.path}`, type: obj.type, path: g.traverse.path, skip: false }] } : {}),
+      })),
+    );
+    let answer = await this.call('RetrievePropertiesEx', propertyCollector, { specSet: { propSet, objectSet }, options: {} });
     for (;;) {
       for (const object of asArray(answer?.objects)) {
         const props: Record<string, SoapNode> = {};
@@ -160,14 +188,19 @@ export class VsphereClient {
 
   /**
    * Waits for a task to end, within the client's bound; returns its result or throws its
-   * fault. A task still running at the bound is left to vCenter and reported as such.
+   * fault. A task still running at the bound is left to vCenter and reported as such. `also`
+   * is read in the same round trip as each poll: what the caller needs once the task is done
+   * (a VM's devices after a reconfiguration), so it costs no call of its own.
    */
-  async waitForTask(task: MoRef, what: string): Promise<SoapNode> {
+  async waitForTask(task: MoRef, what: string, also: RetrieveGroup[] = []): Promise<{ result: SoapNode; also: Map<string, Record<string, SoapNode>> }> {
     const deadline = Date.now() + this.options.timeoutMs;
     for (let pause = 25; ; pause = Math.min(pause * 2, 500)) {
-      const info = (await this.propertiesOf(task, ['info'])).info ?? {};
+      const read = await this.retrieve([{ objects: [task], paths: ['info'] }, ...also]);
+      const taskProps = read.get(task.value);
+      if (!taskProps) throw new VsphereFault('ManagedObjectNotFound', `${task.type} ${task.value} does not exist`, {});
+      const info = taskProps.info ?? {};
       const state = textOf(info.state);
-      if (state === 'success') return info.result;
+      if (state === 'success') return { result: info.result, also: read };
       if (state === 'error') {
         const fault = info.error?.fault ?? {};
         throw new VsphereFault(typeOf(fault) ?? 'TaskFailed', textOf(info.error?.localizedMessage), fault);
@@ -179,9 +212,14 @@ export class VsphereClient {
     }
   }
 
-  /** Runs a method that starts a task and waits for the task. */
+  /** Runs a method that starts a task and waits for the task; returns the task's result. */
   async runTask(method: string, self: MoRef, args: SoapObject, what: string): Promise<SoapNode> {
-    return this.waitForTask(refOf(await this.call(method, self, args)), what);
+    return (await this.waitForTask(refOf(await this.call(method, self, args)), what)).result;
+  }
+
+  /** runTask, with `also` read in the poll that sees the task end (see waitForTask); by object id. */
+  async runTaskThenRead(method: string, self: MoRef, args: SoapObject, what: string, also: RetrieveGroup[]): Promise<Map<string, Record<string, SoapNode>>> {
+    return (await this.waitForTask(refOf(await this.call(method, self, args)), what, also)).also;
   }
 
   /**

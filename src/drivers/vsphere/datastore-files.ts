@@ -12,6 +12,8 @@ function errno(code: string, message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code });
 }
 
+const HEALTH_REUSE_MS = 5_000;
+
 /**
  * Volume metadata as files on a vSphere datastore, through vCenter only: HTTP GET/PUT on the
  * /folder interface for content, FileManager for directories, moves and deletes, the
@@ -28,6 +30,7 @@ function errno(code: string, message: string): NodeJS.ErrnoException {
 export class DatastoreFiles implements FileStore {
   /** Directories made by this process: made again only after a write into one failed (someone removed it). */
   private readonly made = new Set<string>();
+  private readonly checkedAt = new Map<string, number>();
 
   constructor(
     private readonly client: VsphereClient,
@@ -36,17 +39,25 @@ export class DatastoreFiles implements FileStore {
     private readonly lookup: () => Promise<Datastore>,
     /** A directory for scratch files, made on first use ("ballast/.tmp"). */
     private readonly scratchDir: string,
+    /**
+     * Directories only their maker writes into (a volume being created, under a random name):
+     * a new file there is put in place directly, with no scratch file and move.
+     */
+    private readonly isPrivateDir: (path: string) => boolean = () => false,
   ) {}
 
   describe(path: string): string {
     return `[${this.datastoreName}] ${path}`;
   }
 
-  /** The health check: asks vCenter every time. */
+  /** The health check: asks vCenter again when the last answer is older than HEALTH_REUSE_MS (every create checks). */
   async ensureWritableDir(path: string): Promise<void> {
+    const checked = this.checkedAt.get(path);
+    if (checked !== undefined && Date.now() - checked < HEALTH_REUSE_MS) return;
     this.made.delete(path);
     await this.mkdir(path);
     await this.mkdir(this.scratchDir);
+    this.checkedAt.set(path, Date.now());
   }
 
   async mkdir(path: string): Promise<void> {
@@ -61,6 +72,26 @@ export class DatastoreFiles implements FileStore {
     this.made.add(path);
   }
 
+  /**
+   * Makes exactly this directory, not its parents: one synchronous call that vCenter refuses
+   * when the name exists (EEXIST) or the parent does not (ENOENT). The exclusive create the
+   * vmdk metadata's revision claims are made of (vmdk-records.ts).
+   */
+  async makeExclusiveDir(path: string): Promise<void> {
+    const { fileManager } = await this.client.serviceContent();
+    try {
+      const datastore = await this.lookup();
+      await this.client.call('MakeDirectory', fileManager, { name: this.describe(path), datacenter: datastore.datacenter.ref, createParentDirectories: false });
+    } catch (err) {
+      throw this.fileError(err, path);
+    }
+  }
+
+  /** Removes a file or directory (with what it holds); ENOENT when it is not there. */
+  remove(path: string): Promise<void> {
+    return this.delete(path);
+  }
+
   async readFile(path: string): Promise<string | undefined> {
     const datastore = await this.lookup();
     const response = await this.client.datastoreFile('GET', datastore.datacenter.name, datastore.name, path);
@@ -68,6 +99,11 @@ export class DatastoreFiles implements FileStore {
   }
 
   async writeNew(path: string, data: string): Promise<void> {
+    if (this.isPrivateDir(path)) {
+      const datastore = await this.lookup();
+      await this.client.datastoreFile('PUT', datastore.datacenter.name, datastore.name, path, data);
+      return;
+    }
     await this.writeThenMove(path, data, false);
   }
 
