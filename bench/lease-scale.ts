@@ -178,7 +178,7 @@ async function measureObservers(shared: string, rounds: number, renewEvery: numb
   return { rounds, beacons: b!, old: o! };
 }
 
-/** Prints the reads section (the lead may move this call into lease-bench.ts's printScale). */
+/** Prints the reads section, after the scale section (lease-bench.ts printScale). */
 export function printHostLeaseReads(r: HostLeaseReads): void {
   const { hosts, renewEvery } = r;
   const b = r.observers.beacons;
@@ -420,7 +420,6 @@ export async function scaleBench(root: string, options: ScaleBenchOptions): Prom
     };
     options.log(`host-lease reads: one beacon observer and one old-scheme observer on the live root, 6 rounds ${lease.renew_every} s apart...`);
     reads.observers = await measureObservers(shared, 6, lease.renew_every);
-    printHostLeaseReads(reads);
 
     // ---- kill -9 one host; time until every one of its volumes is takeable --------------------
     options.log(`kill -9 ${victim.hostId}; waiting until its ${victimVolumes.length} volumes are takeable (lease ${lease.seconds} s)...`);
