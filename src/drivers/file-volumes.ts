@@ -31,20 +31,22 @@ const ownershipSchema = z.discriminatedUnion('state', [
   z.object({ state: z.literal('free'), generation: z.number().int(), updatedAt: z.string() }),
   z.object({ state: z.literal('held'), holder: holderSchema, generation: z.number().int(), updatedAt: z.string() }),
 ]);
+/** A volume's record in its sidecar; the vmdk records (vsphere/vmdk-records.ts) carry the same. */
+export const volumeRecordSchema = z.object({
+  name: z.string(),
+  profile: z.string(),
+  sizeBytes: z.number().int().positive(),
+  fstype: z.enum(['ext4', 'xfs']),
+  mkfsOpts: z.array(z.string()),
+  mountOpts: z.array(z.string()),
+  readonly: z.boolean(),
+  createdAt: z.string(),
+  ownership: ownershipSchema,
+});
 const sidecarSchema = z.object({
   v: z.literal(1),
   revision: z.number().int().nonnegative(),
-  volume: z.object({
-    name: z.string(),
-    profile: z.string(),
-    sizeBytes: z.number().int().positive(),
-    fstype: z.enum(['ext4', 'xfs']),
-    mkfsOpts: z.array(z.string()),
-    mountOpts: z.array(z.string()),
-    readonly: z.boolean(),
-    createdAt: z.string(),
-    ownership: ownershipSchema,
-  }),
+  volume: volumeRecordSchema,
 });
 type Sidecar = z.infer<typeof sidecarSchema>;
 

@@ -5,6 +5,7 @@ import { BackendUnavailable, StaleRevision, VolumeNotFound, errorMessage } from 
 import type { Logger } from '../../log.js';
 import { monotonicSeconds } from '../../ownership/host-lease.js';
 import type { VolumeRecord } from '../types.js';
+import { volumeRecordSchema } from '../file-volumes.js';
 import type { DatastoreFiles } from './datastore-files.js';
 import type { MoRef } from './soap.js';
 
@@ -34,22 +35,6 @@ const PRUNE_AFTER_MS = 60_000;
 /** How long one writer waits for a claim another writer is still committing. */
 const WAIT_MS = 5_000;
 
-const holderSchema = z.object({ hostId: z.string(), bootId: z.string(), hostname: z.string(), hostGeneration: z.number().int().default(0) });
-const ownershipSchema = z.discriminatedUnion('state', [
-  z.object({ state: z.literal('free'), generation: z.number().int(), updatedAt: z.string() }),
-  z.object({ state: z.literal('held'), holder: holderSchema, generation: z.number().int(), updatedAt: z.string() }),
-]);
-const volumeSchema = z.object({
-  name: z.string(),
-  profile: z.string(),
-  sizeBytes: z.number().int().positive(),
-  fstype: z.enum(['ext4', 'xfs']),
-  mkfsOpts: z.array(z.string()),
-  mountOpts: z.array(z.string()),
-  readonly: z.boolean(),
-  createdAt: z.string(),
-  ownership: ownershipSchema,
-});
 const refSchema = z.object({ type: z.string(), value: z.string() });
 const notesSchema = z.object({
   /** VMs ballast may have attached the disk to; absent: unknown (ask vCenter about every VM on the datastore). */
@@ -58,7 +43,7 @@ const notesSchema = z.object({
   /** The disk file's capacity as ballast made or grew it. */
   capacityKb: z.number().int().nonnegative().optional(),
 });
-const sidecarSchema = z.object({ v: z.literal(1), revision: z.number().int().nonnegative(), volume: volumeSchema, vmdk: notesSchema.optional() });
+const sidecarSchema = z.object({ v: z.literal(1), revision: z.number().int().nonnegative(), volume: volumeRecordSchema, vmdk: notesSchema.optional() });
 
 export interface DiskNotes {
   vms?: MoRef[];
