@@ -55,9 +55,13 @@ describe('the loop backend for real', () => {
     await callOk(sock(), 'VolumeDriver.Unmount', { Name: 'data', ID: 'c2' });
     const commands = await commandsRun();
     expect(commands.filter((c) => c.startsWith('mkfs.ext4'))).toHaveLength(1); // formatted once, when blank
-    expect(commands.filter((c) => c.startsWith('fsck -a'))).toHaveLength(1); // checked before the second rw mount
+    // Cleanly unmounted: the superblock read before the second rw mount says so, and fsck is skipped
+    // (test/integration/unclean-filesystem.test.ts covers the unclean case).
+    expect(commands.filter((c) => c.startsWith('dumpe2fs -h'))).toHaveLength(1);
+    expect(commands.filter((c) => c.startsWith('fsck'))).toHaveLength(0);
     await callOk(sock(), 'VolumeDriver.Remove', { Name: 'data' });
-    expect(await readdir(daemon.loopRoot)).toEqual([]);
+    expect(await readdir(daemon.loopRoot)).toEqual(['.rev']);
+    expect(await readdir(join(daemon.loopRoot, '.rev'))).toEqual([]);
   });
 
   it('keeps the volume mounted under a docker cp (same ID mounted twice, unmounted once)', async () => {
