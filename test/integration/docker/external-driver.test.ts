@@ -2,6 +2,9 @@ import { open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dockerSuite, IMAGE, PLUGIN, describeResult, loopScript, sleep, waitFor } from '../../helpers/dockerd.js';
 
+/** The default lease.renew_every (2 s) and a margin: how long ballast takes to see a volume deleted by hand. */
+const OUT_OF_BAND_MS = 2_500;
+
 // moby's integration-cli/docker_cli_external_volume_driver_test.go, scenarios 1-18, re-expressed
 // with the docker CLI against a real dockerd 20.10, a real `ballast serve` and real loop devices.
 // Call counts come from ballast's own request log (BallastProcess.requestCount).
@@ -154,6 +157,7 @@ describe('moby external volume driver scenarios, through the docker CLI', () => 
   it('12 Get of a volume removed out of band answers "no such volume" cleanly (ballast keeps serving)', async () => {
     await suite.h.ok(['volume', 'create', '-d', PLUGIN, 'oob12']);
     await rm(join(suite.h.ballast.loopRoot, 'oob12'), { recursive: true });
+    await sleep(OUT_OF_BAND_MS); // Get answers from ballast's index: a delete behind its back shows within renew_every
     expect(await suite.h.fails(['volume', 'inspect', 'oob12'])).toMatch(/no such volume/i);
     const last = (await suite.h.requests(GET, 'oob12')).at(-1)!;
     expect(last.err).toBe('volume oob12 does not exist');
@@ -194,6 +198,7 @@ describe('moby external volume driver scenarios, through the docker CLI', () => 
     expect((await suite.h.run(['--rm', '-v', 'oob16:/data', IMAGE, 'sh', '-c', 'echo ok > /data/f && cat /data/f'])).trim()).toBe('ok');
 
     await rm(join(suite.h.ballast.loopRoot, 'oob16'), { recursive: true });
+    await sleep(OUT_OF_BAND_MS); // dockerd asks ballast's Get whether the name is still taken
     await suite.h.ok(['volume', 'create', '--driver', 'local', 'oob16']);
     const local = await suite.h.inspectVolume('oob16');
     expect(local.Driver).toBe('local');
