@@ -590,13 +590,11 @@ export class DockerHarness {
     return loopDevicesUnder(volume ? join(this.loopRoot, volume) : this.loopRoot);
   }
 
-  /** Entries of the loop root (volume dirs and any staging leftovers). */
+  /** Entries of the loop root (volume dirs and any staging leftovers), and change markers left in .rev. */
   async loopRootEntries(): Promise<string[]> {
-    try {
-      return (await readdir(this.loopRoot)).sort();
-    } catch {
-      return [];
-    }
+    const list = (dir: string) => readdir(dir).catch(() => [] as string[]);
+    const markers = (await list(join(this.loopRoot, '.rev'))).map((m) => `.rev/${m}`);
+    return [...(await list(this.loopRoot)).filter((e) => e !== '.rev'), ...markers].sort();
   }
 
   // ---- docker CLI ------------------------------------------------------------------------

@@ -241,7 +241,8 @@ describe('IscsiDriver against a real tgtd', () => {
     expect(await shownTarget(iqn)).toBeUndefined();
     expect(await driver.describeTarget(name)).toBeUndefined();
     expect((await visibleTo(HOST1)).has(iqn)).toBe(false);
-    expect(await readdir(pool)).toEqual([]); // no volume dir, no .deleting-* left over
+    expect(await readdir(pool)).toEqual(['.rev']); // no volume dir, no .deleting-* left over
+    expect(await readdir(join(pool, '.rev'))).toEqual([]); // nor its change marker
     expect(await driver.read(name)).toBeUndefined();
     await driver.destroy(name); // destroying a missing volume succeeds
   }, T);
@@ -281,7 +282,7 @@ describe('IscsiDriver against a real tgtd', () => {
       expect(r.reason).toBeInstanceOf(VolumeAlreadyExists);
       expect((r.reason as VolumeAlreadyExists).existing).toEqual(winner); // every loser sees the winner's record
     }
-    expect(await readdir(pool)).toEqual([name]); // no .creating-* left over
+    expect(await readdir(pool)).toEqual(['.rev', name]); // no .creating-* left over
 
     const before = await driver.readOwnership(name);
     expect(before?.revision).toBe(1);
