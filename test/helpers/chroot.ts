@@ -9,10 +9,12 @@ import { describeResult, runCommand, startCommand, type Background, type Command
 const CLEAN_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', HOME: '/root' };
 
 /**
- * A Debian bookworm root made by scripts/debian-rootfs.sh, with /proc and /dev mounted in it
- * (node needs both). `remove()` unmounts whatever is mounted under it (those two, and volumes a
- * daemon run inside mounted), detaches loop devices backed by files under it, and deletes the
- * directory only once nothing is mounted under it: a bound /dev must never meet `rm -rf`.
+ * A Debian bookworm root made by scripts/debian-rootfs.sh, with /proc, /sys and /dev mounted in
+ * it (node needs /proc and /dev; ballast reads loop bindings and device sizes from /sys, as on
+ * every host and in a managed plugin's container). `remove()` unmounts whatever is mounted under
+ * it (those three, and volumes a daemon run inside mounted), detaches loop devices backed by files
+ * under it, and deletes the directory only once nothing is mounted under it: a bound /dev must
+ * never meet `rm -rf`.
  */
 export class Chroot {
   private constructor(readonly dir: string) {}
@@ -24,6 +26,7 @@ export class Chroot {
       const made = await runCommand(['bash', join(REPO_ROOT, 'scripts/debian-rootfs.sh'), chroot.dir, packages], { timeoutMs: 900_000 });
       if (made.code !== 0) throw new Error(`debian-rootfs.sh failed\n${describeResult(made)}`);
       execFileSync('mount', ['-t', 'proc', 'proc', join(chroot.dir, 'proc')], { timeout: 10_000 });
+      execFileSync('mount', ['-t', 'sysfs', 'sysfs', join(chroot.dir, 'sys')], { timeout: 10_000 });
       execFileSync('mount', ['--bind', '/dev', join(chroot.dir, 'dev')], { timeout: 10_000 });
     } catch (err) {
       chroot.remove();
