@@ -382,7 +382,8 @@ export class Cluster {
     }
     const loops = loopDevicesUnder(this.sharedRoot);
     if (loops.length) problems.push(`loop devices left for the shared root: ${loops.join(', ')}`);
-    const entries = readdirSync(this.sharedRoot).filter((e) => e !== '.hosts');
+    const markers = existsSync(join(this.sharedRoot, '.rev')) ? readdirSync(join(this.sharedRoot, '.rev')).map((m) => `.rev/${m}`) : [];
+    const entries = [...readdirSync(this.sharedRoot).filter((e) => e !== '.hosts' && e !== '.rev'), ...markers];
     if (entries.length) problems.push(`entries left in the shared root: ${entries.join(', ')}`);
     if (mountsUnder(this.dir).length) problems.push(`mounts visible on the HOST under ${this.dir}: ${mountsUnder(this.dir).join(', ')}`);
     if (problems.length) throw new Error(`leftovers:\n  ${problems.join('\n  ')}\n${await this.diagnostics()}`);

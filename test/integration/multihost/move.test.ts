@@ -48,7 +48,8 @@ describe('a volume moves between hosts', () => {
     await h1.ok(['rm', 'mv-w1']);
     expect(h1.ballastMounts(v)).toEqual([]);
     expect(h1.ballastLoops(v)).toEqual([]);
-    expect((await h2.inspectVolume(v)).Status).toMatchObject({ lease: { state: 'free' } });
+    // h2 answers from its volume index: h1's release shows within one lease.renew_every (2 s by default).
+    await waitFor(async () => ((await h2.inspectVolume(v)).Status as { lease?: { state?: string } }).lease?.state === 'free', 'h2 to see the lease free', 3_000, 100);
 
     // h2 mounts the same volume (--volume-driver: h2 never created it) and reads every row.
     const read = await h2.run(['--rm', '--volume-driver', PLUGIN, '-v', `${v}:/data`, SQLITE_IMAGE, 'sh', '-c', CHECK]);
