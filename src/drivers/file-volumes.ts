@@ -287,8 +287,10 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     let entries: string[];
     let markers: string[];
     try {
-      entries = (await this.files.readdir(this.root)) ?? [];
+      // Markers first: a create renames its directory into place before it writes its marker, so a
+      // marker listed here without a directory listed after it belongs to a volume that is gone.
       markers = (await this.files.readdir(join(this.root, MARKERS))) ?? [];
+      entries = (await this.files.readdir(this.root)) ?? [];
     } catch (err) {
       throw new BackendUnavailable(`cannot list ${this.where}: ${errorMessage(err)}`);
     }
@@ -300,7 +302,15 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       const name = marker.slice(0, at);
       revisions.set(name, [...(revisions.get(name) ?? []), revision]);
     }
-    return { names: entries.filter((entry) => !entry.startsWith('.')), revisions };
+    const names = entries.filter((entry) => !entry.startsWith('.'));
+    const present = new Set(names);
+    for (const [name, seen] of revisions) {
+      if (present.has(name)) continue;
+      // Its directory was deleted by hand (or a destroy is finishing): drop the markers it left.
+      revisions.delete(name);
+      for (const revision of seen) await this.files.unlink(this.markerPath(name, revision)).catch(() => undefined);
+    }
+    return { names, revisions };
   }
 
   /**

@@ -48,6 +48,17 @@ describe('LoopDriver', () => {
     expect((await driver.readOwnership('v'))?.value).toEqual(held);
   });
 
+  it('lists changes from the markers, and drops the markers of a volume deleted by hand', async () => {
+    await driver.create(spec('kept'));
+    await driver.create(spec('gone'));
+    await driver.writeOwnership('kept', 1, { state: 'free', generation: 1, updatedAt: 'x' });
+    await rm(join(root, 'gone'), { recursive: true });
+    const listing = await driver.changes();
+    expect(listing?.names).toEqual(['kept']);
+    expect([...(listing?.revisions ?? [])]).toEqual([['kept', [2]]]);
+    expect(await readdir(join(root, '.rev'))).toEqual(['kept@2']);
+  });
+
   it('refuses to destroy a held volume and destroys a free one completely', async () => {
     await driver.create(spec('v'));
     await driver.writeOwnership('v', 1, { state: 'held', holder: { hostId: 'a', bootId: 'b', hostname: 'h', hostGeneration: 0 }, generation: 1, updatedAt: 'x' });
