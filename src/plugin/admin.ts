@@ -25,7 +25,7 @@ export function adminRoutes(manager: VolumeManager, log: Logger): express.Router
 
   router.post('/Ballast.Volumes', reply('Volumes', async () => {
     const mounted = Object.fromEntries(manager.mountedVolumes());
-    return { Volumes: await manager.list(), Mounted: mounted, Hosts: await manager.hosts(), Err: '' };
+    return { Volumes: await manager.list(false), Mounted: mounted, Hosts: await manager.hosts(), Err: '' };
   }));
   router.post('/Ballast.Grow', reply('Grow', async (body) => {
     const { Name, Size } = growRequest.parse(body);

@@ -249,11 +249,14 @@ export class VolumeManager {
     return this.view(found.driver, found.record);
   }
 
-  /** Views for List: Docker reads only the names and mountpoints, so a reply stays valid while the index and mounts do. */
-  async list(): Promise<VolumeView[]> {
+  /**
+   * Views for List. Docker reads only the names and mountpoints, so its reply is reused while the
+   * index and mounts stand still; `ballast volume ls` (reuse false) also shows lease ages, built afresh.
+   */
+  async list(reuse = true): Promise<VolumeView[]> {
     const { entries, cacheable } = await this.index.all();
     const listed = this.listed;
-    if (cacheable && listed?.indexVersion === this.index.version && listed.mountsVersion === this.mountsVersion) return listed.views;
+    if (reuse && cacheable && listed?.indexVersion === this.index.version && listed.mountsVersion === this.mountsVersion) return listed.views;
     const views = entries.map((e) => this.view(e.driver, e.record, e.error)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     this.listed = cacheable ? { indexVersion: this.index.version, mountsVersion: this.mountsVersion, views } : undefined;
     return views;

@@ -245,6 +245,17 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       expect((await f.manager.list()).map((v) => v.name)).toEqual(['v']);
     });
 
+    it('reuses the List reply while nothing changed, but builds the operator listing afresh', async () => {
+      await f.manager.create('v', {});
+      const first = await f.manager.list();
+      expect(await f.manager.list()).toBe(first); // the same views: dockerd's List costs no rebuild
+      const fresh = await f.manager.list(false);
+      expect(fresh).not.toBe(first); // ballast volume ls: lease ages as of now
+      expect(fresh).toEqual(first);
+      await f.manager.mount('v', 'a');
+      expect(await f.manager.list()).not.toBe(first); // a mount here changes the reply
+    });
+
     it('still answers Get for a known volume while its backend is broken, marked unavailable', async () => {
       await f.cleanup();
       f = await managerFixture({ lease: { renew_every: 0.05 } });
