@@ -39,6 +39,8 @@ export function parseBlkidExport(stdout: string): DetectedFilesystem {
 
 /** What `dumpe2fs -h` says about an ext4 filesystem: its size, and why it must be checked before a mount. */
 export interface Ext4State {
+  /** The device holds an ext4 superblock: the ext2 family's magic with the extent feature (how blkid tells ext4 from ext2/3). */
+  isExt4: boolean;
   blockCount?: number;
   blockSize?: number;
   /** Empty only when the superblock says the filesystem is known clean: then e2fsck -p would only print "clean". */
@@ -77,9 +79,10 @@ export function parseDumpe2fs(stdout: string, nowSeconds: number): Ext4State {
   const state = fields.get('Filesystem state');
   if (state !== 'clean') reasons.push(state === undefined ? 'no filesystem state' : `state "${state}"`);
   const features = fields.get('Filesystem features');
+  const set = new Set(features?.split(/\s+/) ?? []);
+  const isExt4 = fields.get('Filesystem magic number')?.toLowerCase() === '0xef53' && set.has('extent');
   if (features === undefined) reasons.push('no feature list');
   else {
-    const set = new Set(features.split(/\s+/));
     if (set.has('needs_recovery')) reasons.push('needs_recovery: the journal has transactions to replay');
     if (set.has('orphan_present')) reasons.push('orphan_present: the orphan file lists inodes to release');
   }
@@ -102,15 +105,27 @@ export function parseDumpe2fs(stdout: string, nowSeconds: number): Ext4State {
   const blockCount = int('Block count');
   const blockSize = int('Block size');
   if (!(blockCount > 0 && blockSize > 0)) reasons.push('no block count or size');
-  return { ...(blockCount > 0 && blockSize > 0 ? { blockCount, blockSize } : {}), checkReasons: reasons };
+  return { isExt4, ...(blockCount > 0 && blockSize > 0 ? { blockCount, blockSize } : {}), checkReasons: reasons };
 }
 
-/** Parses `xfs_db -r -c 'sb 0' -c 'print dblocks blocksize'`: the data section's size; undefined if unparsable. */
-export function parseXfsSize(stdout: string): { dblocks: number; blocksize: number } | undefined {
-  const field = (name: string) => Number(new RegExp(`^${name} = (\\d+)$`, 'm').exec(stdout)?.[1] ?? NaN);
-  const dblocks = field('dblocks');
-  const blocksize = field('blocksize');
-  return dblocks > 0 && blocksize > 0 ? { dblocks, blocksize } : undefined;
+/** An xfs filesystem's data section: dblocks blocks of blocksize bytes. */
+export interface XfsSize {
+  dblocks: number;
+  blocksize: number;
+}
+
+/** XFS's superblock magic, "XFSB". */
+const XFS_MAGIC = '0x58465342';
+
+/**
+ * Parses `xfs_db -r -c 'sb 0' -c 'print magicnum dblocks blocksize'`: the data section's size;
+ * undefined unless it shows an xfs superblock with a usable size.
+ */
+export function parseXfsSize(stdout: string): XfsSize | undefined {
+  const field = (name: string) => new RegExp(`^${name} = (\\w+)$`, 'm').exec(stdout)?.[1];
+  const dblocks = Number(field('dblocks') ?? NaN);
+  const blocksize = Number(field('blocksize') ?? NaN);
+  return field('magicnum')?.toLowerCase() === XFS_MAGIC && dblocks > 0 && blocksize > 0 ? { dblocks, blocksize } : undefined;
 }
 
 const MKFS_ARGS: Record<Fstype, readonly string[]> = {
@@ -217,13 +232,13 @@ export class Filesystem {
       return state;
     } catch (err) {
       if (!(err instanceof CommandFailed)) throw err;
-      return { checkReasons: [`dumpe2fs failed: ${err.stderr.trim() || `exit code ${err.exitCode}`}`] };
+      return { isExt4: false, checkReasons: [`dumpe2fs failed: ${err.stderr.trim() || `exit code ${err.exitCode}`}`] };
     }
   }
 
-  /** An unmounted xfs filesystem's data size from its superblock; undefined when xfs_db says nothing usable. */
-  async xfsSize(device: string): Promise<{ dblocks: number; blocksize: number } | undefined> {
-    const { stdout } = await this.exec.run(['xfs_db', '-r', '-c', 'sb 0', '-c', 'print dblocks blocksize', device], { okExitCodes: [0, 1] });
+  /** An unmounted xfs filesystem's data size from its superblock; undefined when xfs_db finds no xfs superblock it can use. */
+  async xfsSize(device: string): Promise<XfsSize | undefined> {
+    const { stdout } = await this.exec.run(['xfs_db', '-r', '-c', 'sb 0', '-c', 'print magicnum dblocks blocksize', device], { okExitCodes: [0, 1] });
     return parseXfsSize(stdout);
   }
 

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { open, readdir, readFile } from 'node:fs/promises';
+import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { exportOf, type Export } from '../export.js';
 import type { Exec } from '../exec.js';
@@ -123,6 +123,11 @@ export class LoopAttacher implements Attacher {
   /** Online resize2fs fails with EPERM on loop devices here: loop volumes grow at their next mount. */
   async refreshSize(): Promise<boolean> {
     return false;
+  }
+
+  /** No block of the image file allocated: a sparse file never written reads as zeros. */
+  async neverWritten(exp: Export): Promise<boolean> {
+    return (await stat(exportOf(exp, 'loop').file)).blocks === 0;
   }
 
   async isAttached(exp: Export, device: string): Promise<boolean> {

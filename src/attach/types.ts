@@ -20,6 +20,12 @@ export interface Attacher {
    * transport can while it is in use. False: the filesystem grows at the next mount instead.
    */
   refreshSize(exp: Export, device: string): Promise<boolean>;
+  /**
+   * True only when the volume's storage is known never to have been written: it reads as zeros,
+   * so mkfs may skip blkid. Asked only on a volume's first acquisition ever. Optional: without
+   * it, blkid decides.
+   */
+  neverWritten?(exp: Export): Promise<boolean>;
   /** True when `device` is attached and still belongs to this volume. */
   isAttached(exp: Export, device: string): Promise<boolean>;
 }

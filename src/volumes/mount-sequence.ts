@@ -1,7 +1,7 @@
 import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Attacher } from '../attach/types.js';
-import type { Filesystem } from '../attach/filesystem.js';
+import type { Ext4State, Filesystem, XfsSize } from '../attach/filesystem.js';
 import type { Config } from '../config/schema.js';
 import type { BackendDriver, VolumeRecord } from '../drivers/index.js';
 import { LeaseHeld, VolumeInUse, errorMessage } from '../errors.js';
@@ -94,7 +94,15 @@ export class MountSequence {
         run: async () => void (device = await metrics.timeAttach(exp!.transport, () => this.attacherFor(exp!).attach(exp!, { hostId: this.deps.hostId, generation }))),
         undo: () => metrics.timeDetach(exp!.transport, () => this.attacherFor(exp!).detach(exp!, device, { hostId: this.deps.hostId, generation })),
       },
-      { name: 'prepare filesystem', run: async () => void (prepared = await this.prepareFilesystem(record, device)) },
+      {
+        name: 'prepare filesystem',
+        run: async () => {
+          // Taken from generation 0 to 1 by this Mount: no host ever attached it before.
+          const firstAcquisition = record.ownership.state === 'free' && record.ownership.generation === 0 && generation === 1;
+          const knownBlank = firstAcquisition && (await this.attacherFor(exp!).neverWritten?.(exp!)) === true;
+          prepared = await this.prepareFilesystem(record, device, knownBlank);
+        },
+      },
       {
         name: 'create mountpoint',
         run: async () => void (await mkdir(mountpoint, { recursive: true, mode: 0o755 })),
@@ -184,33 +192,54 @@ export class MountSequence {
   }
 
   /**
-   * Makes, grows or checks the filesystem. Children per clean remount: blkid, then dumpe2fs for
-   * ext4 (fsck only when the superblock does not say clean) or xfs_db for xfs (no fsck: fsck.xfs
-   * does nothing; xfs replays its log at mount). blkid -p comes first always: never mkfs over data.
+   * Makes, grows or checks the filesystem, with as few children as the state allows. Never mkfs
+   * over data: mkfs runs only on a device blkid finds blank, or one known never written (the
+   * volume's first acquisition ever, on storage that shows no block allocated). Otherwise the
+   * expected filesystem's own superblock reader goes first (dumpe2fs for ext4, xfs_db for xfs):
+   * when it finds that filesystem, blkid has nothing to add. ext4 gets fsck only when its
+   * superblock does not say clean; xfs none (fsck.xfs does nothing; xfs replays its log at mount).
    */
-  private async prepareFilesystem(record: VolumeRecord, device: string): Promise<PreparedFilesystem> {
+  private async prepareFilesystem(record: VolumeRecord, device: string, knownBlank: boolean): Promise<PreparedFilesystem> {
     const fs = this.deps.filesystem;
-    const detected = await fs.detect(device);
-    if (!detected) {
-      this.log.info('blank volume: creating its filesystem', { volume: record.name, fstype: record.fstype });
-      await metrics.timeFilesystem('mkfs', record.fstype, () => fs.format(device, record.fstype, record.mkfsOpts, record.name));
-      return { fresh: true, growXfs: false };
+    if (knownBlank) return this.makeFilesystem(record, device, 'never written');
+    let ext4: Ext4State | undefined;
+    let xfs: XfsSize | undefined;
+    if (record.fstype === 'ext4') {
+      ext4 = await fs.ext4State(device);
+      if (ext4.isExt4) return this.checkExt4(record, device, ext4);
+    } else {
+      xfs = await fs.xfsSize(device);
+      if (xfs) return this.checkXfs(record, device, xfs);
     }
+    const detected = await fs.detect(device);
+    if (!detected) return this.makeFilesystem(record, device, 'blkid found no signature');
     if (detected.partitionTable || !detected.type) {
       throw new VolumeInUse(`volume ${record.name} holds a partition table (${detected.partitionTable ?? 'unknown'}), not a filesystem; ballast will not format over it`);
     }
     if (detected.type !== record.fstype) {
       throw new VolumeInUse(`volume ${record.name} holds an ${detected.type} filesystem but was created as ${record.fstype}; ballast will not format over it`);
     }
+    // blkid sees the filesystem its superblock reader could not read: check it (ext4), grow it anyway (xfs).
+    return ext4 ? this.checkExt4(record, device, ext4) : this.checkXfs(record, device, undefined);
+  }
+
+  private async makeFilesystem(record: VolumeRecord, device: string, why: string): Promise<PreparedFilesystem> {
+    this.log.info('blank volume: creating its filesystem', { volume: record.name, fstype: record.fstype, why });
+    await metrics.timeFilesystem('mkfs', record.fstype, () => this.deps.filesystem.format(device, record.fstype, record.mkfsOpts, record.name));
+    return { fresh: true, growXfs: false };
+  }
+
+  private async checkXfs(record: VolumeRecord, device: string, size: XfsSize | undefined): Promise<PreparedFilesystem> {
     if (record.readonly) return { fresh: false, growXfs: false };
-    if (record.fstype === 'xfs') {
-      const size = await fs.xfsSize(device);
-      // Unreadable superblock: grow anyway, as every mount once did (xfs_growfs on a full filesystem changes nothing).
-      const growXfs = !size || Math.floor((await fs.deviceBytes(device)) / size.blocksize) > size.dblocks;
-      if (growXfs) this.log.info('volume grew: growing its filesystem after mounting', { volume: record.name, superblock: size ?? 'unreadable' });
-      return { fresh: false, growXfs };
-    }
-    const state = await fs.ext4State(device);
+    // Unreadable superblock: grow anyway, as every mount once did (xfs_growfs on a full filesystem changes nothing).
+    const growXfs = !size || Math.floor((await this.deps.filesystem.deviceBytes(device)) / size.blocksize) > size.dblocks;
+    if (growXfs) this.log.info('volume grew: growing its filesystem after mounting', { volume: record.name, superblock: size ?? 'unreadable' });
+    return { fresh: false, growXfs };
+  }
+
+  private async checkExt4(record: VolumeRecord, device: string, state: Ext4State): Promise<PreparedFilesystem> {
+    const fs = this.deps.filesystem;
+    if (record.readonly) return { fresh: false, growXfs: false };
     if (state.blockCount && state.blockSize && Math.floor((await fs.deviceBytes(device)) / state.blockSize) > state.blockCount) {
       this.log.info('volume grew: growing its filesystem before mounting', { volume: record.name });
       await metrics.timeFilesystem('grow', 'ext4', () => fs.growExt4Offline(device)); // e2fsck -f first: also the check

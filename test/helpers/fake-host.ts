@@ -60,6 +60,11 @@ export class FakeHost implements Exec {
     this.writeMountinfo();
   }
 
+  /** Forgets every filesystem mkfs made: as if the images were zeroed or reformatted by someone else. */
+  forgetFilesystems(): void {
+    this.formatted.clear();
+  }
+
   async run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
     const line = argv.join(' ');
     this.calls.push(line);
@@ -95,15 +100,16 @@ export class FakeHost implements Exec {
       }
       case 'dumpe2fs': {
         const fs = this.formatted.get(this.loops.get(last) ?? '');
-        if (!fs) return { stdout: '', stderr: 'Bad magic number', exitCode: 1 };
+        if (fs?.fstype !== 'ext4') return { stdout: '', stderr: 'dumpe2fs: Bad magic number in super-block while trying to open', exitCode: 1 };
         const superblock =
           this.ext4Superblock.get(last) ??
           'Filesystem state:         clean\nFilesystem features:      has_journal extent\nMount count:              1\nMaximum mount count:      -1\nCheck interval:           0 (<none>)\n';
-        return ok(`${superblock}Block count:              ${fs.bytes / 1024}\nBlock size:               1024\n`);
+        return ok(`Filesystem magic number:  0xEF53\n${superblock}Block count:              ${fs.bytes / 1024}\nBlock size:               1024\n`);
       }
       case 'xfs_db': {
         const fs = this.formatted.get(this.loops.get(last) ?? '');
-        return fs ? ok(`dblocks = ${fs.bytes / 4096}\nblocksize = 4096\n`) : { stdout: '', stderr: 'not an xfs filesystem', exitCode: 1 };
+        if (fs?.fstype !== 'xfs') return { stdout: '', stderr: `xfs_db: ${last} is not a valid XFS filesystem (unexpected SB magic number 0x00000000)`, exitCode: 1 };
+        return ok(`magicnum = 0x58465342\ndblocks = ${fs.bytes / 4096}\nblocksize = 4096\n`);
       }
       case 'mkfs.ext4':
       case 'mkfs.xfs':

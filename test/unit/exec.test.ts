@@ -50,4 +50,35 @@ describe('CommandRunner', () => {
     expect((err as CommandFailed).timedOut).toBe(true);
     expect((err as Error).message).toMatch(/timed out: still running \d+ ms after it started, though it was killed at 300 ms: it is stuck in the kernel .* or a process it started holds its output/);
   }, 15_000);
+
+  it('feeds input on stdin and keeps it out of argv; a secret is masked in the error', async () => {
+    const runner = new CommandRunner(silentLogger());
+    expect(await runner.run(['sh', '-c', 'read line; echo "got $line"'], { input: 'hello\n' })).toEqual({ stdout: 'got hello', stderr: '', exitCode: 0 });
+    const err = await runner.run(['sh', '-c', 'read s; echo "bad secret $s" >&2; exit 3'], { input: 'hunter2\n', redact: ['hunter2'] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandFailed);
+    expect((err as CommandFailed).exitCode).toBe(3);
+    expect((err as Error).message).toContain('bad secret ***');
+    expect((err as Error).message).not.toContain('hunter2');
+  });
+
+  it('accepts the exit codes it is told are fine and refuses the others', async () => {
+    const runner = new CommandRunner(silentLogger());
+    expect((await runner.run(['sh', '-c', 'exit 2'], { okExitCodes: [0, 2] })).exitCode).toBe(2);
+    const err = await runner.run(['sh', '-c', 'exit 2']).catch((e: unknown) => e);
+    expect((err as CommandFailed).exitCode).toBe(2);
+    expect((err as Error).message).toBe("command 'sh -c exit 2' exited with code 2");
+  });
+
+  it('says so when the command does not exist', async () => {
+    const err = await new CommandRunner(silentLogger()).run(['ballast-no-such-command', 'x']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CommandFailed);
+    expect((err as CommandFailed).exitCode).toBeUndefined();
+    expect((err as Error).message).toMatch(/ballast-no-such-command x.*ENOENT/);
+  });
+
+  it('keeps output whole but the one final newline, and runs with LC_ALL=C', async () => {
+    const result = await new CommandRunner(silentLogger()).run(['sh', '-c', 'printf "a\\n\\nb\\n"; echo "$LC_ALL" >&2']);
+    expect(result.stdout).toBe('a\n\nb');
+    expect(result.stderr).toBe('C');
+  });
 });

@@ -97,8 +97,10 @@ describe('Filesystem', () => {
     }
   });
 
-  it('parses xfs_db output for the data size, and nothing from garbage', () => {
-    expect(parseXfsSize('dblocks = 102400\nblocksize = 4096\n')).toEqual({ dblocks: 102400, blocksize: 4096 });
+  it('parses xfs_db output for the data size, and nothing from garbage or another magic', () => {
+    expect(parseXfsSize('magicnum = 0x58465342\ndblocks = 102400\nblocksize = 4096\n')).toEqual({ dblocks: 102400, blocksize: 4096 });
+    expect(parseXfsSize('magicnum = 0x00000000\ndblocks = 102400\nblocksize = 4096\n')).toBeUndefined();
+    expect(parseXfsSize('dblocks = 102400\nblocksize = 4096\n')).toBeUndefined();
     expect(parseXfsSize('xfs_db: /dev/loop0 is not a valid XFS filesystem\n')).toBeUndefined();
   });
 });
@@ -119,7 +121,27 @@ describe('parseDumpe2fs on real superblocks', () => {
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('a freshly made filesystem is clean: no reason to check, and its size', () => {
-    expect(state()).toEqual({ blockCount: 65536, blockSize: 1024, checkReasons: [] });
+    expect(state()).toEqual({ isExt4: true, blockCount: 65536, blockSize: 1024, checkReasons: [] });
+  });
+
+  it('tells ext4 from ext3 as blkid does (the extent feature), and finds no ext4 on xfs', () => {
+    run('mkfs.ext3', '-q', '-F', '-b', '1024', image);
+    expect(state().isExt4).toBe(false);
+    run('truncate', '-s', '320M', image); // xfs's minimum is 300 MB
+    run('mkfs.xfs', '-q', '-f', image);
+    expect(() => run('dumpe2fs', '-h', image)).toThrow(/Bad magic number/);
+    const xfs = parseXfsSize(run('xfs_db', '-r', '-c', 'sb 0', '-c', 'print magicnum dblocks blocksize', image));
+    expect(xfs).toEqual({ dblocks: (320 * 1024 * 1024) / 4096, blocksize: 4096 });
+  });
+
+  it('xfs_db finds no xfs superblock on an ext4 filesystem', () => {
+    let out = '';
+    try {
+      out = run('xfs_db', '-r', '-c', 'sb 0', '-c', 'print magicnum dblocks blocksize', image);
+    } catch (err) {
+      out = String((err as { stdout?: string }).stdout ?? '');
+    }
+    expect(parseXfsSize(out)).toBeUndefined();
   });
 
   it('recorded errors make it due', () => {

@@ -22,7 +22,7 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       expect(mountpoint).toBe(join(f.dir, 'mounts', 'v'));
       expect(f.host.calls).toEqual([
         `losetup --find --show ${image('v')}`,
-        'blkid -p -s TYPE -s PTTYPE -o export /dev/loop0',
+        // First acquisition ever, and no block of the image allocated: blank without blkid.
         'mkfs.ext4 -F -q -m0 -E nodiscard,lazy_itable_init=1,lazy_journal_init=1 -L v /dev/loop0',
         `mount -t ext4 /dev/loop0 ${mountpoint}`,
       ]);
@@ -42,17 +42,41 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await f.manager.mount('v', 'b');
       expect(f.host.calls).toEqual([
         expect.stringMatching(/^losetup --find/),
-        'blkid -p -s TYPE -s PTTYPE -o export /dev/loop1',
-        'dumpe2fs -h /dev/loop1',
+        'dumpe2fs -h /dev/loop1', // it shows an ext4 superblock: blkid has nothing to add
         expect.stringMatching(/^mount -t ext4 \/dev\/loop1 /),
       ]);
     });
 
+    it('asks blkid before mkfs on a first acquisition whose image has data', async () => {
+      await f.manager.create('v', { size: '64M' });
+      await writeFile(image('v'), 'x', { flag: 'r+' });
+      await f.manager.mount('v', 'a');
+      expect(f.host.calls.filter((c) => /^(blkid|dumpe2fs|mkfs)/.test(c))).toEqual([
+        'dumpe2fs -h /dev/loop0',
+        'blkid -p -s TYPE -s PTTYPE -o export /dev/loop0',
+        expect.stringMatching(/^mkfs\.ext4 /),
+      ]);
+    });
+
+    it('never takes a volume acquired before as blank, though its image shows no block allocated', async () => {
+      await f.manager.create('v', { size: '64M' });
+      await f.manager.mount('v', 'a');
+      await f.manager.unmount('v', 'a');
+      f.host.forgetFilesystems(); // the fake's mkfs writes nothing to the image: it stays sparse
+      f.host.calls.length = 0;
+      await f.manager.mount('v', 'b');
+      expect(f.host.calls.filter((c) => /^(blkid|dumpe2fs|mkfs)/.test(c))).toEqual([
+        'dumpe2fs -h /dev/loop1',
+        'blkid -p -s TYPE -s PTTYPE -o export /dev/loop1',
+        expect.stringMatching(/^mkfs\.ext4 /),
+      ]);
+    });
+
     it.each([
-      ['not clean', 'Filesystem state:         not clean\nFilesystem features:      has_journal\nMount count:              1\nMaximum mount count:      -1\nCheck interval:           0 (<none>)\n'],
-      ['a journal to replay', 'Filesystem state:         clean\nFilesystem features:      has_journal needs_recovery\nMount count:              1\nMaximum mount count:      -1\nCheck interval:           0 (<none>)\n'],
+      ['not clean', 'Filesystem state:         not clean\nFilesystem features:      has_journal extent\nMount count:              1\nMaximum mount count:      -1\nCheck interval:           0 (<none>)\n'],
+      ['a journal to replay', 'Filesystem state:         clean\nFilesystem features:      has_journal extent needs_recovery\nMount count:              1\nMaximum mount count:      -1\nCheck interval:           0 (<none>)\n'],
       ['a superblock it cannot read', 'garbage\n'],
-    ])('runs fsck before mounting a filesystem whose superblock says %s', async (_, superblock) => {
+    ])('runs fsck before mounting a filesystem whose superblock says %s', async (what, superblock) => {
       await f.manager.create('v', {});
       await f.manager.mount('v', 'a');
       await f.manager.unmount('v', 'a');
@@ -61,8 +85,9 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await f.manager.mount('v', 'b');
       expect(f.host.calls).toEqual([
         expect.stringMatching(/^losetup --find/),
-        'blkid -p -s TYPE -s PTTYPE -o export /dev/loop1',
         'dumpe2fs -h /dev/loop1',
+        // No ext4 superblock shown: blkid decides what the device holds.
+        ...(what === 'a superblock it cannot read' ? ['blkid -p -s TYPE -s PTTYPE -o export /dev/loop1'] : []),
         'fsck -a /dev/loop1',
         expect.stringMatching(/^mount -t ext4 \/dev\/loop1 /),
       ]);
@@ -88,7 +113,7 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await f.manager.unmount('x', 'a');
       f.host.calls.length = 0;
       const mp = await f.manager.mount('x', 'b');
-      expect(f.host.calls.filter((c) => /^(xfs|fsck|mkfs)/.test(c))).toEqual(['xfs_db -r -c sb 0 -c print dblocks blocksize /dev/loop1']);
+      expect(f.host.calls.filter((c) => /^(xfs|fsck|mkfs)/.test(c))).toEqual(['xfs_db -r -c sb 0 -c print magicnum dblocks blocksize /dev/loop1']);
       await f.manager.unmount('x', 'b');
       await f.manager.grow('x', 400 * 1024 ** 2);
       f.host.calls.length = 0;
@@ -170,8 +195,9 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       await f.manager.mount('v', 'a');
       await f.manager.unmount('v', 'a');
       // Pretend someone reformatted the image as xfs.
-      const blkid = f.host.run.bind(f.host);
-      f.host.run = async (argv, options) => (argv[0] === 'blkid' ? { stdout: 'TYPE=xfs\n', stderr: '', exitCode: 0 } : blkid(argv, options));
+      f.host.forgetFilesystems();
+      const run = f.host.run.bind(f.host);
+      f.host.run = async (argv, options) => (argv[0] === 'blkid' ? { stdout: 'TYPE=xfs\n', stderr: '', exitCode: 0 } : run(argv, options));
       await expect(f.manager.mount('v', 'b')).rejects.toThrow(/holds an xfs filesystem but was created as ext4; ballast will not format over it/);
       expect(f.host.attachedDevices).toEqual([]);
     });
