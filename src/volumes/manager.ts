@@ -161,7 +161,7 @@ export class VolumeManager {
         if (err instanceof VolumeAlreadyExists) return this.checkSameOptions(err.existing, requested);
         throw err;
       }
-    });
+    }, true); // a new volume is put into the index; an existing one was read afresh
   }
 
   async remove(name: string): Promise<void> {
@@ -422,14 +422,20 @@ export class VolumeManager {
 
   // ---- helpers -------------------------------------------------------------------------
 
-  /** A call that may change the volume: under its lock, and the index and List reply learn of the change. */
-  private async op<T>(op: string, name: string, body: () => Promise<T>): Promise<T> {
+  /**
+   * A call that may change the volume: under its lock, and the index and List reply learn of the
+   * change. `indexes` says the body puts what it changed into the index itself when it succeeds.
+   */
+  private async op<T>(op: string, name: string, body: () => Promise<T>, indexes = false): Promise<T> {
+    let succeeded = false;
     try {
-      return await this.locks.run(name, body);
+      const result = await this.locks.run(name, body);
+      succeeded = true;
+      return result;
     } catch (err) {
       throw err instanceof OperationError ? err : new OperationError(op, name, err);
     } finally {
-      this.index.touch(name);
+      if (!(succeeded && indexes)) this.index.touch(name);
     }
   }
 

@@ -165,7 +165,11 @@ export class VolumeIndex {
       const entry = this.entries.get(name);
       const seen = revisions.get(name);
       if (entry && entry.driver !== driver) return false; // the same name on another backend: Get reads afresh
-      return !entry || entry.error !== undefined || seen?.length !== 1 || seen[0] !== entry.revision;
+      const moved = !entry || entry.error !== undefined || seen?.length !== 1 || seen[0] !== entry.revision;
+      // Touched here before this listing, and its marker still at the revision held: a marker moves
+      // before every metadata write, so the record held is the stored one. Get may trust it again.
+      if (!moved && entry.dirty && !this.stampedAfter(name, epoch)) entry.dirty = false;
+      return moved;
     });
     await inParallel(changed, READS_IN_FLIGHT, async (name) => {
       let found: Versioned<VolumeRecord> | undefined;

@@ -136,6 +136,30 @@ describe('VolumeIndex on a root shared with another host', () => {
     expect(index.cached('v')?.record.ownership).toEqual(held('b'));
   });
 
+  it('trusts a volume touched here again once a refresh finds its marker where the record is, and not before', async () => {
+    await b.create(spec('v'));
+    index.put(b, (await b.read('v'))!);
+    await index.refresh();
+    index.touch('v'); // an operation on this host ended without putting the record
+    expect(await index.lookup('v')).toBeUndefined();
+    now += MAX_AGE / 2; // still fresh: no refresh, still untrusted
+    expect(await index.lookup('v')).toBeUndefined();
+    reads = [];
+    now += MAX_AGE / 2 + 1;
+    expect((await index.lookup('v'))?.revision).toBe(1); // the refresh saw v@1, the revision held
+    expect(reads).toEqual([]);
+
+    // Touched again while a refresh is listing: that refresh cannot vouch for it.
+    const changes = b.changes.bind(b);
+    b.changes = async () => {
+      const listing = await changes();
+      index.touch('v');
+      return listing;
+    };
+    now += MAX_AGE + 1;
+    expect(await index.lookup('v')).toBeUndefined();
+  });
+
   it('reports a volume whose metadata became unreadable with the error and its last record', async () => {
     await a.create(spec('v'));
     await index.refresh();
