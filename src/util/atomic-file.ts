@@ -27,17 +27,22 @@ export async function writeNewFile(path: string, data: string, sync = true): Pro
   }
 }
 
-/** Replaces `path` atomically: a reader sees the old content or the new, never a mix. */
-export async function writeFileAtomic(path: string, data: string): Promise<void> {
+/**
+ * Replaces `path` atomically: a reader sees the old content or the new, never a mix. Durable
+ * (file and directory fsynced) unless told otherwise: a file that only describes this kernel's
+ * state (what is mounted here) need not survive a power loss, and atomicity alone survives a crash
+ * of the process.
+ */
+export async function writeFileAtomic(path: string, data: string, { durable = true }: { durable?: boolean } = {}): Promise<void> {
   const temp = siblingTempPath(path);
   try {
-    await writeNewFile(temp, data);
+    await writeNewFile(temp, data, durable);
     await rename(temp, path);
   } catch (err) {
     await rm(temp, { force: true });
     throw err;
   }
-  await fsyncDirectory(dirname(path));
+  if (durable) await fsyncDirectory(dirname(path));
 }
 
 export { fsyncDirectory };

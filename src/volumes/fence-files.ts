@@ -20,8 +20,9 @@ export class FenceFiles {
     this.pidFile = join(stateDir, 'watchdog.pid');
   }
 
+  /** Not fsynced: only the watchdog reads it, on this host, in this boot. */
   async beat(seq: number): Promise<void> {
-    await writeFileAtomic(this.heartbeat, JSON.stringify({ seq }));
+    await writeFileAtomic(this.heartbeat, JSON.stringify({ seq }), { durable: false });
   }
 
   async readBeat(): Promise<number | undefined> {

@@ -1,6 +1,7 @@
-import { readFile, mkdir } from 'node:fs/promises';
+import { mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { errorMessage } from '../errors.js';
 import type { Export } from '../export.js';
 import { writeFileAtomic } from '../util/atomic-file.js';
 
@@ -63,12 +64,27 @@ const stateSchema = z.object({
   ),
 });
 
-/** The mount references of this host, persisted atomically (temp file, fsync, rename) on every change. */
+/** When this kernel booted, in ms since the epoch (/proc/stat btime). */
+async function bootTimeMs(): Promise<number> {
+  const btime = /^btime (\d+)$/m.exec(await readFile('/proc/stat', 'utf8'))?.[1];
+  if (!btime) throw new Error('/proc/stat shows no btime');
+  return Number(btime) * 1000;
+}
+
+/**
+ * The mount references of this host, replaced atomically (temp file, rename) on every change.
+ * Not fsynced: they describe mounts of this kernel, which a power loss takes with them. A file
+ * left damaged by a power loss is therefore one written before this boot, and lists nothing
+ * that can still be mounted: it is read as empty. One damaged in this boot is an error.
+ */
 export class MountStateStore {
   readonly file: string;
   private lastSave: Promise<void> = Promise.resolve();
 
-  constructor(stateDir: string) {
+  constructor(
+    stateDir: string,
+    private readonly bootedAtMs: () => Promise<number> = bootTimeMs,
+  ) {
     this.file = join(stateDir, 'mounts.json');
   }
 
@@ -80,7 +96,16 @@ export class MountStateStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
       throw err;
     }
-    const parsed = stateSchema.parse(JSON.parse(text));
+    let parsed: z.infer<typeof stateSchema>;
+    try {
+      parsed = stateSchema.parse(JSON.parse(text));
+    } catch (err) {
+      if ((await stat(this.file)).mtimeMs < (await this.bootedAtMs())) return new Map();
+      throw new Error(
+        `${this.file} is damaged (${errorMessage(err)}). It was written since this host booted, so volumes it listed may still be mounted: ` +
+          `unmount them (umount, losetup -d) and remove the file, then start ballast again`,
+      );
+    }
     return new Map(Object.entries(parsed.volumes));
   }
 
@@ -97,6 +122,6 @@ export class MountStateStore {
   private async write(volumes: ReadonlyMap<string, MountedVolume>): Promise<void> {
     await mkdir(join(this.file, '..'), { recursive: true, mode: 0o700 });
     const document = { v: 1 as const, volumes: Object.fromEntries(volumes) };
-    await writeFileAtomic(this.file, `${JSON.stringify(document, null, 2)}\n`);
+    await writeFileAtomic(this.file, `${JSON.stringify(document, null, 2)}\n`, { durable: false });
   }
 }

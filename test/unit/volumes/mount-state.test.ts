@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { addRef, markStale, MountStateStore, removeRef, totalRefs, type MountedVolume } from '../../../src/volumes/mount-state.js';
@@ -78,5 +78,25 @@ describe('MountStateStore', () => {
     await Promise.all(saves);
     const saved = JSON.parse(await readFile(store.file, 'utf8')) as { volumes: object };
     expect(Object.keys(saved.volumes)).toHaveLength(20);
+  });
+
+  it('reads a file a power loss damaged before this boot as empty, and refuses one damaged since', async () => {
+    const state = join(dir, 'state');
+    await new MountStateStore(state).save(new Map([['v', volume()]]));
+    const file = join(state, 'mounts.json');
+    await writeFile(file, ''); // what a rename without fsync can leave after a power loss
+    const bootedAfterTheWrite = new MountStateStore(state, async () => Date.now() + 60_000);
+    expect((await bootedAfterTheWrite.load()).size).toBe(0);
+    const bootedBefore = new MountStateStore(state, async () => Date.now() - 60_000);
+    await expect(bootedBefore.load()).rejects.toThrow(/mounts\.json is damaged .* written since this host booted/);
+    await writeFile(file, '{"v":1,"volumes":{"v":{"device":3}}}');
+    await expect(bootedBefore.load()).rejects.toThrow(/damaged/);
+  });
+
+  it('reads this kernel\'s boot time from /proc/stat: a file written now is newer', async () => {
+    const store = new MountStateStore(join(dir, 'state'));
+    await store.save(new Map());
+    await writeFile(store.file, 'garbage');
+    await expect(store.load()).rejects.toThrow(/damaged/);
   });
 });
