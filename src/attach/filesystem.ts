@@ -5,6 +5,7 @@ import { CommandFailed } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Exec } from '../exec.js';
 import { MountTable } from '../util/mountinfo.js';
+import { cleanExt4, readExt4Superblock } from './ext4-superblock.js';
 
 /**
  * The root under which sysfs is read: "/" on a real host; a host fake (test/helpers/fake-host.ts)
@@ -35,6 +36,15 @@ export function parseBlkidExport(stdout: string): DetectedFilesystem {
     if (eq > 0) fields.set(line.slice(0, eq), line.slice(eq + 1));
   }
   return { type: fields.get('TYPE'), partitionTable: fields.get('PTTYPE') };
+}
+
+/**
+ * Reads a device's ext4 superblock bytes: from the device itself on a real host; a host fake
+ * (test/helpers/fake-host.ts) answers for its own devices, so unit tests never open a real one.
+ */
+export function superblockReaderOf(exec: Exec): (device: string) => Promise<Buffer> {
+  const fake = (exec as { readExt4Superblock?: unknown }).readExt4Superblock;
+  return typeof fake === 'function' ? (fake.bind(exec) as (device: string) => Promise<Buffer>) : readExt4Superblock;
 }
 
 /** What `dumpe2fs -h` says about an ext4 filesystem: its size, and why it must be checked before a mount. */
@@ -145,6 +155,7 @@ export class Filesystem {
     private readonly timeouts: FilesystemTimeouts,
     private readonly mounts: MountTable = new MountTable(),
     private readonly sysfsRoot: string = sysfsRootOf(exec),
+    private readonly readSuperblock: (device: string) => Promise<Buffer> = superblockReaderOf(exec),
   ) {}
 
   /** What the device holds; undefined when it is blank (blkid exit 2: nothing found). */
@@ -221,8 +232,13 @@ export class Filesystem {
     return Number(sectors) * 512;
   }
 
-  /** An unmounted ext4 filesystem's size and whether it needs fsck, from one `dumpe2fs -h`. */
+  /**
+   * An unmounted ext4 filesystem's size and whether it needs fsck: from its superblock read
+   * in-process when that shows it plainly clean, else from one `dumpe2fs -h`.
+   */
   async ext4State(device: string): Promise<Ext4State> {
+    const clean = cleanExt4(await this.readSuperblock(device).catch(() => Buffer.alloc(0)));
+    if (clean) return { isExt4: true, ...clean, checkReasons: [] };
     try {
       const { stdout, stderr } = await this.exec.run(['dumpe2fs', '-h', device]);
       const state = parseDumpe2fs(stdout, Date.now() / 1000);

@@ -26,6 +26,11 @@ export class FakeExec implements Exec {
     return this;
   }
 
+  /** No superblock bytes from scripted devices: a Filesystem on this fake never opens a real device. */
+  async readExt4Superblock(): Promise<Buffer> {
+    return Buffer.alloc(0);
+  }
+
   get commands(): string[] {
     return this.calls.map((argv) => argv.join(' '));
   }

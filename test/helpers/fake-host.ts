@@ -60,6 +60,11 @@ export class FakeHost implements Exec {
     this.writeMountinfo();
   }
 
+  /** No superblock bytes from fake devices: Filesystem asks dumpe2fs, which the fake answers. */
+  async readExt4Superblock(): Promise<Buffer> {
+    return Buffer.alloc(0);
+  }
+
   /** Forgets every filesystem mkfs made: as if the images were zeroed or reformatted by someone else. */
   forgetFilesystems(): void {
     this.formatted.clear();

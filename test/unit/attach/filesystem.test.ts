@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { cleanExt4, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET } from '../../../src/attach/ext4-superblock.js';
 import { Filesystem, parseBlkidExport, parseDumpe2fs, parseXfsSize } from '../../../src/attach/filesystem.js';
 import { MountTable } from '../../../src/util/mountinfo.js';
 import { silentLogger } from '../../../src/log.js';
@@ -163,5 +164,57 @@ describe('parseDumpe2fs on real superblocks', () => {
 
   it('anything it cannot read counts as a reason', () => {
     expect(parseDumpe2fs('', Date.now() / 1000).checkReasons.length).toBeGreaterThan(3);
+  });
+});
+
+// The same real superblocks, read in-process: it may only ever call clean what dumpe2fs calls clean.
+describe('cleanExt4 on real superblocks', () => {
+  let dir: string;
+  let image: string;
+  const run = (...argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  const fast = () => cleanExt4(readFileSync(image).subarray(SUPERBLOCK_OFFSET, SUPERBLOCK_OFFSET + SUPERBLOCK_BYTES));
+  const full = () => parseDumpe2fs(run('dumpe2fs', '-h', image), Date.now() / 1000);
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ballast-sb-'));
+    image = join(dir, 'disk.img');
+    run('truncate', '-s', '64M', image);
+    run('mkfs.ext4', '-q', '-F', '-b', '1024', image);
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a fresh filesystem: clean, with the size dumpe2fs reads', () => {
+    const { blockCount, blockSize } = full();
+    expect(fast()).toEqual({ blockCount, blockSize });
+  });
+
+  it('a 64-bit filesystem with 4 KiB blocks: the size dumpe2fs reads', () => {
+    run('truncate', '-s', '200M', image);
+    run('mkfs.ext4', '-q', '-F', '-O', '64bit', '-b', '4096', image);
+    const { blockCount, blockSize } = full();
+    expect(fast()).toEqual({ blockCount, blockSize });
+  });
+
+  it.each([
+    ['recorded errors', ['tune2fs', '-E', 'force_fsck']],
+    ['a journal to replay', ['debugfs', '-w', '-R', 'feature needs_recovery']],
+    ['the maximum mount count reached', ['tune2fs', '-c', '3', '-C', '5']],
+    ['a check interval (left to dumpe2fs to weigh)', ['tune2fs', '-i', '1d']],
+    ['a state other than clean', ['debugfs', '-w', '-R', 'ssv state 0']],
+    ['an orphan inode', ['debugfs', '-w', '-R', 'ssv last_orphan 12']],
+  ])('%s: not clean', (_, command) => {
+    run(...command, image);
+    expect(fast()).toBeUndefined();
+  });
+
+  it('ext3, xfs, zeros and a short read: not ext4', () => {
+    run('mkfs.ext3', '-q', '-F', '-b', '1024', image);
+    expect(fast()).toBeUndefined();
+    run('truncate', '-s', '0', image);
+    run('truncate', '-s', '320M', image);
+    expect(fast()).toBeUndefined();
+    run('mkfs.xfs', '-q', '-f', image);
+    expect(fast()).toBeUndefined();
+    expect(cleanExt4(Buffer.alloc(100))).toBeUndefined();
   });
 });
