@@ -48,6 +48,28 @@ export class VolumeExists extends BallastError {
   readonly kind = 'conflict';
 }
 
+export class SnapshotNotFound extends BallastError {
+  readonly code = 'BALLAST_SNAPSHOT_NOT_FOUND';
+  readonly kind = 'not-found';
+  constructor(
+    readonly volume: string,
+    readonly snapshot: string,
+  ) {
+    super(`volume ${volume} has no snapshot ${snapshot} (ballast snapshot ls ${volume} lists them)`);
+  }
+}
+
+export class SnapshotExists extends BallastError {
+  readonly code = 'BALLAST_SNAPSHOT_EXISTS';
+  readonly kind = 'conflict';
+}
+
+/** The backend has no snapshot mechanism (yet): said with the backend's name. */
+export class NotSupported extends BallastError {
+  readonly code = 'BALLAST_NOT_SUPPORTED';
+  readonly kind = 'invalid';
+}
+
 export class VolumeInUse extends BallastError {
   readonly code = 'BALLAST_VOLUME_IN_USE';
   readonly kind = 'conflict';

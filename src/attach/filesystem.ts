@@ -186,6 +186,21 @@ export class Filesystem {
     await this.exec.run(['mount', '-t', fstype, ...(all.length ? ['-o', all.join(',')] : []), device, target]);
   }
 
+  /** Suspends writes to the filesystem at `target` and flushes it to its device (fsfreeze -f). */
+  async freeze(target: string): Promise<void> {
+    await this.exec.run(['fsfreeze', '--freeze', target]);
+  }
+
+  /** Lets writes through again; a filesystem that is not frozen counts as thawed. */
+  async thaw(target: string): Promise<void> {
+    try {
+      await this.exec.run(['fsfreeze', '--unfreeze', target]);
+    } catch (err) {
+      if (err instanceof CommandFailed && /Invalid argument/.test(err.stderr)) return;
+      throw err;
+    }
+  }
+
   /** Unmounts `target`; "not mounted" (umount exit 32 with that message) counts as done. */
   async unmount(target: string): Promise<void> {
     try {

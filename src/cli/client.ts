@@ -1,4 +1,5 @@
 import axios from 'axios';
+import { request as httpRequest } from 'node:http';
 
 /** Calls the running daemon's operator endpoints over its Unix socket. */
 export async function callDaemon<T>(socketPath: string, method: string, body: object = {}): Promise<T> {
@@ -20,4 +21,39 @@ export async function callDaemon<T>(socketPath: string, method: string, body: ob
   const reply = JSON.parse(String(response.data)) as T & { Err?: string };
   if (reply.Err) throw new Error(reply.Err);
   return reply;
+}
+
+/**
+ * Calls an operator endpoint that answers in JSON lines: `onLine` sees each line before the
+ * last, which is the reply (its Err thrown). For calls that report progress as they go.
+ */
+export function callDaemonLines<T>(socketPath: string, method: string, body: object, onLine: (line: Record<string, unknown>) => void): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const request = httpRequest({ socketPath, path: `/${method}`, method: 'POST' }, (response) => {
+      let pending = '';
+      let last: (T & { Err?: string }) | undefined;
+      response.setEncoding('utf8');
+      response.on('data', (chunk: string) => {
+        pending += chunk;
+        for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
+          const text = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          if (!text.trim()) continue;
+          if (last) onLine(last as Record<string, unknown>);
+          last = JSON.parse(text) as T & { Err?: string };
+        }
+      });
+      response.on('end', () => {
+        if (!last) return reject(new Error(`ballast sent no reply to ${method}`));
+        if (last.Err) return reject(new Error(last.Err));
+        resolve(last);
+      });
+      response.on('error', reject);
+    });
+    request.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') reject(new Error(`ballast is not running on ${socketPath} (start it with 'ballast serve')`));
+      else reject(err);
+    });
+    request.end(JSON.stringify(body));
+  });
 }

@@ -30,11 +30,26 @@ commands:
   volume inspect NAME          print one volume as JSON
   volume grow NAME SIZE        raise a volume's size; its filesystem grows at the next mount
   volume release NAME --force  break the lease of a host known to be dead (refused while it renews)
+  volume rm NAME [--with-snapshots]
+                               remove a volume (one with snapshots only with --with-snapshots)
+  snapshot create VOLUME NAME  a crash-consistent copy of a volume (frozen while it is taken, if mounted here)
+  snapshot ls [VOLUME]         list snapshots
+  snapshot rm VOLUME NAME      remove a snapshot
   fence-watchdog               (started by serve) fences mounted volumes if the daemon stops renewing
 
 options:
   --config FILE                configuration file (default /etc/ballast/config.yml; none: built-in defaults)
 `;
+
+interface SnapshotReply {
+  volume: string;
+  name: string;
+  createdAt: string;
+  sizeBytes: number;
+  fstype: string;
+  method: 'reflink' | 'copy';
+  writtenBytes: number;
+}
 
 interface VolumesReply {
   Volumes: VolumeView[];
@@ -45,7 +60,7 @@ interface VolumesReply {
 async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, force: { type: 'boolean' }, all: { type: 'boolean' } },
+    options: { config: { type: 'string' }, help: { type: 'boolean', short: 'h' }, force: { type: 'boolean' }, all: { type: 'boolean' }, 'with-snapshots': { type: 'boolean' } },
     allowPositionals: true,
   });
   if (values.help || positionals.length === 0) {
@@ -110,6 +125,42 @@ async function main(argv: string[]): Promise<number> {
       const reply = await callDaemon<{ Volume: VolumeView }>(config.socket, 'Ballast.Release', { Name: name });
       process.stdout.write(`${name}: lease ${JSON.stringify(reply.Volume.status.lease)}\n`);
       process.stderr.write(`ballast: ${RELEASE_RISK}\n`);
+      return 0;
+    }
+    case 'volume rm': {
+      const name = need(rest[0], 'volume rm NAME [--with-snapshots]');
+      await callDaemon(config.socket, 'Ballast.Remove', { Name: name, WithSnapshots: values['with-snapshots'] === true });
+      process.stdout.write(`${name}\n`);
+      return 0;
+    }
+    case 'snapshot create': {
+      const volume = need(rest[0], 'snapshot create VOLUME NAME');
+      const name = need(rest[1], 'snapshot create VOLUME NAME');
+      const { callDaemonLines } = await import('./client.js');
+      let shown = false;
+      const reply = await callDaemonLines<{ Snapshot: SnapshotReply }>(config.socket, 'Ballast.SnapshotCreate', { Volume: volume, Name: name }, (line) => {
+        const p = line.Progress as { doneBytes: number; totalBytes: number } | undefined;
+        if (!p || !process.stderr.isTTY) return;
+        shown = true;
+        process.stderr.write(`\rcopying ${volume}: ${Math.floor((100 * p.doneBytes) / p.totalBytes)}% (${formatSize(p.doneBytes)} of ${formatSize(p.totalBytes)})`);
+      });
+      if (shown) process.stderr.write('\n');
+      const s = reply.Snapshot;
+      const how = s.method === 'reflink' ? 'by reflink (shared extents, no data copied)' : `by copy (${formatSize(s.writtenBytes)} written)`;
+      process.stdout.write(`${s.volume}@${s.name}: ${formatSize(s.sizeBytes)} ${s.fstype}, made ${how}\n`);
+      return 0;
+    }
+    case 'snapshot ls': {
+      const reply = await callDaemon<{ Snapshots: SnapshotReply[] }>(config.socket, 'Ballast.Snapshots', rest[0] ? { Volume: rest[0] } : {});
+      const rows = reply.Snapshots.map((s) => [s.volume, s.name, formatSize(s.sizeBytes), s.fstype, s.method, s.createdAt]);
+      printTable([['VOLUME', 'SNAPSHOT', 'SIZE', 'FSTYPE', 'METHOD', 'CREATED'], ...rows]);
+      return 0;
+    }
+    case 'snapshot rm': {
+      const volume = need(rest[0], 'snapshot rm VOLUME NAME');
+      const name = need(rest[1], 'snapshot rm VOLUME NAME');
+      await callDaemon(config.socket, 'Ballast.SnapshotRemove', { Volume: volume, Name: name });
+      process.stdout.write(`${volume}@${name}\n`);
       return 0;
     }
     default:

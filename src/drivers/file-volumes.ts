@@ -7,7 +7,7 @@ import { formatSize } from '../config/size.js';
 import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../ownership/types.js';
 import { FREE_OWNERSHIP } from '../ownership/types.js';
 import { LocalFileStore, type FileStore } from './file-store.js';
-import { LogicalVolumes, SparseImages, type VolumeImages } from './images.js';
+import { IMAGE, LogicalVolumes, SparseImages, type VolumeImages } from './images.js';
 import type { Exec } from '../exec.js';
 import { MetadataGuard, type HeldGuard } from './metadata-guard.js';
 import { FileHostLeases } from './file-host-leases.js';
@@ -121,14 +121,21 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     }
   }
 
-  async create(volume: NewVolume): Promise<VolumeRecord> {
+  /**
+   * Creates the volume, exactly once across hosts. `fill` (sparse images only) writes the image
+   * itself, with a clone's data: it must create the file at the path given; a smaller one is
+   * grown to the volume's size.
+   */
+  async create(volume: NewVolume, fill?: (image: string) => Promise<void>): Promise<VolumeRecord> {
     await this.checkHealth();
     const record: VolumeRecord = { ...volume, createdAt: new Date().toISOString(), ownership: { ...FREE_OWNERSHIP } };
     const staging = join(this.root, `.creating-${volume.name}-${randomBytes(4).toString('hex')}`);
     let imageMade = false;
     try {
       await this.files.mkdir(staging);
-      await this.images.create(volume.name, staging, volume.sizeBytes);
+      if (fill && !(this.images instanceof SparseImages)) throw new Error('only sparse image files can be filled at creation');
+      if (fill) await this.fillImage(join(staging, IMAGE), volume.sizeBytes, fill);
+      else await this.images.create(volume.name, staging, volume.sizeBytes);
       imageMade = true;
       await this.files.writeNew(join(staging, META), serialize({ v: 1, revision: 1, volume: record }));
       await this.files.fsyncDir(staging);
@@ -150,6 +157,12 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     });
     this.log.info('volume created', { volume: volume.name, sizeBytes: volume.sizeBytes, root: this.root });
     return record;
+  }
+
+  private async fillImage(image: string, sizeBytes: number, fill: (image: string) => Promise<void>): Promise<void> {
+    await fill(image);
+    const size = (await this.files.stat(image))?.size ?? 0;
+    if (size < sizeBytes) await this.files.truncate(image, sizeBytes);
   }
 
   async destroy(name: string): Promise<void> {

@@ -1,6 +1,7 @@
 import type { Fstype } from '../config/schema.js';
 import type { Export, Initiator, Transport } from '../export.js';
 import type { OwnershipRecord, OwnershipStore, Versioned } from '../ownership/types.js';
+import type { CopyMethod, CopyProgress, CopyResult } from './image-copy.js';
 
 
 /** A volume as its backend stores it. */
@@ -17,6 +18,34 @@ export interface VolumeRecord {
 }
 
 export type NewVolume = Omit<VolumeRecord, 'createdAt' | 'ownership'>;
+
+/** A point-in-time copy of a volume's data, kept by its backend beside the volume. */
+export interface SnapshotRecord {
+  volume: string;
+  name: string;
+  createdAt: string;
+  sizeBytes: number;
+  fstype: Fstype;
+  /** How it was made: shared extents, or the data copied. */
+  method: CopyMethod;
+}
+
+/** Where a clone's data comes from: a volume as it is now, or one of its snapshots. */
+export interface CloneSource {
+  volume: string;
+  snapshot?: string;
+}
+
+/** Snapshots and clones, on backends that have them. */
+export interface SnapshotCapable {
+  /** Copies the volume's data as it is now into a new snapshot; the caller froze it or holds its lease. */
+  createSnapshot(volume: VolumeRecord, name: string, onProgress?: (p: CopyProgress) => void): Promise<SnapshotRecord & CopyResult>;
+  /** The snapshots of `volume`, or of every volume. */
+  listSnapshots(volume?: string): Promise<SnapshotRecord[]>;
+  removeSnapshot(volume: string, name: string): Promise<void>;
+  /** Creates `volume` holding the data of `source`; for a live source the caller froze it or holds its lease. */
+  createFrom(volume: NewVolume, source: CloneSource, onProgress?: (p: CopyProgress) => void): Promise<VolumeRecord & { method: CopyMethod }>;
+}
 
 /** An array-side driver: provisions volumes and keeps their metadata. Never runs host-side commands. */
 export interface BackendDriver extends OwnershipStore {
@@ -51,6 +80,8 @@ export interface BackendDriver extends OwnershipStore {
    * manual where the storage has no way to stop the former holder from writing.
    */
   readonly takeover?: 'automatic' | 'manual';
+  /** Snapshots and clones; absent where the backend has none (yet). */
+  readonly snapshots?: SnapshotCapable;
 }
 
 /** What a backend's root lists: volume names, and per name the revisions its change markers name. */

@@ -9,6 +9,9 @@ import type { VolumeManager } from '../volumes/manager.js';
 // not part of Docker's protocol and dockerd never sends them.
 
 const growRequest = z.object({ Name: z.string(), Size: z.string() });
+const snapshotRequest = z.object({ Volume: z.string(), Name: z.string() });
+/** How often a long copy reports its progress to the operator command. */
+const PROGRESS_EVERY_MS = 250;
 
 /** Mounted here by the operator command; every reply is JSON with Err on failure. */
 export function adminRoutes(manager: VolumeManager, log: Logger): express.Router {
@@ -37,5 +40,39 @@ export function adminRoutes(manager: VolumeManager, log: Logger): express.Router
     const { Name } = z.object({ Name: z.string() }).parse(body);
     return { Volume: await manager.forceRelease(Name), Err: '' };
   }));
+  router.post('/Ballast.Remove', reply('Remove', async (body) => {
+    const { Name, WithSnapshots } = z.object({ Name: z.string(), WithSnapshots: z.boolean().default(false) }).parse(body);
+    await manager.remove(Name, WithSnapshots);
+    return { Err: '' };
+  }));
+  router.post('/Ballast.Snapshots', reply('Snapshots', async (body) => {
+    const { Volume } = z.object({ Volume: z.string().optional() }).parse(body);
+    return { Snapshots: await manager.snapshots.list(Volume), Err: '' };
+  }));
+  router.post('/Ballast.SnapshotRemove', reply('SnapshotRemove', async (body) => {
+    const { Volume, Name } = snapshotRequest.parse(body);
+    await manager.snapshots.remove(Volume, Name);
+    return { Err: '' };
+  }));
+  // A copy may take a while: its progress goes out as JSON lines ({Progress}) before the reply line.
+  router.post('/Ballast.SnapshotCreate', async (req: Request, res: Response) => {
+    res.setHeader('Content-Type', 'application/x-ndjson');
+    let last = 0;
+    const line = (o: object) => res.write(`${JSON.stringify(o)}\n`);
+    try {
+      const { Volume, Name } = snapshotRequest.parse(typeof req.body === 'string' && req.body.trim() ? JSON.parse(req.body) : {});
+      const snapshot = await withLogContext({ request: 'Ballast.SnapshotCreate', volume: Volume }, () =>
+        manager.snapshots.create(Volume, Name, (p) => {
+          if (performance.now() - last < PROGRESS_EVERY_MS) return;
+          last = performance.now();
+          line({ Progress: p });
+        }),
+      );
+      res.end(`${JSON.stringify({ Snapshot: snapshot, Err: '' })}\n`);
+    } catch (err) {
+      log.warn('request', { request: 'Ballast.SnapshotCreate', err: errorMessage(err) });
+      res.end(`${JSON.stringify({ Err: errorMessage(err) })}\n`);
+    }
+  });
   return router;
 }

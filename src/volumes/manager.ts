@@ -28,6 +28,8 @@ import { assertVolumeName } from './names.js';
 import { optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
 import { MountSequence } from './mount-sequence.js';
 import { VolumeIndex } from './volume-index.js';
+import { FrozenFilesystems } from './frozen-filesystems.js';
+import { VolumeSnapshots, type SnapshotHost } from './snapshots.js';
 
 export interface VolumeManagerDeps {
   config: Config;
@@ -77,6 +79,8 @@ export class VolumeManager {
   private mountsVersion = 0;
   /** The stale-ID prune started by the latest dockerd restart, for tests and shutdown. */
   staleIdPrune: Promise<void> = Promise.resolve();
+  readonly snapshots: VolumeSnapshots;
+  private readonly frozen: FrozenFilesystems;
 
   constructor(private readonly deps: VolumeManagerDeps) {
     this.locks = new KeyedMutex(deps.config.timeouts.volume_lock_seconds * 1000);
@@ -99,6 +103,18 @@ export class VolumeManager {
     this.upkeep = new LeaseUpkeep(this, deps);
     metrics.nameBackends(deps.drivers);
     this.sequence = new MountSequence({ ...deps, hostId: deps.identity.hostId });
+    this.frozen = new FrozenFilesystems(deps.config.state_dir, deps.filesystem, deps.mountTable, deps.log);
+    const snapshotHost: SnapshotHost = {
+      find: (name) => this.findVolume(name),
+      leaseOf: (driver) => this.leaseOf(driver),
+      mountedHere: (name) => {
+        const volume = this.mounted.get(name);
+        return volume && totalRefs(volume) > 0 ? volume : undefined;
+      },
+      locked: (op, name, body) => this.op(op, name, body),
+      driverOfProfile: (profile) => this.driverFor(profile),
+    };
+    this.snapshots = new VolumeSnapshots(snapshotHost, [...new Set(deps.drivers.values())], this.frozen, deps.config, deps.log);
   }
 
   private get log(): Logger {
@@ -108,6 +124,7 @@ export class VolumeManager {
   /** Loads the persisted references and reconciles them with the kernel and the backends. */
   async start(): Promise<void> {
     this.mounted = await this.deps.state.load();
+    await this.frozen.thawLeftovers();
     for (const driver of new Set(this.deps.drivers.values())) await driver.start?.();
     await this.upkeep.start();
     await this.reconcile();
@@ -148,10 +165,15 @@ export class VolumeManager {
   async create(name: string, opts: Record<string, string> | null | undefined): Promise<void> {
     assertVolumeName(name);
     const requested = parseVolumeOptions(opts, this.deps.config);
-    const spec = resolveSpec(name, requested, this.deps.config);
+    // A clone's size and filesystem come from its source: resolved once the source is read.
+    const spec = requested.from ? undefined : resolveSpec(name, requested, this.deps.config);
     await this.op('create', name, async () => {
       const existing = await this.findVolume(name);
       if (existing) return this.checkSameOptions(existing.record, requested);
+      if (!spec) {
+        const clone = await this.snapshots.clone(name, { ...requested, from: requested.from! });
+        return void this.index.put(clone.driver, { value: clone.record, revision: 1 });
+      }
       const driver = this.driverFor(spec.profile);
       try {
         const record = await driver.create(spec);
@@ -164,7 +186,8 @@ export class VolumeManager {
     }, true); // a new volume is put into the index; an existing one was read afresh
   }
 
-  async remove(name: string): Promise<void> {
+  /** Deletes the volume; one with snapshots only when told to take them with it. */
+  async remove(name: string, withSnapshots = false): Promise<void> {
     assertVolumeName(name);
     await this.op('remove', name, async () => {
       const local = this.mounted.get(name);
@@ -173,6 +196,13 @@ export class VolumeManager {
       }
       const found = await this.findVolume(name);
       if (!found) return;
+      const snapshots = withSnapshots ? [] : await this.snapshots.namesOf(found.driver, name);
+      if (snapshots.length) {
+        throw new VolumeInUse(
+          `volume ${name} has ${snapshots.length} snapshot(s) (${snapshots.join(', ')}): remove them first (ballast snapshot rm ${name} SNAPSHOT), ` +
+            `or remove the volume with them (ballast volume rm --with-snapshots ${name})`,
+        );
+      }
       const lease = this.leaseOf(found.driver);
       await lease.assertNotHeldElsewhere(name);
       const ownership = (await found.driver.readOwnership(name))?.value;

@@ -1,6 +1,8 @@
 import { InvalidOption } from '../errors.js';
 import { FSTYPES, type Config, type Fstype } from '../config/schema.js';
 import { formatSize, parseSize, SIZE_SYNTAX } from '../config/size.js';
+import type { CloneSource } from '../drivers/types.js';
+import { isValidVolumeName } from './names.js';
 
 /** What a user asked for with --opt / driver_opts: only the options actually given. */
 export interface RequestedOptions {
@@ -10,6 +12,8 @@ export interface RequestedOptions {
   mkfsOpts?: string[];
   mountOpts?: string[];
   readonly?: boolean;
+  /** A clone: the new volume starts with this volume's data, or its snapshot's. */
+  from?: CloneSource;
 }
 
 /** A volume's full, resolved specification (requested options plus configured defaults). */
@@ -23,7 +27,7 @@ export interface VolumeSpec {
   readonly: boolean;
 }
 
-export const VALID_OPTIONS = ['size', 'fstype', 'profile', 'mkfsopts', 'mountopts', 'readonly'] as const;
+export const VALID_OPTIONS = ['size', 'fstype', 'profile', 'mkfsopts', 'mountopts', 'readonly', 'from'] as const;
 
 /** xfsprogs 5.19 and later refuse filesystems under 300 MiB. */
 const MIN_SIZE: Record<Fstype, number> = { ext4: 16 * 1024 ** 2, xfs: 300 * 1024 ** 2 };
@@ -61,6 +65,15 @@ function parseMountOpts(value: string): string[] {
   return options;
 }
 
+/** `VOLUME` or `VOLUME@SNAPSHOT`, both valid names. */
+function parseCloneSource(value: string): CloneSource {
+  const [volume, snapshot, ...more] = value.split('@');
+  if (more.length || !isValidVolumeName(volume) || (snapshot !== undefined && !isValidVolumeName(snapshot))) {
+    throw new InvalidOption(`option from=${value}: expected VOLUME or VOLUME@SNAPSHOT (names of letters, digits, _ . -)`);
+  }
+  return snapshot === undefined ? { volume } : { volume, snapshot };
+}
+
 /** Parses Docker's Opts map (possibly null) into typed options; unknown keys are errors. */
 export function parseVolumeOptions(opts: Record<string, string> | null | undefined, config: Config): RequestedOptions {
   const requested: RequestedOptions = {};
@@ -94,6 +107,9 @@ export function parseVolumeOptions(opts: Record<string, string> | null | undefin
         break;
       case 'readonly':
         requested.readonly = parseBoolean(key, value);
+        break;
+      case 'from':
+        requested.from = parseCloneSource(value);
         break;
       default:
         throw new InvalidOption(`unknown option ${JSON.stringify(rawKey)}: valid options are ${VALID_OPTIONS.join(', ')}`);

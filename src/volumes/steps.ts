@@ -12,7 +12,8 @@ export interface Step {
 /**
  * A failpoint for the crash tests (test/integration/crash-between-steps.test.ts): with
  * BALLAST_FAILPOINT_CRASH_AFTER=<step name> in its environment the daemon kills itself
- * (SIGKILL, as a crash) right after that step of a Mount or an Unmount completes. Unset in
+ * (SIGKILL, as a crash) right after that step of a Mount or an Unmount completes, or ('freeze')
+ * with a snapshot's filesystem frozen. Unset in
  * production: then this is one string comparison per step.
  */
 export function crashPointReached(step: string): void {
