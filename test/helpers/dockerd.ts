@@ -4,7 +4,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cleanUpUnder, loopDevicesUnder, mountsUnder } from './cleanup.js';
-import { BallastProcess } from './daemon.js';
+import { BALLAST_BIN, BallastProcess } from './daemon.js';
 import { requireRootAndTools } from './root.js';
 
 // A private Docker engine for end-to-end tests, which never disturbs anything else on the machine.
@@ -634,6 +634,11 @@ export class DockerHarness {
       throw new Error(`docker command was expected to fail:\n${describeResult(result)}\n${await this.diagnostics()}`);
     }
     return result.stderr;
+  }
+
+  /** The `ballast` operator command against this harness's daemon, inside its namespace. */
+  ballastCli(args: string[], options: RunOptions = {}): Promise<CommandResult> {
+    return runCommand([...this.nsPrefix(), process.execPath, BALLAST_BIN, '--config', this.ballast.configPath, ...args], { timeoutMs: 90_000, ...options });
   }
 
   /** `docker run --network none ARGS`. */

@@ -98,6 +98,32 @@ describe('docker-compose with ballast volumes', () => {
     await suite.h.ok(['volume', 'rm', 'ballastc2named']);
   });
 
+  it('a clone in driver_opts (from: VOLUME@SNAPSHOT): up creates it with the snapshot\'s data', async () => {
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'ballastc3src']);
+    await suite.h.run(['--rm', '-v', 'ballastc3src:/data', IMAGE, 'sh', '-c', 'echo seeded > /data/f']);
+    expect((await suite.h.ballastCli(['snapshot', 'create', 'ballastc3src', 'seed'])).code).toBe(0);
+    const file = join(suite.h.dir, 'compose-clone.yml');
+    await writeFile(file, `version: "2.4"
+services:
+  reader:
+    image: ${IMAGE}
+    network_mode: none
+    command: ["cat", "/data/f"]
+    volumes:
+      - data:/data
+volumes:
+  data:
+    driver: ${PLUGIN}
+    driver_opts:
+      from: ballastc3src@seed
+`);
+    expect(await suite.h.composeOk('ballastc3', file, ['up', '--exit-code-from', 'reader'])).toContain('seeded');
+    expect((await suite.h.inspectVolume('ballastc3_data')).Options).toEqual({ from: 'ballastc3src@seed' });
+    await suite.h.composeOk('ballastc3', file, ['down', '-v']);
+    expect((await suite.h.ballastCli(['snapshot', 'rm', 'ballastc3src', 'seed'])).code).toBe(0);
+    await suite.h.ok(['volume', 'rm', 'ballastc3src']);
+  });
+
   it('nothing left behind: no ballast mount, loop device, staging dir or recorded reference', async () => {
     await suite.h.assertNoLeftovers();
   });

@@ -206,6 +206,39 @@ describe('ballast volumes through the docker CLI', () => {
     await suite.h.removeAllContainers();
   });
 
+  it('snapshots and clones: --opt from=VOL@SNAP holds the snapshot\'s data; a volume a running container writes is snapshotted frozen and cloned live', async () => {
+    const cli = async (...args: string[]) => {
+      const result = await suite.h.ballastCli(args);
+      if (result.code !== 0) throw new Error(`ballast ${args.join(' ')} failed:\n${describeResult(result)}`);
+      return result.stdout;
+    };
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'snapsrc']);
+    await suite.h.run(['--rm', '-v', 'snapsrc:/data', IMAGE, 'sh', '-c', 'echo one > /data/f']);
+    expect(await cli('snapshot', 'create', 'snapsrc', 's1')).toMatch(/^snapsrc@s1: 32 MiB ext4, made by/);
+    await suite.h.run(['--rm', '-v', 'snapsrc:/data', IMAGE, 'sh', '-c', 'echo two > /data/f']);
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'from=snapsrc@s1', 'clone1']);
+    expect(await suite.h.run(['--rm', '-v', 'clone1:/data', IMAGE, 'cat', '/data/f'])).toBe('one\n');
+    expect((await suite.h.inspectVolume('clone1')).Status).toMatchObject({ size: '32 MiB', fstype: 'ext4' });
+
+    // A container keeps writing; the snapshot freezes it for the copy, and it goes on after.
+    await suite.h.ok(['run', '-d', '--name', 'snapwriter', '--network', 'none', '-v', 'snapsrc:/data', IMAGE, 'sh', '-c', 'while true; do date >> /data/log; sleep 0.05; done']);
+    await waitFor(async () => (await suite.h.lineCount('snapwriter', '/data/log')) > 5, 'the writer to start', 20_000);
+    await cli('snapshot', 'create', 'snapsrc', 's2');
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'from=snapsrc', 'clone2']);
+    const before = await suite.h.lineCount('snapwriter', '/data/log');
+    await suite.h.waitForMoreLines('snapwriter', '/data/log', before, 'the writer to go on after the freeze');
+    await suite.h.ok(['rm', '-f', 'snapwriter']);
+    expect(Number((await suite.h.run(['--rm', '-v', 'clone2:/data', IMAGE, 'wc', '-l', '/data/log'])).trim().split(/\s/)[0])).toBeGreaterThan(5);
+
+    expect(await suite.h.fails(['volume', 'rm', 'snapsrc'])).toMatch(/volume snapsrc has 2 snapshot\(s\) \(s1, s2\)/);
+    expect(await suite.h.fails(['volume', 'create', '-d', PLUGIN, '--opt', 'from=snapsrc@nope', 'clone3'])).toMatch(/volume snapsrc has no snapshot nope/);
+    expect((await suite.h.ok(['volume', 'ls', '-q'])).split('\n')).not.toContain('clone3');
+    await cli('snapshot', 'rm', 'snapsrc', 's1');
+    await cli('snapshot', 'rm', 'snapsrc', 's2');
+    await suite.h.ok(['volume', 'rm', 'snapsrc', 'clone1', 'clone2']);
+    expect(await suite.h.loopRootEntries()).not.toContain('snapsrc');
+  });
+
   it('nothing left behind: no ballast mount, loop device, staging dir or recorded reference', async () => {
     await suite.h.assertNoLeftovers();
   });
