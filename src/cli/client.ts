@@ -33,17 +33,20 @@ export function callDaemonLines<T>(socketPath: string, method: string, body: obj
       let pending = '';
       let last: (T & { Err?: string }) | undefined;
       response.setEncoding('utf8');
+      const take = (text: string) => {
+        if (!text.trim()) return;
+        if (last) onLine(last as Record<string, unknown>);
+        last = JSON.parse(text) as T & { Err?: string };
+      };
       response.on('data', (chunk: string) => {
         pending += chunk;
         for (let nl = pending.indexOf('\n'); nl >= 0; nl = pending.indexOf('\n')) {
-          const text = pending.slice(0, nl);
+          take(pending.slice(0, nl));
           pending = pending.slice(nl + 1);
-          if (!text.trim()) continue;
-          if (last) onLine(last as Record<string, unknown>);
-          last = JSON.parse(text) as T & { Err?: string };
         }
       });
       response.on('end', () => {
+        take(pending); // a reply that is one JSON document without a newline
         if (!last) return reject(new Error(`ballast sent no reply to ${method}`));
         if (last.Err) return reject(new Error(last.Err));
         resolve(last);

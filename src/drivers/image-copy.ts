@@ -1,9 +1,11 @@
 import { constants } from 'node:fs';
 import { copyFile, open, rm, stat } from 'node:fs/promises';
+import type { Exec } from '../exec.js';
 
 /** How a copy was made: shared extents (FICLONE: instant, no space) or the bytes read and written. */
 export type CopyMethod = 'reflink' | 'copy';
 
+/** How far a copy is, in bytes of data (a sparse image's holes are not counted). */
 export interface CopyProgress {
   doneBytes: number;
   totalBytes: number;
@@ -13,63 +15,61 @@ export interface CopyResult {
   method: CopyMethod;
   /** The file's apparent size. */
   bytes: number;
-  /** Bytes actually written: 0 for a reflink; a sparse copy skips blocks that read as zeros. */
+  /** Bytes the copy occupies on disk: 0 for a reflink (it shares the source's). */
   writtenBytes: number;
 }
 
 /** What a reflink that the filesystem cannot do fails with. */
 const NO_REFLINK = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY']);
-const CHUNK = 1 << 20;
-const ZEROS = Buffer.alloc(CHUNK);
+const PROGRESS_EVERY_MS = 250;
+/** The slowest copy allowed for, beyond the base bound: 20 MB/s of data. */
+const SLOWEST_BYTES_PER_MS = 20_000;
 
 /**
- * Copies an image file to `target` (which must not exist): a reflink where the filesystem shares
- * extents (xfs with reflink, btrfs), else a sparse copy that writes only the 1 MiB blocks that are
- * not all zeros, reporting progress as it goes. `target` is fsynced; on failure it is removed.
+ * Copies image files: a reflink where the filesystem shares extents (xfs with reflink, btrfs), in
+ * process; else `cp --sparse=always`, which skips the holes (SEEK_DATA) and writes only data,
+ * its progress read from the blocks the copy has so far. A copy's bound grows with the data.
  */
-export async function copyImage(source: string, target: string, onProgress?: (p: CopyProgress) => void): Promise<CopyResult> {
-  const { size } = await stat(source);
-  try {
-    await copyFile(source, target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
-    await syncFile(target);
-    onProgress?.({ doneBytes: size, totalBytes: size });
-    return { method: 'reflink', bytes: size, writtenBytes: 0 };
-  } catch (err) {
-    if (!NO_REFLINK.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
-    await rm(target, { force: true });
-  }
-  try {
-    const writtenBytes = await sparseCopy(source, target, size, onProgress);
-    return { method: 'copy', bytes: size, writtenBytes };
-  } catch (err) {
-    await rm(target, { force: true });
-    throw err;
-  }
-}
+export class ImageCopier {
+  constructor(
+    private readonly exec: Exec,
+    private readonly baseTimeoutMs: number,
+  ) {}
 
-async function sparseCopy(source: string, target: string, size: number, onProgress?: (p: CopyProgress) => void): Promise<number> {
-  const input = await open(source, 'r');
-  const output = await open(target, 'wx', 0o600);
-  let written = 0;
-  try {
-    const buffer = Buffer.allocUnsafe(CHUNK);
-    for (let offset = 0; offset < size; offset += CHUNK) {
-      const { bytesRead } = await input.read(buffer, 0, Math.min(CHUNK, size - offset), offset);
-      if (bytesRead === 0) break;
-      const chunk = buffer.subarray(0, bytesRead);
-      if (!chunk.equals(ZEROS.subarray(0, bytesRead))) {
-        await output.write(chunk, 0, bytesRead, offset);
-        written += bytesRead;
-      }
-      onProgress?.({ doneBytes: offset + bytesRead, totalBytes: size });
+  /** Copies `source` to `target`, which must not exist; `target` is fsynced, and removed on failure. */
+  async copy(source: string, target: string, onProgress?: (p: CopyProgress) => void): Promise<CopyResult> {
+    const { size, blocks } = await stat(source);
+    const dataBytes = blocks * 512;
+    try {
+      await copyFile(source, target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
+      await syncFile(target);
+      onProgress?.({ doneBytes: dataBytes, totalBytes: dataBytes });
+      return { method: 'reflink', bytes: size, writtenBytes: 0 };
+    } catch (err) {
+      if (!NO_REFLINK.has((err as NodeJS.ErrnoException).code ?? '')) throw err;
+      await rm(target, { force: true });
     }
-    await output.truncate(size); // the holes at the end
-    await output.sync();
-  } finally {
-    await input.close();
-    await output.close();
+    await (await open(target, 'wx', 0o600)).close(); // cp would overwrite a file that is there: claim the name first
+    const timer = setInterval(() => {
+      void stat(target).then(
+        (s) => onProgress?.({ doneBytes: Math.min(s.blocks * 512, dataBytes), totalBytes: dataBytes }),
+        () => undefined,
+      );
+    }, PROGRESS_EVERY_MS);
+    try {
+      await this.exec.run(['cp', '--sparse=always', '--reflink=never', '--', source, target], {
+        timeoutMs: this.baseTimeoutMs + Math.ceil(dataBytes / SLOWEST_BYTES_PER_MS),
+      });
+      await syncFile(target);
+    } catch (err) {
+      await rm(target, { force: true });
+      throw err;
+    } finally {
+      clearInterval(timer);
+    }
+    onProgress?.({ doneBytes: dataBytes, totalBytes: dataBytes });
+    return { method: 'copy', bytes: size, writtenBytes: (await stat(target)).blocks * 512 };
   }
-  return written;
 }
 
 async function syncFile(path: string): Promise<void> {

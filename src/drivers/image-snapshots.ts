@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { BackendUnavailable, SnapshotExists, SnapshotNotFound, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FileStore } from './file-store.js';
-import { copyImage, type CopyProgress, type CopyResult } from './image-copy.js';
+import type { CopyProgress, CopyResult, ImageCopier } from './image-copy.js';
 import { IMAGE } from './images.js';
 import type { SnapshotRecord, VolumeRecord } from './types.js';
 
@@ -33,6 +33,7 @@ export class ImageSnapshots {
   constructor(
     private readonly root: string,
     private readonly files: FileStore,
+    private readonly copier: ImageCopier,
     private readonly log: Logger,
   ) {}
 
@@ -51,7 +52,7 @@ export class ImageSnapshots {
     const staging = join(this.dir(volume.name), `.creating-${name}-${randomBytes(4).toString('hex')}`);
     try {
       await this.files.mkdir(staging);
-      const copied = await copyImage(image, join(staging, IMAGE), onProgress);
+      const copied = await this.copier.copy(image, join(staging, IMAGE), onProgress);
       const record: SnapshotRecord = { volume: volume.name, name, createdAt: new Date().toISOString(), sizeBytes: copied.bytes, fstype: volume.fstype, method: copied.method };
       await this.files.writeNew(join(staging, RECORD), `${JSON.stringify(record, null, 2)}\n`);
       await this.files.fsyncDir(staging);

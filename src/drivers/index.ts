@@ -14,6 +14,7 @@ import { LioDriver } from './lio/lio-driver.js';
 import { DellScArray } from './dellsc/array.js';
 import { DellScClient } from './dellsc/client.js';
 import { dellscDriver } from './dellsc/dellsc-driver.js';
+import { ImageCopier } from './image-copy.js';
 import { LoopDriver } from './loop-driver.js';
 import { ScbeClient } from './scbe/client.js';
 import { scbeDriver } from './scbe/scbe-driver.js';
@@ -84,7 +85,9 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
       const root = settings.root ?? config.backends.loop.root;
       key = `loop:${root}`;
       const { shared, fence } = config.backends.loop;
-      make = () => new LoopDriver({ root, shared, fence, lockWaitSeconds: config.lease.mount_wait }, log.child({ backend: 'loop', root }));
+      // The copier runs cp on this host (arrayExec is this host's command runner); without one, no snapshots.
+      const copier = arrayExec && new ImageCopier(arrayExec, config.timeouts.filesystem_seconds * 1000);
+      make = () => new LoopDriver({ root, shared, fence, lockWaitSeconds: config.lease.mount_wait, ...(copier ? { copier } : {}) }, log.child({ backend: 'loop', root }));
     }
     let driver = byLocation.get(key);
     if (!driver) byLocation.set(key, (driver = make()));

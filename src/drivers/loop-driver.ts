@@ -3,7 +3,7 @@ import type { Export } from '../export.js';
 import type { Logger } from '../log.js';
 import { MountTable } from '../util/mountinfo.js';
 import { FileVolumes, type FileVolumesOptions } from './file-volumes.js';
-import { copyImage, type CopyMethod } from './image-copy.js';
+import type { CopyMethod, ImageCopier } from './image-copy.js';
 import { ImageSnapshots } from './image-snapshots.js';
 import type { SnapshotCapable } from './types.js';
 import { decideFence, mountOf, nfsRecoversLostLocks, type ConfiguredFence, type LoopFence } from './loop-fence.js';
@@ -14,6 +14,8 @@ export interface LoopDriverOptions extends FileVolumesOptions {
   /** How long an attach waits for another host's image lock (nfs-lock). */
   lockWaitSeconds?: number;
   mountTable?: MountTable;
+  /** Runs cp for snapshots and clones on a root without reflink; without it the driver has no snapshots. */
+  copier?: ImageCopier;
 }
 
 /** File-backed volumes attached with losetup: the successor of Flocker's loopback backend. */
@@ -21,11 +23,26 @@ export class LoopDriver extends FileVolumes {
   readonly kind = 'loop';
   readonly transport = 'loop' as const;
   private fence: LoopFence = 'shutdown';
-  private readonly snapshotStore: ImageSnapshots;
+  /** Snapshots beside each volume's image; clones are volumes whose image starts as a copy. */
+  readonly snapshots?: SnapshotCapable;
 
   constructor(private readonly options: LoopDriverOptions, log: Logger) {
     super(options, log);
-    this.snapshotStore = new ImageSnapshots(this.root, this.files, log);
+    const copier = options.copier;
+    if (!copier) return;
+    const store = new ImageSnapshots(this.root, this.files, copier, log);
+    this.snapshots = {
+      createSnapshot: (volume, name, onProgress) => store.create(volume, this.imagePath(volume.name), name, onProgress),
+      listSnapshots: (volume) => store.list(volume),
+      removeSnapshot: (volume, name) => store.remove(volume, name),
+      createFrom: async (volume, source, onProgress) => {
+        const from = source.snapshot === undefined ? this.imagePath(source.volume) : store.imagePath(source.volume, source.snapshot);
+        let method: CopyMethod = 'copy';
+        const record = await this.create(volume, async (image) => void ({ method } = await copier.copy(from, image, onProgress)));
+        this.log.info('volume cloned', { volume: volume.name, from: source, method });
+        return { ...record, method };
+      },
+    };
   }
 
   /** On a shared root: decides how a former holder is fenced, and refuses a root that cannot be shared safely. */
@@ -53,18 +70,4 @@ export class LoopDriver extends FileVolumes {
   async unexport(): Promise<void> {
     // A file on a shared root needs no unmapping: the lease (and the image lock) decide who attaches it.
   }
-
-  /** Snapshots beside each volume's image; clones are volumes whose image starts as a copy. */
-  readonly snapshots: SnapshotCapable = {
-    createSnapshot: (volume, name, onProgress) => this.snapshotStore.create(volume, this.imagePath(volume.name), name, onProgress),
-    listSnapshots: (volume) => this.snapshotStore.list(volume),
-    removeSnapshot: (volume, name) => this.snapshotStore.remove(volume, name),
-    createFrom: async (volume, source, onProgress) => {
-      const from = source.snapshot === undefined ? this.imagePath(source.volume) : this.snapshotStore.imagePath(source.volume, source.snapshot);
-      let method: CopyMethod = 'copy';
-      const record = await this.create(volume, async (image) => void ({ method } = await copyImage(from, image, onProgress)));
-      this.log.info('volume cloned', { volume: volume.name, from: source, method });
-      return { ...record, method };
-    },
-  };
 }

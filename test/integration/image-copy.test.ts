@@ -2,11 +2,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { copyImage, type CopyProgress } from '../../src/drivers/image-copy.js';
+import { ImageCopier, type CopyProgress } from '../../src/drivers/image-copy.js';
+import { CommandRunner } from '../../src/exec.js';
+import { silentLogger } from '../../src/log.js';
 import { cleanUpUnder } from '../helpers/cleanup.js';
 import { requireRootAndTools } from '../helpers/root.js';
 
-// copyImage on real filesystems: ext4 (no reflink: a sparse copy) and an xfs made with reflink
+// ImageCopier on real filesystems: ext4 (no reflink: a sparse copy) and an xfs made with reflink
 // (shared extents), loop-mounted under the test's own temp dir.
 requireRootAndTools('losetup', 'mkfs.xfs', 'mount', 'umount');
 
@@ -25,7 +27,9 @@ async function makeImage(path: string): Promise<void> {
   }
 }
 
-describe('copyImage', () => {
+describe('ImageCopier', () => {
+  const copier = new ImageCopier(new CommandRunner(silentLogger()), 30_000);
+  const copyImage = (source: string, target: string, onProgress?: (p: CopyProgress) => void) => copier.copy(source, target, onProgress);
   let dir: string;
   beforeEach(async () => (dir = await mkdtemp(join(tmpdir(), 'ballast-copy-'))));
   afterEach(async () => {
@@ -33,7 +37,7 @@ describe('copyImage', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('without reflink: a sparse copy, the same bytes, only the data blocks written, progress to the end', async () => {
+  it('without reflink: a sparse copy (cp), the same bytes, only the data blocks allocated, progress to the end', async () => {
     const source = join(dir, 'a.img');
     const target = join(dir, 'b.img');
     await makeImage(source);
@@ -41,11 +45,11 @@ describe('copyImage', () => {
     const result = await copyImage(source, target, (p) => progress.push(p));
     expect(result.method).toBe('copy');
     expect(result.bytes).toBe(64 * MiB);
-    expect(result.writtenBytes).toBe(4 * MiB); // the 1 MiB chunks holding data: 2 + 2 (the second straddles two)
+    expect(result.writtenBytes).toBeGreaterThanOrEqual(3 * MiB); // the data, 3 MiB; the holes stay holes
+    expect(result.writtenBytes).toBeLessThanOrEqual(3 * MiB + 64 * 1024);
     expect(Buffer.compare(await readFile(source), await readFile(target))).toBe(0);
-    expect((await stat(target)).blocks * 512).toBeLessThanOrEqual(5 * MiB);
-    expect(progress.at(-1)).toEqual({ doneBytes: 64 * MiB, totalBytes: 64 * MiB });
-    expect(progress.length).toBe(64);
+    expect((await stat(target)).blocks * 512).toBe(result.writtenBytes);
+    expect(progress.at(-1)).toEqual({ doneBytes: (await stat(source)).blocks * 512, totalBytes: (await stat(source)).blocks * 512 });
   });
 
   it('never overwrites an existing target', async () => {

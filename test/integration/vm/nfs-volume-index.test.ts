@@ -23,6 +23,7 @@ interface GetReply {
 }
 
 describe('two hosts (two VMs) on one NFS loop root: the volume index sees the other host\'s changes', () => {
+  let a: Results = {};
   let b: Results = {};
   const out: Record<string, string> = {};
   const reply = (key: string) => JSON.parse(out[key] ?? '{}') as GetReply;
@@ -40,17 +41,19 @@ describe('two hosts (two VMs) on one NFS loop root: the volume index sees the ot
       await mkdir(join(share, 'out'));
       const env = { SHARE: share, NFS_PORT: String(ganesha.port) };
       const common = { shareDir: share, network: true, memoryMb: 1024, timeoutMs: 400_000, env };
-      const [, r2] = await Promise.all([
+      const [r1, r2] = await Promise.all([
         runScenario(scenarioScript('nfs-index-vm1'), { ...common, name: 'vm1', onStart: (pid) => (vm1Pid = pid) }).finally(() => (vm1Pid = undefined)),
         runScenario(scenarioScript('nfs-index-vm2'), { ...common, name: 'vm2', onStart: (pid) => (vm2Pid = pid) }).finally(() => (vm2Pid = undefined)),
       ]);
+      a = r1.results;
       b = r2.results;
       for (const f of await readdir(join(share, 'out'))) out[f] = (await readFile(join(share, 'out', f), 'utf8')).trim();
       console.log(
         [
           `NFS volume index (renew_every ${RENEW_EVERY_MS} ms, bound ${BOUND_MS} ms): host B's answers showed host A's change after (ms from A's signal)`,
           `  a Get of a name B never saw (c2, just created): answered in ${b.fresh_get_ms} ms`,
-          ...['created', 'grown', 'taken', 'released', 'removed'].map((c) => `  ${c.padEnd(8)} ${b[`${c}_ms`]} (its last polling round took ${b[`${c}_round_ms`]} ms)`),
+          ...['created', 'grown', 'taken', 'released', 'removed'].map((c) => `  ${c.padEnd(8)} ${b[`${c}_ms`]}${b[`${c}_round_ms`] ? ` (the polling round that showed it took ${b[`${c}_round_ms`]} ms)` : ''}`),
+          out.diag ?? '',
         ].join('\n'),
       );
     } finally {
@@ -87,6 +90,7 @@ describe('two hosts (two VMs) on one NFS loop root: the volume index sees the ot
     expect(delay('taken')).toBeLessThanOrEqual(BOUND_MS);
     expect(reply('b-released-get-m').Volume?.Status?.lease?.state).toBe('free');
     expect(delay('released')).toBeLessThanOrEqual(BOUND_MS);
+    expect([a.a_loops_end, a.a_mounts_end]).toEqual(['0', '0']); // A's Unmount left nothing attached
   });
 
   it('Get and List show a volume A removed as gone within the bound', () => {
