@@ -16,12 +16,20 @@ describe('parseVolumeOptions', () => {
     ).toEqual({ sizeBytes: 10 * 1024 ** 3, fstype: 'xfs', profile: 'gold', mkfsOpts: ['-b', '4096'], mountOpts: ['noatime', 'discard'], readonly: true });
   });
 
+  it('parses a clone source: a volume, or a volume and its snapshot', () => {
+    expect(parseVolumeOptions({ from: 'pg' }, config)).toEqual({ from: { volume: 'pg' } });
+    expect(parseVolumeOptions({ From: 'pg@before.upgrade' }, config)).toEqual({ from: { volume: 'pg', snapshot: 'before.upgrade' } });
+    for (const bad of ['', '@s', 'pg@', 'a@b@c', '../pg', 'pg@../s', 'pg@s/x', '.pg']) {
+      expect(() => parseVolumeOptions({ from: bad }, config)).toThrow(/expected VOLUME or VOLUME@SNAPSHOT/);
+    }
+  });
+
   it('takes option keys case-insensitively and a bare flag as true', () => {
     expect(parseVolumeOptions({ Size: '1g', ReadOnly: '' }, config)).toEqual({ sizeBytes: 1024 ** 3, readonly: true });
   });
 
   it.each([
-    [{ bogus: '1' }, /unknown option "bogus": valid options are size, fstype, profile, mkfsopts, mountopts, readonly/],
+    [{ bogus: '1' }, /unknown option "bogus": valid options are size, fstype, profile, mkfsopts, mountopts, readonly, from/],
     [{ size: 'lots' }, /option size=lots: expected a number of bytes/],
     [{ size: '0' }, /option size=0/],
     [{ fstype: 'ntfs' }, /option fstype=ntfs: expected one of ext4, xfs/],
