@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { copyFile, open, rm, stat } from 'node:fs/promises';
 import type { Exec } from '../exec.js';
+import { fsyncPath } from '../util/atomic-file.js';
 
 /** How a copy was made: shared extents (FICLONE: instant, no space) or the bytes read and written. */
 export type CopyMethod = 'reflink' | 'copy';
@@ -42,7 +43,7 @@ export class ImageCopier {
     const dataBytes = blocks * 512;
     try {
       await copyFile(source, target, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE_FORCE);
-      await syncFile(target);
+      await fsyncPath(target);
       onProgress?.({ doneBytes: dataBytes, totalBytes: dataBytes });
       return { method: 'reflink', bytes: size, writtenBytes: 0 };
     } catch (err) {
@@ -60,7 +61,7 @@ export class ImageCopier {
       await this.exec.run(['cp', '--sparse=always', '--reflink=never', '--', source, target], {
         timeoutMs: this.baseTimeoutMs + Math.ceil(dataBytes / SLOWEST_BYTES_PER_MS),
       });
-      await syncFile(target);
+      await fsyncPath(target);
     } catch (err) {
       await rm(target, { force: true });
       throw err;
@@ -69,14 +70,5 @@ export class ImageCopier {
     }
     onProgress?.({ doneBytes: dataBytes, totalBytes: dataBytes });
     return { method: 'copy', bytes: size, writtenBytes: (await stat(target)).blocks * 512 };
-  }
-}
-
-async function syncFile(path: string): Promise<void> {
-  const handle = await open(path, 'r+');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }

@@ -7,8 +7,9 @@ export function siblingTempPath(path: string): string {
   return join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
 }
 
-async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+/** fsync(2) of a file or a directory, opened read-only (enough for fsync on Linux). */
+export async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
   try {
     await handle.sync();
   } finally {
@@ -42,7 +43,7 @@ export async function writeFileAtomic(path: string, data: string, { durable = tr
     await rm(temp, { force: true });
     throw err;
   }
-  if (durable) await fsyncDirectory(dirname(path));
+  if (durable) await fsyncPath(dirname(path));
 }
 
-export { fsyncDirectory };
+export { fsyncPath as fsyncDirectory };

@@ -1,11 +1,10 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { BallastProcess, BALLAST_BIN } from '../helpers/daemon.js';
-import { cleanUpUnder } from '../helpers/cleanup.js';
+import { BALLAST_BIN, type BallastProcess } from '../helpers/daemon.js';
+import { SharedRootHosts } from '../helpers/shared-root.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';
 
@@ -17,15 +16,8 @@ const LEASE = { seconds: 4, renew_every: 0.5, fence_after: 2.5, mount_wait: 2 };
 const run = (...argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 30_000 });
 
 describe('snapshots and clones (loop backend)', () => {
-  let dir: string;
-  const daemons: BallastProcess[] = [];
-
-  const host = async (id: string, env: Record<string, string> = {}) => {
-    const d = await BallastProcess.create({ dir: join(dir, id), config: { host: { id }, backends: { loop: { root: join(dir, 'shared'), shared: true } }, lease: LEASE } });
-    daemons.push(d);
-    await d.start(15_000, env);
-    return d;
-  };
+  const hosts = new SharedRootHosts('ballast-snap', LEASE);
+  const host = (id: string, env: Record<string, string> = {}) => hosts.host(id, env);
   const cli = async (d: BallastProcess, ...args: string[]) => {
     try {
       const { stdout, stderr } = await promisify(execFile)(process.execPath, [BALLAST_BIN, '--config', d.configPath, ...args], { timeout: 60_000 });
@@ -38,20 +30,10 @@ describe('snapshots and clones (loop backend)', () => {
   const mount = async (d: BallastProcess, name: string, id = 'c1') => (await callOk(d.socket, 'VolumeDriver.Mount', { Name: name, ID: id })).Mountpoint!;
   const errOf = async (d: BallastProcess, method: string, body: object) => String((await callPlugin(d.socket, method, body)).body.Err ?? '');
   const names = async (d: BallastProcess) => ((await callOk(d.socket, 'VolumeDriver.List', {})).Volumes as { Name: string }[]).map((v) => v.Name).sort();
-  const rootEntries = () => readdir(join(dir, 'shared'));
+  const rootEntries = () => readdir(hosts.root);
 
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'ballast-snap-'));
-  });
-
-  afterEach(async () => {
-    for (const d of daemons.splice(0)) {
-      await d.stop('SIGKILL');
-      await d.stopWatchdog();
-    }
-    cleanUpUnder(dir);
-    await rm(dir, { recursive: true, force: true });
-  });
+  beforeEach(() => hosts.reset());
+  afterEach(() => hosts.teardown());
 
   it('takes a snapshot of a mounted volume frozen, clones from it and from the live volume, and guards Remove', async () => {
     const a = await host('a');
@@ -134,7 +116,7 @@ describe('snapshots and clones (loop backend)', () => {
     expect((await cli(a, 'snapshot', 'create', 'nosuch', 's')).stderr).toMatch(/volume nosuch does not exist/);
     expect(await names(a)).toEqual(['v']);
     expect((await rootEntries()).filter((e) => !['.hosts', '.rev'].includes(e))).toEqual(['v']);
-    expect(await readdir(join(dir, 'shared', 'v'))).not.toContain('snapshots');
+    expect(await readdir(join(hosts.root, 'v'))).not.toContain('snapshots');
   });
 
   it('thaws at the next start a filesystem left frozen by a daemon that died mid-snapshot', async () => {
@@ -153,7 +135,7 @@ describe('snapshots and clones (loop backend)', () => {
     expect((await a.logs()).some((l) => l.message === 'thawed a filesystem left frozen by a snapshot the daemon did not finish')).toBe(true);
     expect(await readFile(join(mp, 'while-frozen'), 'utf8')).toBe('x\n');
     expect(await readdir(join(a.stateDir, 'frozen'))).toEqual([]);
-    expect((await readdir(join(dir, 'shared', 'v', 'snapshots')).catch(() => [])).filter((e) => !e.startsWith('.'))).toEqual([]);
+    expect((await readdir(join(hosts.root, 'v', 'snapshots')).catch(() => [])).filter((e) => !e.startsWith('.'))).toEqual([]);
     await callOk(a.socket, 'VolumeDriver.Unmount', { Name: 'v', ID: 'c1' });
   });
 });

@@ -1,8 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { BallastProcess } from '../helpers/daemon.js';
-import { cleanUpUnder } from '../helpers/cleanup.js';
+import type { BallastProcess } from '../helpers/daemon.js';
+import { SharedRootHosts } from '../helpers/shared-root.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';
 
@@ -20,28 +17,10 @@ interface StatusOfGet {
 }
 
 describe('the volume index across hosts sharing a loop root', () => {
-  let dir: string;
-  const daemons: BallastProcess[] = [];
-
-  const host = async (id: string) => {
-    const d = await BallastProcess.create({ dir: join(dir, id), config: { host: { id }, backends: { loop: { root: join(dir, 'shared'), shared: true } }, lease: LEASE } });
-    daemons.push(d);
-    await d.start();
-    return d;
-  };
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'ballast-index-'));
-  });
-
-  afterEach(async () => {
-    for (const d of daemons.splice(0)) {
-      await d.stop('SIGKILL');
-      await d.stopWatchdog();
-    }
-    cleanUpUnder(dir);
-    await rm(dir, { recursive: true, force: true });
-  });
+  const hosts = new SharedRootHosts('ballast-index', LEASE);
+  const host = (id: string) => hosts.host(id);
+  beforeEach(() => hosts.reset());
+  afterEach(() => hosts.teardown());
 
   /** Polls until `check` holds; returns how long it took. Fails past the bound. */
   async function seenWithin(what: string, check: () => Promise<boolean>): Promise<number> {

@@ -107,7 +107,7 @@ describe('Filesystem', () => {
 });
 
 // Real e2fsprogs on image files (no root, no loop device): what dumpe2fs -h prints in each state.
-describe('parseDumpe2fs on real superblocks', () => {
+describe('parseDumpe2fs and cleanExt4 on real superblocks', () => {
   let dir: string;
   let image: string;
   const run = (...argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -165,33 +165,19 @@ describe('parseDumpe2fs on real superblocks', () => {
   it('anything it cannot read counts as a reason', () => {
     expect(parseDumpe2fs('', Date.now() / 1000).checkReasons.length).toBeGreaterThan(3);
   });
-});
 
-// The same real superblocks, read in-process: it may only ever call clean what dumpe2fs calls clean.
-describe('cleanExt4 on real superblocks', () => {
-  let dir: string;
-  let image: string;
-  const run = (...argv: string[]) => execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The same superblocks read in-process: cleanExt4 may only ever call clean what dumpe2fs calls clean.
   const fast = () => cleanExt4(readFileSync(image).subarray(SUPERBLOCK_OFFSET, SUPERBLOCK_OFFSET + SUPERBLOCK_BYTES));
-  const full = () => parseDumpe2fs(run('dumpe2fs', '-h', image), Date.now() / 1000);
-
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), 'ballast-sb-'));
-    image = join(dir, 'disk.img');
-    run('truncate', '-s', '64M', image);
-    run('mkfs.ext4', '-q', '-F', '-b', '1024', image);
-  });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
   it('a fresh filesystem: clean, with the size dumpe2fs reads', () => {
-    const { blockCount, blockSize } = full();
+    const { blockCount, blockSize } = state();
     expect(fast()).toEqual({ blockCount, blockSize });
   });
 
   it('a 64-bit filesystem with 4 KiB blocks: the size dumpe2fs reads', () => {
     run('truncate', '-s', '200M', image);
     run('mkfs.ext4', '-q', '-F', '-O', '64bit', '-b', '4096', image);
-    const { blockCount, blockSize } = full();
+    const { blockCount, blockSize } = state();
     expect(fast()).toEqual({ blockCount, blockSize });
   });
 

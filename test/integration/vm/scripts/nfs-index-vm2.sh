@@ -65,11 +65,9 @@ observe released released
 save b-released-get-m "$LAST"
 
 # Gone from both: the Get (the index drops it, and a fresh read finds nothing) and the List.
-removed() { local t1 t2 t3; t1=$(ms); LAST=$(get r); t2=$(ms); LAST_LIST=$(list); t3=$(ms); echo "DIAG $t1 get $((t2-t1)) list $((t3-t2))" >> "$SHARE/out/diag"; [[ $LAST == *'does not exist'* && $LAST_LIST != *'"Name":"r"'* ]]; }
+removed() { LAST=$(get r) && LAST_LIST=$(list); [[ $LAST == *'does not exist'* && $LAST_LIST != *'"Name":"r"'* ]]; }
 LAST_LIST=
-n0=$(wc -l < "$BALLAST_VM_LOGS/ballast.log")
 observe removed removed
-tail -n +"$n0" "$BALLAST_VM_LOGS/ballast.log" | cut -c1-400 >> "$SHARE/out/diag"
 save b-removed-get-r "$LAST"
 save b-removed-list "$LAST_LIST"
 stop_daemon
