@@ -24,7 +24,7 @@ import { LeaseUpkeep } from './lease-upkeep.js';
 import type { ContainerUsage } from './container-usage.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { addRef, markStale, removeRef, totalRefs, type MountedVolume, type MountStateStore } from './mount-state.js';
-import { assertVolumeName } from './names.js';
+import { assertVolumeName, parseRequestedName } from './names.js';
 import { optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
 import { MountSequence } from './mount-sequence.js';
 import { VolumeIndex } from './volume-index.js';
@@ -162,9 +162,10 @@ export class VolumeManager {
     return drivers.every((d) => d.scope === 'global') ? 'global' : 'local';
   }
 
-  async create(name: string, opts: Record<string, string> | null | undefined): Promise<void> {
-    assertVolumeName(name);
-    const requested = parseVolumeOptions(opts, this.deps.config);
+  /** `as` is the name Docker gives: a volume name, or inline options naming one (names.ts). */
+  async create(as: string, opts: Record<string, string> | null | undefined): Promise<void> {
+    const { name, inline } = parseRequestedName(as);
+    const requested = parseVolumeOptions(mergeInline(inline, opts), this.deps.config);
     // A clone's size and filesystem come from its source: resolved once the source is read.
     const spec = requested.from ? undefined : resolveSpec(name, requested, this.deps.config);
     await this.op('create', name, async () => {
@@ -187,8 +188,8 @@ export class VolumeManager {
   }
 
   /** Deletes the volume; one with snapshots only when told to take them with it. */
-  async remove(name: string, withSnapshots = false): Promise<void> {
-    assertVolumeName(name);
+  async remove(as: string, withSnapshots = false): Promise<void> {
+    const { name } = parseRequestedName(as);
     await this.op('remove', name, async () => {
       const local = this.mounted.get(name);
       if (local && totalRefs(local) > 0) {
@@ -212,8 +213,8 @@ export class VolumeManager {
     });
   }
 
-  async mount(name: string, id: string): Promise<string> {
-    assertVolumeName(name);
+  async mount(as: string, id: string): Promise<string> {
+    const { name } = parseRequestedName(as);
     return this.op('mount', name, async () => {
       const current = this.mounted.get(name);
       if (current) await this.upkeep.check(name, current); // another host may have taken it
@@ -239,8 +240,8 @@ export class VolumeManager {
     });
   }
 
-  async unmount(name: string, id: string): Promise<void> {
-    assertVolumeName(name);
+  async unmount(as: string, id: string): Promise<void> {
+    const { name } = parseRequestedName(as);
     await this.op('unmount', name, async () => {
       const current = this.mounted.get(name);
       if (!current || !removeRef(current, id)) {
@@ -254,16 +255,25 @@ export class VolumeManager {
     });
   }
 
-  async path(name: string): Promise<string> {
-    assertVolumeName(name);
+  async path(as: string): Promise<string> {
+    const { name } = parseRequestedName(as);
     const found = await this.findVolume(name);
     if (!found) throw new OperationError('path', name, new VolumeNotFound(name));
     return this.mountpointIfMounted(name);
   }
 
   /** Cheap and side-effect free: dockerd calls it on nearly every operation, for every driver. */
-  async get(name: string): Promise<VolumeView> {
-    assertVolumeName(name);
+  async get(as: string): Promise<VolumeView> {
+    const { name, inline } = parseRequestedName(as);
+    const view = await this.getView(name);
+    if (!inline) return view;
+    // Inline options that the volume does not match: not this volume, so dockerd sends Create, which says why.
+    const record = this.index.cached(name)?.record;
+    if (record && optionConflicts(record as VolumeSpec, parseVolumeOptions(inline, this.deps.config)).length) throw new VolumeNotFound(as);
+    return { ...view, name: as }; // Docker keys the volume by the name it gave
+  }
+
+  private async getView(name: string): Promise<VolumeView> {
     const hit = await this.index.lookup(name);
     if (hit) return this.view(hit.driver, hit.record, hit.error);
     let found: { driver: BackendDriver; record: VolumeRecord } | undefined;
@@ -553,4 +563,14 @@ export class VolumeManager {
       },
     };
   }
+}
+
+/** Inline options and Docker's Opts together; the same key in both must agree. */
+function mergeInline(inline: Record<string, string> | undefined, opts: Record<string, string> | null | undefined): Record<string, string> | null | undefined {
+  if (!inline) return opts;
+  for (const [key, value] of Object.entries(opts ?? {})) {
+    const given = inline[key.toLowerCase()];
+    if (given !== undefined && given !== String(value)) throw new InvalidOption(`option ${key} is ${JSON.stringify(given)} inline but ${JSON.stringify(value)} in the options`);
+  }
+  return { ...opts, ...inline };
 }

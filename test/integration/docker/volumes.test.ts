@@ -239,6 +239,24 @@ describe('ballast volumes through the docker CLI', () => {
     expect(await suite.h.loopRootEntries()).not.toContain('snapsrc');
   });
 
+  it('options inline in the name (run --volume-driver ballast -v size=48M,name=inl1:/data) create inl1 on first use and use it afterwards', async () => {
+    const spec = 'size=48M,fstype=ext4,name=inl1';
+    await suite.h.run(['--rm', '--volume-driver', PLUGIN, '-v', `${spec}:/data`, IMAGE, 'sh', '-c', 'echo kept > /data/f']);
+    expect(await suite.h.run(['--rm', '--volume-driver', PLUGIN, '-v', `${spec}:/data`, IMAGE, 'cat', '/data/f'])).toBe('kept\n');
+    expect(await filesystemBytes(['--volume-driver', PLUGIN, '-v', `${spec}:/data`])).toBeLessThan(48 * MiB);
+    expect(await suite.h.run(['--rm', '-v', 'inl1:/data', IMAGE, 'cat', '/data/f'])).toBe('kept\n'); // the same volume by its name
+    expect((await suite.h.inspectVolume('inl1')).Status).toMatchObject({ size: '48 MiB', fstype: 'ext4' });
+    await suite.h.expectCounts({ 'VolumeDriver.Create': 1 }, spec); // request lines name the volume as dockerd gave it
+    expect(await suite.h.fails(['run', '--rm', '--network', 'none', '--volume-driver', PLUGIN, '-v', 'size=64M,name=inl1:/data', IMAGE, 'true'])).toMatch(
+      /volume inl1 already exists with different options: size is 48 MiB, asked 64 MiB/,
+    );
+    expect(await suite.h.fails(['run', '--rm', '--network', 'none', '--volume-driver', PLUGIN, '-v', 'size=64M:/data', IMAGE, 'true'])).toMatch(/name=NAME is missing/);
+    expect(await suite.h.fails(['run', '--rm', '--network', 'none', '--volume-driver', PLUGIN, '-v', 'colour=blue,name=inl2:/data', IMAGE, 'true'])).toMatch(/unknown option "colour"/);
+    expect(await suite.h.loopRootEntries()).not.toContain('inl2');
+    await suite.h.removeAllContainers();
+    for (const name of (await suite.h.ok(['volume', 'ls', '-q'])).split('\n').filter((n) => n.includes('name=inl1'))) await suite.h.ok(['volume', 'rm', name]);
+  });
+
   it('nothing left behind: no ballast mount, loop device, staging dir or recorded reference', async () => {
     await suite.h.assertNoLeftovers();
   });

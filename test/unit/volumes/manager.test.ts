@@ -121,6 +121,24 @@ describe('VolumeManager (real loop driver on a temp dir, FakeHost for commands)'
       expect(f.host.calls.slice(-2)).toEqual([`mount -t xfs /dev/loop2 ${mp}`, `xfs_growfs -d ${mp}`]);
     });
 
+    it('takes inline options as a name (size=32M,name=inl): creates inl with them, answers to the name Docker gave', async () => {
+      const as = 'size=32M,name=inl';
+      await f.manager.create(as, null);
+      const view = await f.manager.get(as);
+      expect(view).toMatchObject({ name: as, status: { size: '32 MiB' } });
+      expect((await f.manager.list()).map((v) => v.name)).toEqual(['inl']);
+      expect(await f.manager.mount(as, 'a')).toBe(join(f.dir, 'mounts', 'inl'));
+      expect(await f.manager.path('inl')).toBe(join(f.dir, 'mounts', 'inl'));
+      await f.manager.unmount(as, 'a');
+      await f.manager.create(as, {}); // the same options again: it is there
+      // Other inline options name no volume to Get (dockerd then sends Create, which says why).
+      await expect(f.manager.get('size=64M,name=inl')).rejects.toThrow(/volume size=64M,name=inl does not exist/);
+      await expect(f.manager.create('size=64M,name=inl', null)).rejects.toThrow(/volume inl already exists with different options: size is 32 MiB, asked 64 MiB/);
+      await expect(f.manager.create('size=32M,name=other', { size: '64M' })).rejects.toThrow(/option size is "32M" inline but "64M" in the options/);
+      await expect(f.manager.create('bogus=1,name=other', null)).rejects.toThrow(/unknown option "bogus"/);
+      expect((await f.manager.list()).map((v) => v.name)).toEqual(['inl']);
+    });
+
     it('counts a second Mount with the same ID (docker cp) and unmounts only after both Unmounts', async () => {
       await f.manager.create('v', {});
       await f.manager.mount('v', 'c1');
