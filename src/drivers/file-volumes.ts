@@ -42,6 +42,10 @@ export const volumeRecordSchema = z.object({
   readonly: z.boolean(),
   createdAt: z.string(),
   ownership: ownershipSchema,
+  ioLimits: z
+    .object({ readIops: z.number().int().positive(), writeIops: z.number().int().positive(), readBps: z.number().int().positive(), writeBps: z.number().int().positive() })
+    .partial()
+    .optional(),
 });
 const sidecarSchema = z.object({
   v: z.literal(1),
@@ -82,6 +86,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   abstract readonly kind: string;
   abstract readonly transport: Transport;
   readonly scope: 'local' | 'global';
+  readonly keepsIoLimits = true;
   protected readonly root: string;
   protected readonly files: FileStore;
   protected readonly images: VolumeImages;

@@ -15,6 +15,17 @@ export interface VolumeRecord {
   readonly: boolean;
   createdAt: string;
   ownership: OwnershipRecord;
+  /** Per-volume IO limits, applied to every container that mounts it (absent: none). */
+  ioLimits?: IoLimits;
+}
+
+/** Throttles per container on the volume's device; each absent one is unlimited. */
+export interface IoLimits {
+  readIops?: number;
+  writeIops?: number;
+  /** Bytes per second. */
+  readBps?: number;
+  writeBps?: number;
 }
 
 export type NewVolume = Omit<VolumeRecord, 'createdAt' | 'ownership'>;
@@ -80,6 +91,8 @@ export interface BackendDriver extends OwnershipStore {
    * manual where the storage has no way to stop the former holder from writing.
    */
   readonly takeover?: 'automatic' | 'manual';
+  /** Whether the volume's record keeps `ioLimits` (the file-based backends); others refuse the options. */
+  readonly keepsIoLimits?: boolean;
   /** Snapshots and clones; absent where the backend has none (yet). */
   readonly snapshots?: SnapshotCapable;
 }

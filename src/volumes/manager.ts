@@ -25,11 +25,12 @@ import type { ContainerUsage } from './container-usage.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { addRef, markStale, removeRef, totalRefs, type MountedVolume, type MountStateStore } from './mount-state.js';
 import { assertVolumeName, parseRequestedName } from './names.js';
-import { optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
+import { describeIoLimits, optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
 import { MountSequence } from './mount-sequence.js';
 import { VolumeIndex } from './volume-index.js';
 import { FrozenFilesystems } from './frozen-filesystems.js';
 import { VolumeSnapshots, type SnapshotHost } from './snapshots.js';
+import { IoLimitEnforcer, type Throttled } from './io-limits.js';
 
 export interface VolumeManagerDeps {
   config: Config;
@@ -81,6 +82,7 @@ export class VolumeManager {
   staleIdPrune: Promise<void> = Promise.resolve();
   readonly snapshots: VolumeSnapshots;
   private readonly frozen: FrozenFilesystems;
+  readonly ioLimits: IoLimitEnforcer;
 
   constructor(private readonly deps: VolumeManagerDeps) {
     this.locks = new KeyedMutex(deps.config.timeouts.volume_lock_seconds * 1000);
@@ -115,6 +117,22 @@ export class VolumeManager {
       driverOfProfile: (profile) => this.driverFor(profile),
     };
     this.snapshots = new VolumeSnapshots(snapshotHost, [...new Set(deps.drivers.values())], this.frozen, deps.config, deps.log);
+    this.ioLimits = new IoLimitEnforcer(deps.config.docker.socket, (dockerName) => this.throttled(dockerName), deps.log, () =>
+      [...this.mounted.keys()].some((name) => this.index.cached(name)?.record.ioLimits),
+    );
+  }
+
+  /** A volume Docker names, when it is mounted here and has IO limits. */
+  private throttled(dockerName: string): Throttled | undefined {
+    let name: string;
+    try {
+      name = parseRequestedName(dockerName).name;
+    } catch {
+      return undefined;
+    }
+    const mounted = this.mounted.get(name);
+    const limits = this.index.cached(name)?.record.ioLimits;
+    return mounted && limits ? { volume: name, device: mounted.device, limits } : undefined;
   }
 
   private get log(): Logger {
@@ -129,11 +147,13 @@ export class VolumeManager {
     await this.upkeep.start();
     await this.reconcile();
     this.index.start();
+    this.ioLimits.start();
   }
 
   /** Stops renewing host leases (graceful shutdown). The watchdog keeps guarding mounted volumes. */
   async stop(): Promise<void> {
     this.index.stop();
+    this.ioLimits.stop();
     await this.upkeep.stop();
   }
 
@@ -176,6 +196,9 @@ export class VolumeManager {
         return void this.index.put(clone.driver, { value: clone.record, revision: 1 });
       }
       const driver = this.driverFor(spec.profile);
+      if (spec.ioLimits && !driver.keepsIoLimits) {
+        throw new InvalidOption(`options read_iops, write_iops, read_bps, write_bps: the ${driver.kind} backend of profile ${spec.profile} cannot keep per-volume IO limits yet (loop, iscsi and lio can)`);
+      }
       try {
         const record = await driver.create(spec);
         this.index.put(driver, { value: record, revision: 1 });
@@ -545,6 +568,7 @@ export class VolumeManager {
         readonly: record.readonly,
         ...(record.mountOpts.length ? { mountopts: record.mountOpts.join(',') } : {}),
         ...(record.mkfsOpts.length ? { mkfsopts: record.mkfsOpts.join(' ') } : {}),
+        ...(record.ioLimits ? { ioLimits: describeIoLimits(record.ioLimits), ioLimitsBy: 'cgroup block IO throttle, per container' } : {}),
         attachment: local
           ? { host: this.deps.identity.hostId, device: local.device, mountpoint: local.mountpoint, mounts: totalRefs(local) }
           : 'detached',

@@ -1,7 +1,7 @@
 import { InvalidOption } from '../errors.js';
 import { FSTYPES, type Config, type Fstype } from '../config/schema.js';
 import { formatSize, parseSize, SIZE_SYNTAX } from '../config/size.js';
-import type { CloneSource } from '../drivers/types.js';
+import type { CloneSource, IoLimits } from '../drivers/types.js';
 import { isValidVolumeName } from './names.js';
 
 /** What a user asked for with --opt / driver_opts: only the options actually given. */
@@ -14,6 +14,7 @@ export interface RequestedOptions {
   readonly?: boolean;
   /** A clone: the new volume starts with this volume's data, or its snapshot's. */
   from?: CloneSource;
+  ioLimits?: IoLimits;
 }
 
 /** A volume's full, resolved specification (requested options plus configured defaults). */
@@ -25,9 +26,10 @@ export interface VolumeSpec {
   mkfsOpts: string[];
   mountOpts: string[];
   readonly: boolean;
+  ioLimits?: IoLimits;
 }
 
-export const VALID_OPTIONS = ['size', 'fstype', 'profile', 'mkfsopts', 'mountopts', 'readonly', 'from'] as const;
+export const VALID_OPTIONS = ['size', 'fstype', 'profile', 'mkfsopts', 'mountopts', 'readonly', 'from', 'read_iops', 'write_iops', 'read_bps', 'write_bps'] as const;
 
 /** xfsprogs 5.19 and later refuse filesystems under 300 MiB. */
 const MIN_SIZE: Record<Fstype, number> = { ext4: 16 * 1024 ** 2, xfs: 300 * 1024 ** 2 };
@@ -63,6 +65,12 @@ function parseMountOpts(value: string): string[] {
     }
   }
   return options;
+}
+
+function parseIops(key: string, value: string): number {
+  const n = Number(value.trim());
+  if (!/^\d+$/.test(value.trim()) || n < 1 || n > 10_000_000) throw new InvalidOption(`option ${key}=${value}: expected a whole number of operations per second, 1 or more`);
+  return n;
 }
 
 /** `VOLUME` or `VOLUME@SNAPSHOT`, both valid names. */
@@ -111,6 +119,17 @@ export function parseVolumeOptions(opts: Record<string, string> | null | undefin
       case 'from':
         requested.from = parseCloneSource(value);
         break;
+      case 'read_iops':
+      case 'write_iops':
+        (requested.ioLimits ??= {})[key === 'read_iops' ? 'readIops' : 'writeIops'] = parseIops(key, value);
+        break;
+      case 'read_bps':
+      case 'write_bps': {
+        const bytes = parseSize(value);
+        if (bytes === undefined || bytes < 1 || !Number.isInteger(bytes)) throw new InvalidOption(`option ${key}=${value}: expected bytes per second, ${SIZE_SYNTAX}`);
+        (requested.ioLimits ??= {})[key === 'read_bps' ? 'readBps' : 'writeBps'] = bytes;
+        break;
+      }
       default:
         throw new InvalidOption(`unknown option ${JSON.stringify(rawKey)}: valid options are ${VALID_OPTIONS.join(', ')}`);
     }
@@ -128,6 +147,7 @@ export function resolveSpec(name: string, requested: RequestedOptions, config: C
     mkfsOpts: requested.mkfsOpts ?? [],
     mountOpts: requested.mountOpts ?? [],
     readonly: requested.readonly ?? false,
+    ...(requested.ioLimits ? { ioLimits: requested.ioLimits } : {}),
   };
   const min = MIN_SIZE[spec.fstype];
   if (spec.sizeBytes < min) {
@@ -151,5 +171,17 @@ export function optionConflicts(existing: VolumeSpec, requested: RequestedOption
   if (requested.mkfsOpts !== undefined) differs('mkfsopts', existing.mkfsOpts.join(' '), requested.mkfsOpts.join(' '));
   if (requested.mountOpts !== undefined) differs('mountopts', existing.mountOpts.join(','), requested.mountOpts.join(','));
   if (requested.readonly !== undefined) differs('readonly', String(existing.readonly), String(requested.readonly));
+  if (requested.ioLimits !== undefined) differs('io limits', describeIoLimits(existing.ioLimits), describeIoLimits(requested.ioLimits));
   return conflicts;
+}
+
+/** IO limits as the options give them: read_bps=1 MiB, write_iops=100. */
+export function describeIoLimits(limits: IoLimits | undefined): string {
+  if (!limits) return '';
+  const parts: string[] = [];
+  if (limits.readIops) parts.push(`read_iops=${limits.readIops}`);
+  if (limits.writeIops) parts.push(`write_iops=${limits.writeIops}`);
+  if (limits.readBps) parts.push(`read_bps=${formatSize(limits.readBps)}`);
+  if (limits.writeBps) parts.push(`write_bps=${formatSize(limits.writeBps)}`);
+  return parts.join(',');
 }

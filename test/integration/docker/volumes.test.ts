@@ -257,6 +257,28 @@ describe('ballast volumes through the docker CLI', () => {
     for (const name of (await suite.h.ok(['volume', 'ls', '-q'])).split('\n').filter((n) => n.includes('name=inl1'))) await suite.h.ok(['volume', 'rm', name]);
   });
 
+  it('io limits: write_bps=2M caps a container\'s direct writes to the volume within 20 %; a volume without limits is not capped', async () => {
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=64M', '--opt', 'write_bps=2M', '--opt', 'read_iops=200', 'capped']);
+    await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=64M', 'uncapped']);
+    expect((await suite.h.inspectVolume('capped')).Status).toMatchObject({ ioLimits: 'read_iops=200,write_bps=2 MiB', ioLimitsBy: expect.stringMatching(/cgroup/) });
+    // 12 MiB written with O_DIRECT, timed inside the container (/proc/uptime: 10 ms steps) after a
+    // pause that lets ballast see the container start.
+    const mibPerSecond = async (volume: string) => {
+      const script = 'sleep 2; a=$(cut -d" " -f1 /proc/uptime); dd if=/dev/zero of=/data/f bs=1M count=12 oflag=direct 2>/dev/null; b=$(cut -d" " -f1 /proc/uptime); echo $a $b';
+      const [a, b] = (await suite.h.run(['--rm', '-v', `${volume}:/data`, IMAGE, 'sh', '-c', script])).trim().split(' ').map(Number);
+      return 12 / (b! - a!);
+    };
+    const capped = await mibPerSecond('capped');
+    expect(capped).toBeGreaterThan(2 * 0.8);
+    expect(capped).toBeLessThan(2 * 1.2);
+    expect(await mibPerSecond('uncapped')).toBeGreaterThan(2 * 3);
+    const applied = (await suite.h.logs()).filter((l) => l.message === 'io limits applied');
+    expect(applied).toEqual([expect.objectContaining({ volume: 'capped', limits: 'read_iops=200,write_bps=2 MiB' })]);
+    expect(await suite.h.fails(['volume', 'create', '-d', PLUGIN, '--opt', 'write_bps=lots', 'badlimit'])).toMatch(/option write_bps=lots: expected bytes per second/);
+    expect(await suite.h.fails(['volume', 'create', '-d', PLUGIN, '--opt', 'read_iops=1.5', 'badlimit'])).toMatch(/option read_iops=1.5: expected a whole number/);
+    await suite.h.ok(['volume', 'rm', 'capped', 'uncapped']);
+  });
+
   it('nothing left behind: no ballast mount, loop device, staging dir or recorded reference', async () => {
     await suite.h.assertNoLeftovers();
   });

@@ -16,6 +16,18 @@ describe('parseVolumeOptions', () => {
     ).toEqual({ sizeBytes: 10 * 1024 ** 3, fstype: 'xfs', profile: 'gold', mkfsOpts: ['-b', '4096'], mountOpts: ['noatime', 'discard'], readonly: true });
   });
 
+  it('parses IO limits: whole operations per second, and bytes per second with the size syntax', () => {
+    expect(parseVolumeOptions({ read_iops: '100', WRITE_IOPS: '20', read_bps: '10M', write_bps: '1048576' }, config)).toEqual({
+      ioLimits: { readIops: 100, writeIops: 20, readBps: 10 * 1024 ** 2, writeBps: 1024 ** 2 },
+    });
+    expect(() => parseVolumeOptions({ read_iops: 'fast' }, config)).toThrow(/option read_iops=fast: expected a whole number/);
+    expect(() => parseVolumeOptions({ write_iops: '0' }, config)).toThrow(/write_iops=0/);
+    expect(() => parseVolumeOptions({ write_bps: '-1' }, config)).toThrow(/option write_bps=-1: expected bytes per second/);
+    expect(optionConflicts(resolveSpec('v', { ioLimits: { writeBps: 1024 ** 2 } }, config), { ioLimits: { writeBps: 2 * 1024 ** 2 } })).toEqual([
+      'io limits is write_bps=1 MiB, asked write_bps=2 MiB',
+    ]);
+  });
+
   it('parses a clone source: a volume, or a volume and its snapshot', () => {
     expect(parseVolumeOptions({ from: 'pg' }, config)).toEqual({ from: { volume: 'pg' } });
     expect(parseVolumeOptions({ From: 'pg@before.upgrade' }, config)).toEqual({ from: { volume: 'pg', snapshot: 'before.upgrade' } });
@@ -29,7 +41,7 @@ describe('parseVolumeOptions', () => {
   });
 
   it.each([
-    [{ bogus: '1' }, /unknown option "bogus": valid options are size, fstype, profile, mkfsopts, mountopts, readonly, from/],
+    [{ bogus: '1' }, /unknown option "bogus": valid options are size, fstype, profile, mkfsopts, mountopts, readonly, from, read_iops, write_iops, read_bps, write_bps/],
     [{ size: 'lots' }, /option size=lots: expected a number of bytes/],
     [{ size: '0' }, /option size=0/],
     [{ fstype: 'ntfs' }, /option fstype=ntfs: expected one of ext4, xfs/],
