@@ -190,6 +190,7 @@ describe('moby external volume driver scenarios, through the docker CLI', () => 
   it('16 out-of-band delete: the name can be created again with new options, then by another driver', async () => {
     await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=32M', 'oob16']);
     await rm(join(suite.h.ballast.loopRoot, 'oob16'), { recursive: true });
+    await sleep(OUT_OF_BAND_MS); // ballast's Get sees a volume deleted by hand within renew_every
 
     await suite.h.ok(['volume', 'create', '-d', PLUGIN, '--opt', 'size=64M', '--opt', 'fstype=ext4', 'oob16']);
     const again = await suite.h.inspectVolume('oob16');
