@@ -273,7 +273,10 @@ describe('ballast volumes through the docker CLI', () => {
     expect(capped).toBeLessThan(2 * 1.2);
     expect(await mibPerSecond('uncapped')).toBeGreaterThan(2 * 3);
     const applied = (await suite.h.logs()).filter((l) => l.message === 'io limits applied');
-    expect(applied).toEqual([expect.objectContaining({ volume: 'capped', limits: 'read_iops=200,write_bps=2 MiB' })]);
+    // One container, on the capped volume only (a start seen both in the catch-up list and as an event is applied twice, harmlessly).
+    expect(applied.length).toBeGreaterThan(0);
+    for (const line of applied) expect(line).toMatchObject({ volume: 'capped', limits: 'read_iops=200,write_bps=2 MiB' });
+    expect(new Set(applied.map((l) => l.container)).size).toBe(1);
     expect(await suite.h.fails(['volume', 'create', '-d', PLUGIN, '--opt', 'write_bps=lots', 'badlimit'])).toMatch(/option write_bps=lots: expected bytes per second/);
     expect(await suite.h.fails(['volume', 'create', '-d', PLUGIN, '--opt', 'read_iops=1.5', 'badlimit'])).toMatch(/option read_iops=1.5: expected a whole number/);
     await suite.h.ok(['volume', 'rm', 'capped', 'uncapped']);
