@@ -369,6 +369,9 @@ export class Cluster {
   async assertNoLeftovers(): Promise<void> {
     for (const e of await this.leaveSwarm()) throw new Error(`leaving the swarm: ${e}`);
     for (const h of this.hosts) await h.removeAllContainers();
+    // Another host's Remove reaches this host's List within one renewal interval (the volume
+    // index): wait that long, so the listing names only volumes that still exist.
+    await sleep(2 * LEASE.renew_every * 1000);
     await this.hosts[0]!.removeAllBallastVolumes();
     const problems: string[] = [];
     for (const h of this.hosts) {
