@@ -7,7 +7,10 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 
 /** A volume attached and mounted on this host, and who uses it. */
 export interface MountedVolume {
+  /** The device the filesystem is on: the attached device, or its open LUKS mapping. */
   device: string;
+  /** The attached device under the LUKS mapping, for an encrypted volume. */
+  attached?: string;
   mountpoint: string;
   export: Export;
   /** Docker mount ID -> count. A multiset: `docker cp` mounts again with the same ID. */
@@ -55,7 +58,9 @@ const stateSchema = z.object({
     z.object({
       device: z.string(),
       mountpoint: z.string(),
-      export: z.object({ transport: z.literal('loop'), file: z.string() }),
+      // Each transport's fields are its attacher's to read; here only which attacher it is.
+      export: z.object({ transport: z.enum(['loop', 'iscsi', 'fc', 'nvme-tcp', 'vmdk']) }).passthrough(),
+      attached: z.string().optional(),
       refs: z.record(z.string(), z.number().int().positive()),
       staleIds: z.array(z.string()),
       generation: z.number().int(),
@@ -106,7 +111,7 @@ export class MountStateStore {
           `unmount them (umount, losetup -d) and remove the file, then start ballast again`,
       );
     }
-    return new Map(Object.entries(parsed.volumes));
+    return new Map(Object.entries(parsed.volumes) as unknown as Array<[string, MountedVolume]>);
   }
 
   /**

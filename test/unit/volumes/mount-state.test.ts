@@ -65,6 +65,19 @@ describe('MountStateStore', () => {
     expect(await readdir(join(dir, 'state'))).toEqual(['mounts.json']);
   });
 
+  it('round-trips a volume of every transport, and an encrypted one with the device under its mapping', async () => {
+    const store = new MountStateStore(join(dir, 'state'));
+    const iscsi: MountedVolume = {
+      ...volume(),
+      device: '/dev/mapper/ballast-v',
+      attached: '/dev/dm-3',
+      export: { transport: 'iscsi', iqn: 'iqn.2026-12.test:v', portals: ['127.0.0.1:3260'], lun: 1, multipath: true, reservations: false },
+    };
+    const vmdk: MountedVolume = { ...volume(), export: { transport: 'vmdk', diskUuid: 'a'.repeat(32), file: '[ds] ballast/w/disk.vmdk' } };
+    await store.save(new Map([['v', iscsi], ['w', vmdk]]));
+    expect(await new MountStateStore(join(dir, 'state')).load()).toEqual(new Map([['v', iscsi], ['w', vmdk]]));
+  });
+
   it('never lets an earlier save overwrite a later one', async () => {
     const store = new MountStateStore(join(dir, 'state'));
     const map = new Map<string, MountedVolume>();
