@@ -8,7 +8,8 @@
 #
 # Environment:
 #   BALLAST_PLUGIN_EXTRA_PACKAGES  more Debian packages for the rootfs, comma-separated, e.g.
-#                                  open-iscsi,multipath-tools,sg3-utils (iSCSI/FC hosts; ~100 MB)
+#                                  open-iscsi,multipath-tools,sg3-utils (iSCSI/FC hosts; ~100 MB),
+#                                  cryptsetup-bin (encrypted=true volumes)
 #   BALLAST_PLUGIN_NODE            the node binary to ship (default /usr/bin/node; must be >= 20)
 #   BALLAST_PLUGIN_DIST            a dist/ already compiled from this tree (default: compile src/)
 set -euo pipefail

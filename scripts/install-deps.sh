@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 #        install-deps.sh --packages PACKAGE...
 #                                   only those Debian packages (no npm, no build)
 # Keep RUNTIME_PACKAGES equal to BASE_PACKAGES in src/config/host-packages.ts.
-RUNTIME_PACKAGES=(util-linux mount e2fsprogs xfsprogs)
+RUNTIME_PACKAGES=(util-linux mount e2fsprogs xfsprogs cryptsetup-bin)
 
 # The lab, beyond the runtime: every transport's initiator tools (open-iscsi, multipath-tools,
 # sg3-utils, nvme-cli); tgt and lvm2 for an iSCSI array on a Linux host. A real Docker engine,

@@ -3,7 +3,7 @@
 # With no /etc/ballast/config.yml it runs on the embedded default: the loop backend
 # under /var/lib/ballast, serving /run/docker/plugins/ballast.sock.
 #   scripts/start.sh [--all-transports] [BALLAST OPTIONS]
-# Only the runtime is installed (util-linux, mount, e2fsprogs, xfsprogs, the npm packages), plus
+# Only the runtime is installed (util-linux, mount, e2fsprogs, xfsprogs, cryptsetup-bin, the npm packages), plus
 # the initiator tools of the transports the configuration uses (`ballast config packages`);
 # --all-transports installs those of every transport (iSCSI, multipath, reservations, NVMe/TCP).
 # Other arguments go to `ballast`, e.g. `scripts/start.sh --config /etc/ballast/other.yml`.

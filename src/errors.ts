@@ -98,6 +98,12 @@ export class ConfigError extends BallastError {
   readonly kind = 'invalid';
 }
 
+/** An encrypted volume's key is missing, unsafe, or opens none of its key slots. */
+export class EncryptionKeyUnusable extends BallastError {
+  readonly code = 'BALLAST_ENCRYPTION_KEY';
+  readonly kind = 'invalid';
+}
+
 /** A backend (a storage root, an array) cannot be reached or used right now. */
 export class BackendUnavailable extends BallastError {
   readonly code = 'BALLAST_BACKEND_UNAVAILABLE';

@@ -11,7 +11,7 @@ export interface ExecOptions {
   /** Strings to mask in logs and errors (CHAP secrets, passwords). */
   redact?: readonly string[];
   /** Written to the command's stdin, then EOF (a secret goes this way, never in argv). Default: no stdin. */
-  input?: string;
+  input?: string | Buffer;
 }
 
 export interface ExecResult {
@@ -65,7 +65,7 @@ function collect(stream: NodeJS.ReadableStream | null): () => string {
  * Spawns argv without a shell and settles once it has exited and its output pipes closed (or it
  * could not start). Kills it at the timeout: SIGTERM, then SIGKILL FORCE_KILL_MS later.
  */
-function spawnBounded(argv: readonly string[], timeoutMs: number, input: string | undefined): { pid?: number; ended: Promise<Ended>; dropOutput(): void } {
+function spawnBounded(argv: readonly string[], timeoutMs: number, input: string | Buffer | undefined): { pid?: number; ended: Promise<Ended>; dropOutput(): void } {
   const [file, ...args] = argv;
   const child = spawn(file!, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
   const stdout = collect(child.stdout);

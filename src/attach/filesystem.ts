@@ -5,6 +5,7 @@ import { CommandFailed } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Exec } from '../exec.js';
 import { MountTable } from '../util/mountinfo.js';
+import { dmKernelName } from './device-mapper.js';
 import { cleanExt4, readExt4Superblock } from './ext4-superblock.js';
 
 /**
@@ -239,8 +240,10 @@ export class Filesystem {
 
   /** The device's size in bytes, from sysfs (/sys/class/block/NAME/size, in 512-byte sectors): no child process. */
   async deviceBytes(device: string): Promise<number> {
-    // /dev/loop3 is its own name; /dev/mapper/x and /dev/disk/by-*/... are links to it.
-    const name = basename(/^\/dev\/[^/]+$/.test(device) ? device : await realpath(device));
+    // /dev/loop3 is its own name; /dev/disk/by-*/... are links to it; /dev/mapper/x may be a node of its own.
+    const mapped = /^\/dev\/mapper\/([^/]+)$/.exec(device);
+    const dm = mapped ? await dmKernelName(this.sysfsRoot, mapped[1]!) : undefined;
+    const name = dm ?? basename(/^\/dev\/[^/]+$/.test(device) ? device : await realpath(device));
     const path = join(this.sysfsRoot, 'sys', 'class', 'block', name, 'size');
     const sectors = (await readFile(path, 'utf8')).trim();
     if (!/^\d+$/.test(sectors)) throw new Error(`${path} holds no sector count: ${JSON.stringify(sectors)}`);

@@ -11,6 +11,7 @@ import { VmdkAttacher } from './vmdk/vmdk-attacher.js';
 export type { Attacher } from './types.js';
 export { CommandRunner, type Exec, type ExecOptions, type ExecResult } from '../exec.js';
 export { Filesystem } from './filesystem.js';
+export { Luks } from './luks.js';
 export { MountTable } from '../util/mountinfo.js';
 
 /** Settings of attachers that need any: `vmUuid` is backends.vmdk.vm_uuid, this VM's BIOS UUID. */

@@ -1,5 +1,5 @@
 import { mkdir } from 'node:fs/promises';
-import { CommandRunner, createAttachers, Filesystem, MountTable } from '../attach/index.js';
+import { CommandRunner, createAttachers, Filesystem, Luks, MountTable } from '../attach/index.js';
 import type { Config } from '../config/schema.js';
 import { createDrivers } from '../drivers/index.js';
 import { errorMessage } from '../errors.js';
@@ -30,6 +30,7 @@ export async function startDaemon(config: Config, log: Logger, configPath?: stri
     drivers: createDrivers(config, log, exec),
     attachers: createAttachers(exec, log, config.timeouts.command_seconds * 1000, { ...(config.backends.vmdk?.vm_uuid ? { vmUuid: config.backends.vmdk.vm_uuid } : {}) }),
     filesystem: new Filesystem(exec, log, { slowMs: config.timeouts.filesystem_seconds * 1000 }),
+    luks: new Luks(exec, config.timeouts.command_seconds * 1000),
     mountTable: new MountTable(),
     state: new MountStateStore(config.state_dir),
     usage: new DockerApiUsage(config.docker.socket, log),

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { absolutePath } from './fields.js';
+import { absolutePath, profileCommon } from './fields.js';
 
 // The backends ballast reaches through an array's management API (REST), not by running commands
 // on an array host: OpenStack Cinder, Dell PowerFlex, Dell Storage Center, IBM Spectrum Connect.
@@ -42,7 +42,7 @@ export const cinderProfile = z.strictObject({
   backend: z.literal('cinder'),
   volume_type: z.string().min(1).optional(),
   availability_zone: z.string().min(1).optional(),
-  description: z.string().optional(),
+  ...profileCommon,
 });
 
 /**
@@ -76,7 +76,7 @@ export const powerflexProfile = z.strictObject({
   backend: z.literal('powerflex'),
   protection_domain: z.string().min(1).optional(),
   storage_pool: z.string().min(1).optional(),
-  description: z.string().optional(),
+  ...profileCommon,
 });
 
 /**
@@ -112,7 +112,7 @@ export const dellscBackend = z.strictObject({
 export const dellscProfile = z.strictObject({
   backend: z.literal('dellsc'),
   storage_profile: z.string().min(1).optional(),
-  description: z.string().optional(),
+  ...profileCommon,
 });
 
 /**
@@ -146,5 +146,5 @@ export const scbeBackend = z.strictObject({
 export const scbeProfile = z.strictObject({
   backend: z.literal('scbe'),
   service: z.string().min(1).optional(),
-  description: z.string().optional(),
+  ...profileCommon,
 });

@@ -5,7 +5,7 @@ import type { Config } from './schema.js';
  * installs these (through `ballast config packages`), so a loop-only host never gets the iSCSI,
  * multipath or NVMe tools, and a host with an iSCSI profile gets them without a flag.
  */
-export const BASE_PACKAGES = ['util-linux', 'mount', 'e2fsprogs', 'xfsprogs'] as const;
+export const BASE_PACKAGES = ['util-linux', 'mount', 'e2fsprogs', 'xfsprogs', 'cryptsetup-bin'] as const; // cryptsetup: encrypted=true
 const SCSI_MULTIPATH = ['multipath-tools', 'sg3-utils'] as const; // dm-multipath maps, SCSI-3 reservations
 const ISCSI = ['open-iscsi', ...SCSI_MULTIPATH] as const;
 const NVME_TCP = ['nvme-cli'] as const;

@@ -1,22 +1,10 @@
 import { z } from 'zod';
 import { leaseTimings } from './lease-timings.js';
-import { parseSize, SIZE_SYNTAX } from './size.js';
-import { absolutePath } from './fields.js';
+import { absolutePath, profileCommon, sizeText } from './fields.js';
 import { cinderBackend, cinderProfile, dellscBackend, dellscProfile, powerflexBackend, powerflexProfile, scbeBackend, scbeProfile } from './api-backends.js';
 
 // The shape of /etc/ballast/config.yml. Strict everywhere: an unknown key is a typo, and
 // a typo in storage configuration should stop the daemon, not be ignored.
-
-const sizeText = z
-  .union([z.string(), z.number().int().positive()])
-  .transform((value, ctx) => {
-    const bytes = typeof value === 'number' ? value : parseSize(value);
-    if (bytes === undefined || bytes <= 0) {
-      ctx.addIssue({ code: 'custom', message: `expected a size: ${SIZE_SYNTAX}; got ${JSON.stringify(value)}` });
-      return z.NEVER;
-    }
-    return bytes;
-  });
 
 const loopBackend = z.strictObject({
   /** Where volume images and their metadata live. Put it on shared storage (NFS) for several hosts. */
@@ -35,7 +23,7 @@ const loopProfile = z.strictObject({
   backend: z.literal('loop'),
   /** A root of this profile's own (e.g. a directory on faster disks); default: backends.loop.root. */
   root: absolutePath.optional(),
-  description: z.string().optional(),
+  ...profileCommon,
 });
 
 const portal = z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected "address:port", e.g. "10.0.0.5:3260"');
@@ -103,7 +91,7 @@ const iscsiProfile = z.strictObject({
   pool: absolutePath.optional(),
   /** An LVM volume group on the array host: volumes are logical volumes there, not image files. */
   volume_group: z.string().regex(/^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/, 'expected an LVM volume group name').optional(),
-  description: z.string().optional(),
+  ...profileCommon,
 });
 
 export const LIO_TRANSPORTS = ['iscsi', 'fc'] as const;
@@ -145,7 +133,7 @@ const lioProfile = z.strictObject({
   pool: absolutePath.regex(/^[^,=]*$/, 'LIO takes the image path in a "name=value,..." list: no "," or "=" in the pool').optional(),
   /** An LVM volume group on the array host: volumes are logical volumes there (LIO iblock), not files. */
   volume_group: z.string().regex(/^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$/, 'expected an LVM volume group name').optional(),
-  description: z.string().optional(),
+  ...profileCommon,
 });
 
 const vmdkBackend = z.strictObject({
@@ -178,7 +166,7 @@ const vmdkProfile = z.strictObject({
   backend: z.literal('vmdk'),
   /** The datastore of this profile's volumes; default backends.vmdk.datastore. */
   datastore: z.string().min(1).optional(),
-  description: z.string().optional(),
+  ...profileCommon,
 });
 
 export const FSTYPES = ['ext4', 'xfs'] as const;
@@ -239,6 +227,10 @@ export const configSchema = z.strictObject({
   limits: z
     .strictObject({ max_size: sizeText.default(16 * 1024 ** 4) })
     .default({ max_size: 16 * 1024 ** 4 }),
+  /** Keys of encrypted volumes (--opt encrypted=true) whose profile names no key_file: KEY_DIR/VOLUME.key. */
+  encryption: z
+    .strictObject({ key_dir: absolutePath.default('/etc/ballast/keys') })
+    .default({ key_dir: '/etc/ballast/keys' }),
   backends: z
     .strictObject({ loop: loopBackend.default({ root: '/var/lib/ballast/loop', shared: false, fence: 'auto' }), iscsi: iscsiBackend.optional(), lio: lioBackend.optional(), vmdk: vmdkBackend.optional(), cinder: cinderBackend.optional(), powerflex: powerflexBackend.optional(), dellsc: dellscBackend.optional(), scbe: scbeBackend.optional() })
     .default({ loop: { root: '/var/lib/ballast/loop', shared: false, fence: 'auto' } }),
@@ -276,8 +268,16 @@ export const configSchema = z.strictObject({
       ctx.addIssue({ code: 'custom', path: ['profiles', name, 'backend'], message: 'profile uses the iscsi backend, but backends.iscsi is not configured' });
     }
     if (profile.backend === 'lio') checkLioProfile(config, name, profile, lioPools, ctx);
+    const ioDefaults = IO_LIMIT_KEYS.filter((key) => profile[key] !== undefined);
+    if (ioDefaults.length && !IO_LIMIT_BACKENDS.includes(profile.backend)) {
+      ctx.addIssue({ code: 'custom', path: ['profiles', name, ioDefaults[0]!], message: `the ${profile.backend} backend cannot keep per-volume IO limits yet (${IO_LIMIT_BACKENDS.join(', ')} can)` });
+    }
   }
 });
+
+const IO_LIMIT_KEYS = ['read_iops', 'write_iops', 'read_bps', 'write_bps'] as const;
+/** The backends whose volume records keep IO limits (the file-based ones). */
+const IO_LIMIT_BACKENDS: string[] = ['loop', 'iscsi', 'lio'];
 
 /** An lio profile needs the settings of its transport; one pool serves one transport and one kind of volume. */
 function checkLioProfile(

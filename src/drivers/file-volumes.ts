@@ -46,6 +46,7 @@ export const volumeRecordSchema = z.object({
     .object({ readIops: z.number().int().positive(), writeIops: z.number().int().positive(), readBps: z.number().int().positive(), writeBps: z.number().int().positive() })
     .partial()
     .optional(),
+  encryption: z.discriminatedUnion('key', [z.object({ key: z.literal('profile') }), z.object({ key: z.literal('key_dir'), name: z.string() })]).optional(),
 });
 const sidecarSchema = z.object({
   v: z.literal(1),
@@ -87,6 +88,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   abstract readonly transport: Transport;
   readonly scope: 'local' | 'global';
   readonly keepsIoLimits = true;
+  readonly keepsEncryption = true;
   protected readonly root: string;
   protected readonly files: FileStore;
   protected readonly images: VolumeImages;

@@ -17,7 +17,12 @@ export interface VolumeRecord {
   ownership: OwnershipRecord;
   /** Per-volume IO limits, applied to every container that mounts it (absent: none). */
   ioLimits?: IoLimits;
+  /** LUKS2 between the attached device and the filesystem (absent: none), and where its key is. */
+  encryption?: VolumeEncryption;
 }
+
+/** Where an encrypted volume's key is found on each host: its profile's key_file, or KEY_DIR/NAME.key. */
+export type VolumeEncryption = { key: 'profile' } | { key: 'key_dir'; name: string };
 
 /** Throttles per container on the volume's device; each absent one is unlimited. */
 export interface IoLimits {
@@ -93,6 +98,8 @@ export interface BackendDriver extends OwnershipStore {
   readonly takeover?: 'automatic' | 'manual';
   /** Whether the volume's record keeps `ioLimits` (the file-based backends); others refuse the options. */
   readonly keepsIoLimits?: boolean;
+  /** Whether the volume's record keeps `encryption` (the file-based backends); others refuse encrypted=true. */
+  readonly keepsEncryption?: boolean;
   /** Snapshots and clones; absent where the backend has none (yet). */
   readonly snapshots?: SnapshotCapable;
 }

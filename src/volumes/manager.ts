@@ -31,6 +31,8 @@ import { VolumeIndex } from './volume-index.js';
 import { FrozenFilesystems } from './frozen-filesystems.js';
 import { VolumeSnapshots, type SnapshotHost } from './snapshots.js';
 import { IoLimitEnforcer, type Throttled } from './io-limits.js';
+import { EncryptionKeys } from './encryption-keys.js';
+import type { Luks } from '../attach/luks.js';
 
 export interface VolumeManagerDeps {
   config: Config;
@@ -38,6 +40,8 @@ export interface VolumeManagerDeps {
   drivers: Map<string, BackendDriver>;
   attachers: Map<Export['transport'], Attacher>;
   filesystem: Filesystem;
+  /** Opens and closes the LUKS devices of encrypted volumes. */
+  luks: Luks;
   mountTable: MountTable;
   state: MountStateStore;
   /** Asked after dockerd restarts which volumes running containers still use. */
@@ -83,6 +87,7 @@ export class VolumeManager {
   readonly snapshots: VolumeSnapshots;
   private readonly frozen: FrozenFilesystems;
   readonly ioLimits: IoLimitEnforcer;
+  private readonly keys: EncryptionKeys;
 
   constructor(private readonly deps: VolumeManagerDeps) {
     this.locks = new KeyedMutex(deps.config.timeouts.volume_lock_seconds * 1000);
@@ -104,7 +109,8 @@ export class VolumeManager {
     this.index = new VolumeIndex([...new Set(deps.drivers.values())], lease.renew_every * 1000, deps.identity.hostId, deps.log);
     this.upkeep = new LeaseUpkeep(this, deps);
     metrics.nameBackends(deps.drivers);
-    this.sequence = new MountSequence({ ...deps, hostId: deps.identity.hostId });
+    this.keys = new EncryptionKeys(deps.config);
+    this.sequence = new MountSequence({ ...deps, keys: this.keys, hostId: deps.identity.hostId });
     this.frozen = new FrozenFilesystems(deps.config.state_dir, deps.filesystem, deps.mountTable, deps.log);
     const snapshotHost: SnapshotHost = {
       find: (name) => this.findVolume(name),
@@ -198,6 +204,12 @@ export class VolumeManager {
       const driver = this.driverFor(spec.profile);
       if (spec.ioLimits && !driver.keepsIoLimits) {
         throw new InvalidOption(`options read_iops, write_iops, read_bps, write_bps: the ${driver.kind} backend of profile ${spec.profile} cannot keep per-volume IO limits yet (loop, iscsi and lio can)`);
+      }
+      if (requested.encrypted) {
+        if (!driver.keepsEncryption) throw new InvalidOption(`option encrypted=true: the ${driver.kind} backend of profile ${spec.profile} cannot keep encrypted volumes yet (loop, iscsi and lio can)`);
+        spec.encryption = await this.keys.forNewVolume(name, spec.profile).catch((err: Error) => {
+          throw new InvalidOption(`option encrypted=true: ${err.message}`);
+        });
       }
       try {
         const record = await driver.create(spec);
@@ -378,11 +390,7 @@ export class VolumeManager {
       await this.locks.run(name, async () => {
         if (!(await this.isStillMounted(volume))) {
           this.log.warn('recorded mount vanished; dropping its references', { volume: name, refs: volume.refs });
-          await metrics
-            .timeDetach(volume.export.transport, () =>
-              this.sequence.attacherFor(volume.export).detach(volume.export, volume.device, { hostId: this.deps.identity.hostId, generation: volume.generation }),
-            )
-            .catch(() => undefined);
+          await this.sequence.detachVanished(name, volume).catch(() => undefined);
           this.mounted.delete(name);
           await this.upkeep.forgetFenced(name);
           return;
@@ -569,6 +577,7 @@ export class VolumeManager {
         ...(record.mountOpts.length ? { mountopts: record.mountOpts.join(',') } : {}),
         ...(record.mkfsOpts.length ? { mkfsopts: record.mkfsOpts.join(' ') } : {}),
         ...(record.ioLimits ? { ioLimits: describeIoLimits(record.ioLimits), ioLimitsBy: 'cgroup block IO throttle, per container' } : {}),
+        ...(record.encryption ? { encrypted: 'LUKS2' } : {}),
         attachment: local
           ? { host: this.deps.identity.hostId, device: local.device, mountpoint: local.mountpoint, mounts: totalRefs(local) }
           : 'detached',

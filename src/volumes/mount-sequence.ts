@@ -2,14 +2,16 @@ import { mkdir, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Attacher } from '../attach/types.js';
 import type { Ext4State, Filesystem, XfsSize } from '../attach/filesystem.js';
+import { luksMappedPath, type Luks } from '../attach/luks.js';
 import type { Config } from '../config/schema.js';
 import type { BackendDriver, VolumeRecord } from '../drivers/index.js';
-import { LeaseHeld, VolumeInUse, errorMessage } from '../errors.js';
+import { EncryptionKeyUnusable, LeaseHeld, VolumeInUse, errorMessage } from '../errors.js';
+import type { EncryptionKeys } from './encryption-keys.js';
 import type { Export, Initiator } from '../export.js';
 import type { Logger } from '../log.js';
 import { metrics } from '../metrics/registry.js';
 import type { OwnershipLease } from '../ownership/lease.js';
-import type { MountedVolume } from './mount-state.js';
+import { attachedDevice, type MountedVolume } from './mount-state.js';
 import { crashPointReached, roundMs, runSteps, type Step, type StepTimes } from './steps.js';
 
 export interface MountSequenceDeps {
@@ -17,6 +19,8 @@ export interface MountSequenceDeps {
   /** This host's id, for the initiator an array exports to. */
   hostId: string;
   filesystem: Filesystem;
+  luks: Luks;
+  keys: EncryptionKeys;
   attachers: Map<Export['transport'], Attacher>;
   log: Logger;
   sleep?: (ms: number) => Promise<void>;
@@ -73,6 +77,9 @@ export class MountSequence {
     let exp: Export | undefined;
     let initiator: Initiator | undefined;
     let device = '';
+    /** The attached device under the LUKS mapping (encrypted volumes); `device` is then the mapping. */
+    let attached: string | undefined;
+    let knownBlank = false;
     let generation = 0;
     let prepared: PreparedFilesystem = { fresh: false, growXfs: false };
     const steps: Step[] = [
@@ -95,13 +102,25 @@ export class MountSequence {
         undo: () => metrics.timeDetach(exp!.transport, () => this.attacherFor(exp!).detach(exp!, device, { hostId: this.deps.hostId, generation })),
       },
       {
-        name: 'prepare filesystem',
+        name: 'open encryption',
         run: async () => {
           // Taken from generation 0 to 1 by this Mount: no host ever attached it before.
           const firstAcquisition = record.ownership.state === 'free' && record.ownership.generation === 0 && generation === 1;
-          const knownBlank = firstAcquisition && (await this.attacherFor(exp!).neverWritten?.(exp!)) === true;
-          prepared = await this.prepareFilesystem(record, device, knownBlank);
+          knownBlank = firstAcquisition && (await this.attacherFor(exp!).neverWritten?.(exp!)) === true;
+          if (!record.encryption) return;
+          knownBlank = await this.openEncrypted(record, device, knownBlank);
+          attached = device;
+          device = luksMappedPath(name);
         },
+        undo: async () => {
+          if (!attached) return;
+          await this.deps.luks.close(name);
+          device = attached;
+        },
+      },
+      {
+        name: 'prepare filesystem',
+        run: async () => void (prepared = await this.prepareFilesystem(record, device, knownBlank)),
       },
       {
         name: 'create mountpoint',
@@ -130,7 +149,40 @@ export class MountSequence {
     ];
     const stepsMs = await runSteps(steps, this.log);
     this.log.info('volume mounted', { volume: name, device, mountpoint, generation, stepsMs });
-    return { device, mountpoint, export: exp!, refs: {}, staleIds: [], generation };
+    return { device, ...(attached ? { attached } : {}), mountpoint, export: exp!, refs: {}, staleIds: [], generation };
+  }
+
+  /**
+   * Opens the LUKS device of an encrypted volume at /dev/mapper/ballast-NAME; a blank device gets
+   * its LUKS2 header first. True when the header was just written (the mapping holds nothing yet).
+   * A key that opens no key slot leaves nothing open: the Mount undoes the attach.
+   */
+  private async openEncrypted(record: VolumeRecord, device: string, knownBlank: boolean): Promise<boolean> {
+    const { luks, keys, filesystem } = this.deps;
+    const name = record.name;
+    const key = await keys.read(name, record.profile, record.encryption!);
+    let formatted = false;
+    if (!(await luks.isLuks(device))) {
+      const found = knownBlank ? undefined : await filesystem.detect(device);
+      if (found) {
+        throw new VolumeInUse(`volume ${name} is encrypted, but its device holds ${found.type ?? `a partition table (${found.partitionTable})`} and no LUKS header; ballast will not format over it`);
+      }
+      this.log.info('blank encrypted volume: writing its LUKS2 header', { volume: name, device });
+      await luks.format(device, key);
+      formatted = true;
+    }
+    let opened = await luks.open(device, name, key);
+    if (opened === 'exists') {
+      // Left open by a daemon that died before its mount: nothing uses it (a mounted one would not close).
+      this.log.warn('closing a LUKS mapping left open by an interrupted Mount', { volume: name });
+      await luks.close(name);
+      opened = await luks.open(device, name, key);
+    }
+    if (opened === 'wrong-key') {
+      throw new EncryptionKeyUnusable(`volume ${name}: its key file ${keys.pathOf(record.profile, record.encryption!)} opens none of the volume's LUKS key slots; put this volume's key there`);
+    }
+    if (opened !== 'opened') throw new VolumeInUse(`volume ${name}: its LUKS mapping ${luksMappedPath(name)} is open and in use`);
+    return formatted;
   }
 
   /**
@@ -157,7 +209,8 @@ export class MountSequence {
       throw new VolumeInUse(`volume ${name} could not be unmounted from ${volume.mountpoint}: ${failures.join('; ')}`);
     }
     await rmdir(volume.mountpoint).catch(() => undefined);
-    await attempt('detach', () => metrics.timeDetach(volume.export.transport, () => this.attacherFor(volume.export).detach(volume.export, volume.device, { hostId: this.deps.hostId, generation: volume.generation })));
+    if (volume.attached) await attempt('close encryption', () => this.deps.luks.close(name));
+    await attempt('detach', () => metrics.timeDetach(volume.export.transport, () => this.attacherFor(volume.export).detach(volume.export, attachedDevice(volume), { hostId: this.deps.hostId, generation: volume.generation })));
     if (home) {
       await attempt('unexport', async () => home.driver.unexport(name, await this.initiatorFor(home.driver)));
       await attempt('release ownership', () => home.lease.release(name));
@@ -176,6 +229,11 @@ export class MountSequence {
     this.log.warn('a Mount interrupted by a crash left the volume mounted; undoing it', { volume: record.name, mountpoint, device: mountedFrom });
     await this.deps.filesystem.unmount(mountpoint);
     await rmdir(mountpoint).catch(() => undefined);
+    if (record.encryption) {
+      const under = await this.deps.luks.backingDevice(mountedFrom);
+      await this.deps.luks.close(record.name);
+      if (under) mountedFrom = under;
+    }
     const initiator = await this.initiatorFor(driver);
     const exp = await driver.export(record.name, initiator);
     const generation = record.ownership.generation;
@@ -183,9 +241,16 @@ export class MountSequence {
     await driver.unexport(record.name, initiator);
   }
 
+  /** A recorded mount that vanished (a manual umount): close its LUKS mapping, detach its device. */
+  async detachVanished(name: string, volume: MountedVolume): Promise<void> {
+    if (volume.attached) await this.deps.luks.close(name);
+    await metrics.timeDetach(volume.export.transport, () => this.attacherFor(volume.export).detach(volume.export, attachedDevice(volume), { hostId: this.deps.hostId, generation: volume.generation }));
+  }
+
   /** The volume grew while mounted here: grow device and filesystem now where the transport allows. */
   async growMounted(record: VolumeRecord, volume: MountedVolume): Promise<void> {
-    if (record.readonly || !(await this.attacherFor(volume.export).refreshSize(volume.export, volume.device))) return;
+    if (record.readonly || !(await this.attacherFor(volume.export).refreshSize(volume.export, attachedDevice(volume)))) return;
+    if (record.encryption) await this.deps.luks.resize(record.name, await this.deps.keys.read(record.name, record.profile, record.encryption));
     const fs = this.deps.filesystem;
     await metrics.timeFilesystem('grow', record.fstype, () => (record.fstype === 'ext4' ? fs.growExt4Online(volume.device) : fs.growXfsOnline(volume.mountpoint)));
     this.log.info('volume grown online', { volume: record.name, device: volume.device });

@@ -22,6 +22,11 @@ export interface MountedVolume {
   fenced?: string;
 }
 
+/** The device the transport attached (under the LUKS mapping of an encrypted volume): what detach takes. */
+export function attachedDevice(volume: MountedVolume): string {
+  return volume.attached ?? volume.device;
+}
+
 export function totalRefs(volume: MountedVolume): number {
   return Object.values(volume.refs).reduce((sum, n) => sum + n, 0);
 }

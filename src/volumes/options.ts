@@ -1,7 +1,7 @@
 import { InvalidOption } from '../errors.js';
 import { FSTYPES, type Config, type Fstype } from '../config/schema.js';
 import { formatSize, parseSize, SIZE_SYNTAX } from '../config/size.js';
-import type { CloneSource, IoLimits } from '../drivers/types.js';
+import type { CloneSource, IoLimits, VolumeEncryption } from '../drivers/types.js';
 import { isValidVolumeName } from './names.js';
 
 /** What a user asked for with --opt / driver_opts: only the options actually given. */
@@ -15,6 +15,8 @@ export interface RequestedOptions {
   /** A clone: the new volume starts with this volume's data, or its snapshot's. */
   from?: CloneSource;
   ioLimits?: IoLimits;
+  /** LUKS2 under the filesystem (encrypted=true). */
+  encrypted?: boolean;
 }
 
 /** A volume's full, resolved specification (requested options plus configured defaults). */
@@ -27,9 +29,11 @@ export interface VolumeSpec {
   mountOpts: string[];
   readonly: boolean;
   ioLimits?: IoLimits;
+  /** Set by the manager once it found the key (encryption-keys.ts). */
+  encryption?: VolumeEncryption;
 }
 
-export const VALID_OPTIONS = ['size', 'fstype', 'profile', 'mkfsopts', 'mountopts', 'readonly', 'from', 'read_iops', 'write_iops', 'read_bps', 'write_bps'] as const;
+export const VALID_OPTIONS = ['size', 'fstype', 'profile', 'mkfsopts', 'mountopts', 'readonly', 'from', 'read_iops', 'write_iops', 'read_bps', 'write_bps', 'encrypted'] as const;
 
 /** xfsprogs 5.19 and later refuse filesystems under 300 MiB. */
 const MIN_SIZE: Record<Fstype, number> = { ext4: 16 * 1024 ** 2, xfs: 300 * 1024 ** 2 };
@@ -116,6 +120,9 @@ export function parseVolumeOptions(opts: Record<string, string> | null | undefin
       case 'readonly':
         requested.readonly = parseBoolean(key, value);
         break;
+      case 'encrypted':
+        requested.encrypted = parseBoolean(key, value);
+        break;
       case 'from':
         requested.from = parseCloneSource(value);
         break;
@@ -137,6 +144,19 @@ export function parseVolumeOptions(opts: Record<string, string> | null | undefin
   return requested;
 }
 
+/** The profile's default IO limits (profiles.P.read_iops ...), for volumes that give none. */
+function profileIoLimits(config: Config, profile: string): IoLimits | undefined {
+  const p = config.profiles[profile];
+  if (!p) return undefined;
+  const limits: IoLimits = {
+    ...(p.read_iops !== undefined ? { readIops: p.read_iops } : {}),
+    ...(p.write_iops !== undefined ? { writeIops: p.write_iops } : {}),
+    ...(p.read_bps !== undefined ? { readBps: p.read_bps } : {}),
+    ...(p.write_bps !== undefined ? { writeBps: p.write_bps } : {}),
+  };
+  return Object.keys(limits).length ? limits : undefined;
+}
+
 /** Fills in configured defaults and checks the size against the filesystem minimum and the configured maximum. */
 export function resolveSpec(name: string, requested: RequestedOptions, config: Config): VolumeSpec {
   const spec: VolumeSpec = {
@@ -147,8 +167,9 @@ export function resolveSpec(name: string, requested: RequestedOptions, config: C
     mkfsOpts: requested.mkfsOpts ?? [],
     mountOpts: requested.mountOpts ?? [],
     readonly: requested.readonly ?? false,
-    ...(requested.ioLimits ? { ioLimits: requested.ioLimits } : {}),
   };
+  const ioLimits = requested.ioLimits ?? profileIoLimits(config, spec.profile);
+  if (ioLimits) spec.ioLimits = ioLimits;
   const min = MIN_SIZE[spec.fstype];
   if (spec.sizeBytes < min) {
     throw new InvalidOption(`option size=${formatSize(spec.sizeBytes)}: an ${spec.fstype} volume must be at least ${formatSize(min)}`);
@@ -172,6 +193,7 @@ export function optionConflicts(existing: VolumeSpec, requested: RequestedOption
   if (requested.mountOpts !== undefined) differs('mountopts', existing.mountOpts.join(','), requested.mountOpts.join(','));
   if (requested.readonly !== undefined) differs('readonly', String(existing.readonly), String(requested.readonly));
   if (requested.ioLimits !== undefined) differs('io limits', describeIoLimits(existing.ioLimits), describeIoLimits(requested.ioLimits));
+  if (requested.encrypted !== undefined) differs('encrypted', String(existing.encryption !== undefined), String(requested.encrypted));
   return conflicts;
 }
 

@@ -113,6 +113,12 @@ export class VolumeSnapshots {
     if (sizeBytes > this.config.limits.max_size) {
       throw new InvalidOption(`option size=${formatSize(sizeBytes)}: the largest volume allowed is ${formatSize(this.config.limits.max_size)} (limits.max_size)`);
     }
+    if (requested.encrypted !== undefined && requested.encrypted !== (source.encryption !== undefined)) {
+      throw new InvalidOption(`option encrypted=${requested.encrypted}: a clone keeps its source's encryption (${source.name} is ${source.encryption ? '' : 'not '}encrypted)`);
+    }
+    if (source.encryption?.key === 'profile' && requested.profile !== undefined && requested.profile !== source.profile) {
+      throw new InvalidOption(`option profile=${requested.profile}: a clone of ${source.name} opens with its source's key, the key_file of profile ${source.profile}: keep that profile`);
+    }
     const mountOpts = requested.mountOpts ?? source.mountOpts;
     return {
       name,
@@ -123,6 +129,8 @@ export class VolumeSnapshots {
       // xfs refuses to mount a second filesystem with the same UUID as one already mounted.
       mountOpts: source.fstype === 'xfs' && !mountOpts.includes('nouuid') ? [...mountOpts, 'nouuid'] : mountOpts,
       readonly: requested.readonly ?? false,
+      // The copy is the source's ciphertext: it opens with the source's key.
+      ...(source.encryption ? { encryption: source.encryption } : {}),
     };
   }
 

@@ -3,6 +3,9 @@ import { dirname, join } from 'node:path';
 import { CommandFailed } from '../../src/errors.js';
 import type { Exec, ExecOptions, ExecResult } from '../../src/exec.js';
 
+/** What cryptsetup's default LUKS2 header takes from the start of a device. */
+const LUKS2_HEADER_BYTES = 16 * 1024 * 1024;
+
 /**
  * A stateful Exec fake that behaves like a small Linux host: losetup binds files to
  * /dev/loopN, mkfs marks a device formatted, mount/umount edit a mountinfo file that the
@@ -24,6 +27,10 @@ export class FakeHost implements Exec {
 
   /** Where the code under test reads sysfs (src/attach/filesystem.ts sysfsRootOf). */
   readonly sysfsRoot: string;
+  /** LUKS headers cryptsetup wrote: image file -> its key (hex). */
+  readonly luksKeys = new Map<string, string>();
+  /** Open LUKS mappings: dm name -> the loop device under it. */
+  readonly luksMappings = new Map<string, string>();
   /** Per ext4 device, what dumpe2fs -h says beyond the size: the tests make a filesystem look unclean. */
   readonly ext4Superblock = new Map<string, string>();
 
@@ -75,14 +82,14 @@ export class FakeHost implements Exec {
     this.calls.push(line);
     const failure = this.failures.find((f) => line.startsWith(f.prefix));
     if (failure) throw new CommandFailed([...argv], failure.exitCode, failure.stderr, false);
-    const result = this.execute([...argv]);
+    const result = this.execute([...argv], options.input);
     if (!(options.okExitCodes ?? [0]).includes(result.exitCode)) {
       throw new CommandFailed([...argv], result.exitCode, result.stderr, false);
     }
     return result;
   }
 
-  private execute(argv: string[]): ExecResult {
+  private execute(argv: string[], input?: string | Buffer): ExecResult {
     const ok = (stdout = ''): ExecResult => ({ stdout, stderr: '', exitCode: 0 });
     const [cmd] = argv;
     const last = argv[argv.length - 1]!;
@@ -100,11 +107,12 @@ export class FakeHost implements Exec {
         break;
       }
       case 'blkid': {
-        const fs = this.formatted.get(this.loops.get(last) ?? '');
+        if (this.luksKeys.has(this.fileOf(last))) return ok(`DEVNAME=${last}\nTYPE=crypto_LUKS\n`);
+        const fs = this.formatted.get(this.fileOf(last));
         return fs ? ok(`DEVNAME=${last}\nTYPE=${fs.fstype}\n`) : { stdout: '', stderr: '', exitCode: 2 };
       }
       case 'dumpe2fs': {
-        const fs = this.formatted.get(this.loops.get(last) ?? '');
+        const fs = this.formatted.get(this.fileOf(last));
         if (fs?.fstype !== 'ext4') return { stdout: '', stderr: 'dumpe2fs: Bad magic number in super-block while trying to open', exitCode: 1 };
         const superblock =
           this.ext4Superblock.get(last) ??
@@ -112,16 +120,16 @@ export class FakeHost implements Exec {
         return ok(`Filesystem magic number:  0xEF53\n${superblock}Block count:              ${fs.bytes / 1024}\nBlock size:               1024\n`);
       }
       case 'xfs_db': {
-        const fs = this.formatted.get(this.loops.get(last) ?? '');
+        const fs = this.formatted.get(this.fileOf(last));
         if (fs?.fstype !== 'xfs') return { stdout: '', stderr: `xfs_db: ${last} is not a valid XFS filesystem (unexpected SB magic number 0x00000000)`, exitCode: 1 };
         return ok(`magicnum = 0x58465342\ndblocks = ${fs.bytes / 4096}\nblocksize = 4096\n`);
       }
       case 'mkfs.ext4':
       case 'mkfs.xfs':
-        this.formatted.set(this.loops.get(last) ?? '', { fstype: cmd.slice(5), bytes: this.deviceBytes(last) });
+        this.formatted.set(this.fileOf(last), { fstype: cmd.slice(5), bytes: this.deviceBytes(last) });
         return ok();
       case 'resize2fs': {
-        const fs = this.formatted.get(this.loops.get(last) ?? '');
+        const fs = this.formatted.get(this.fileOf(last));
         if (fs) fs.bytes = this.deviceBytes(last);
         return ok();
       }
@@ -130,7 +138,7 @@ export class FakeHost implements Exec {
         return ok();
       case 'xfs_growfs': {
         const device = this.mounts.get(last) ?? '';
-        const fs = this.formatted.get(this.loops.get(device) ?? '');
+        const fs = this.formatted.get(this.fileOf(device));
         if (fs) fs.bytes = this.deviceBytes(device);
         return ok();
       }
@@ -143,12 +151,66 @@ export class FakeHost implements Exec {
         this.writeMountinfo();
         return ok();
       }
+      case 'cryptsetup':
+        return this.cryptsetup(argv, Buffer.from(input ?? '').toString('hex'));
       case 'umount':
         if (!this.mounts.delete(last)) return { stdout: '', stderr: `umount: ${last}: not mounted.`, exitCode: 32 };
         this.writeMountinfo();
         return ok();
     }
     return { stdout: '', stderr: `FakeHost: unexpected command ${argv.join(' ')}`, exitCode: 127 };
+  }
+
+  /** cryptsetup's isLuks, luksFormat, open, close, status and resize, with its exit codes. */
+  private cryptsetup(argv: string[], key: string): ExecResult {
+    const done = (exitCode = 0, stderr = ''): ExecResult => ({ stdout: '', stderr, exitCode });
+    const [, action] = argv;
+    const last = argv[argv.length - 1]!;
+    switch (action) {
+      case 'isLuks':
+        return done(this.luksKeys.has(this.fileOf(last)) ? 0 : 1);
+      case 'luksFormat':
+        this.formatted.delete(this.fileOf(last));
+        this.luksKeys.set(this.fileOf(last), key);
+        return done();
+      case 'open': {
+        const device = argv[argv.length - 2]!;
+        if (this.luksMappings.has(last)) return done(5, `Device ${last} already exists.`);
+        if (this.luksKeys.get(this.fileOf(device)) !== key) return done(2, 'No key available with this passphrase.');
+        this.luksMappings.set(last, device);
+        this.bindMapping(last, device);
+        return done();
+      }
+      case 'close':
+        if (!this.luksMappings.has(last)) return done(4, `Device ${last} is not active.`);
+        if ([...this.mounts.values()].includes(`/dev/mapper/${last}`)) return done(5, `Device ${last} is still in use.`);
+        this.luksMappings.delete(last);
+        rmSync(join(this.sysfsRoot, 'sys', 'block', `dm-${last}`), { recursive: true, force: true });
+        return done();
+      case 'status':
+        return done(this.luksMappings.has(last) ? 0 : 4);
+      case 'resize':
+        return done();
+    }
+    return done(1, `FakeHost: unexpected cryptsetup ${action}`);
+  }
+
+  /** The image under a device: a loop device's backing file, or FILE#luks for a LUKS mapping on one. */
+  private fileOf(device: string): string {
+    const mapped = /^\/dev\/mapper\/(.+)$/.exec(device);
+    if (!mapped) return this.loops.get(device) ?? '';
+    const under = this.luksMappings.get(mapped[1]!);
+    return under ? `${this.loops.get(under) ?? ''}#luks` : '';
+  }
+
+  /** A mapping in sysfs as the kernel shows it: sys/block/dm-N/{dm/name,slaves/loopM} and its size (dm-NAME here). */
+  private bindMapping(name: string, device: string): void {
+    const dm = join(this.sysfsRoot, 'sys', 'block', `dm-${name}`);
+    mkdirSync(join(dm, 'dm'), { recursive: true });
+    mkdirSync(join(dm, 'slaves', device.slice('/dev/'.length)), { recursive: true });
+    writeFileSync(join(dm, 'dm', 'name'), `${name}\n`);
+    mkdirSync(join(this.sysfsRoot, 'sys', 'class', 'block', `dm-${name}`), { recursive: true });
+    writeFileSync(join(this.sysfsRoot, 'sys', 'class', 'block', `dm-${name}`, 'size'), `${this.deviceBytes(`/dev/mapper/${name}`) / 512}\n`);
   }
 
   private bind(device: string, file: string): void {
@@ -169,6 +231,8 @@ export class FakeHost implements Exec {
 
   /** A loop device is as large as its backing file (the real file in the test's temp dir). */
   private deviceBytes(device: string): number {
+    const under = this.luksMappings.get(device.replace(/^\/dev\/mapper\//, ''));
+    if (under) return this.deviceBytes(under) - LUKS2_HEADER_BYTES;
     const file = this.loops.get(device);
     return file ? statSync(file).size : 0;
   }

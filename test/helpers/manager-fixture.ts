@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Filesystem, MountTable, createAttachers } from '../../src/attach/index.js';
+import { Filesystem, Luks, MountTable, createAttachers } from '../../src/attach/index.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { createDrivers } from '../../src/drivers/index.js';
@@ -78,6 +78,7 @@ export async function managerFixture(
       drivers: createDrivers(config, log),
       attachers: createAttachers(host, log, 1000),
       filesystem: new Filesystem(host, log, { slowMs: 1000 }, new MountTable(host.mountinfoPath)),
+      luks: new Luks(host, 1000),
       mountTable: new MountTable(host.mountinfoPath),
       state: new MountStateStore(config.state_dir),
       usage,

@@ -121,7 +121,7 @@ class SshConnection {
   }
 
   /** Runs one command line (see remoteCommandLine) and collects what it printed and how it ended. */
-  exec(command: string, input: string | undefined, timeoutMs: number): Promise<Outcome> {
+  exec(command: string, input: string | Buffer | undefined, timeoutMs: number): Promise<Outcome> {
     const started = performance.now();
     return new Promise((resolve, reject) => {
       const collect = (channel: ClientChannel) => {
@@ -216,7 +216,7 @@ export class SshExec implements Exec {
     await (await connection?.catch(() => undefined))?.end();
   }
 
-  private async execute(argv: readonly string[], input: string | undefined, options: ExecOptions): Promise<ExecResult> {
+  private async execute(argv: readonly string[], input: string | Buffer | undefined, options: ExecOptions): Promise<ExecResult> {
     if (!argv[0]) throw new Error('Exec.run needs a command');
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     const command = remoteCommandLine(argv, timeoutMs);

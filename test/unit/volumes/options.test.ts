@@ -87,3 +87,30 @@ describe('optionConflicts', () => {
     ]);
   });
 });
+
+describe('encryption and profile defaults', () => {
+  const withDefaults = parseConfig(
+    { profiles: { default: { backend: 'loop' }, slow: { backend: 'loop', read_iops: 50, write_bps: '1M' } } },
+    'f',
+  );
+
+  it('parses encrypted as a boolean and names it in a conflict', () => {
+    expect(parseVolumeOptions({ encrypted: 'true' }, config)).toEqual({ encrypted: true });
+    expect(() => parseVolumeOptions({ encrypted: 'maybe' }, config)).toThrow(/option encrypted=maybe: expected true or false/);
+    const plain = resolveSpec('v', {}, config);
+    expect(optionConflicts(plain, { encrypted: true })).toEqual(['encrypted is false, asked true']);
+    expect(optionConflicts({ ...plain, encryption: { key: 'key_dir', name: 'v' } }, { encrypted: true })).toEqual([]);
+  });
+
+  it("gives a volume its profile's IO limits unless it names its own", () => {
+    expect(resolveSpec('v', { profile: 'slow' }, withDefaults).ioLimits).toEqual({ readIops: 50, writeBps: 1024 ** 2 });
+    expect(resolveSpec('v', { profile: 'slow', ioLimits: { writeIops: 9 } }, withDefaults).ioLimits).toEqual({ writeIops: 9 });
+    expect(resolveSpec('v', {}, withDefaults).ioLimits).toBeUndefined();
+  });
+
+  it('refuses profile IO limits on a backend that cannot keep them', () => {
+    expect(() =>
+      parseConfig({ backends: { vmdk: { vcenter: { url: 'https://vc.example/sdk', user: 'u', password_file: '/p' }, datastore: 'ds' } }, profiles: { v: { backend: 'vmdk', read_iops: 5 } } }, 'f'),
+    ).toThrow(/read_iops.*the vmdk backend cannot keep per-volume IO limits yet \(loop, iscsi, lio can\)/s);
+  });
+});
