@@ -90,6 +90,11 @@ export class VsphereClient {
     return this.options.url;
   }
 
+  /** The bound on each call and on each task wait (backends.vmdk.vcenter.timeout_seconds). */
+  get timeoutMs(): number {
+    return this.options.timeoutMs;
+  }
+
   /** Method `method` on managed object `self`; logs in (again) as needed. */
   async call(method: string, self: MoRef, args: SoapObject = {}): Promise<SoapNode> {
     await this.session();
@@ -190,10 +195,16 @@ export class VsphereClient {
    * Waits for a task to end, within the client's bound; returns its result or throws its
    * fault. A task still running at the bound is left to vCenter and reported as such. `also`
    * is read in the same round trip as each poll: what the caller needs once the task is done
-   * (a VM's devices after a reconfiguration), so it costs no call of its own.
+   * (a VM's devices after a reconfiguration), so it costs no call of its own. `boundMs` is longer
+   * than the client's bound only for tasks whose time grows with the data (a disk copy).
    */
-  async waitForTask(task: MoRef, what: string, also: RetrieveGroup[] = []): Promise<{ result: SoapNode; also: Map<string, Record<string, SoapNode>> }> {
-    const deadline = Date.now() + this.options.timeoutMs;
+  async waitForTask(
+    task: MoRef,
+    what: string,
+    also: RetrieveGroup[] = [],
+    boundMs = this.options.timeoutMs,
+  ): Promise<{ result: SoapNode; also: Map<string, Record<string, SoapNode>> }> {
+    const deadline = Date.now() + boundMs;
     for (let pause = 25; ; pause = Math.min(pause * 2, 500)) {
       const read = await this.retrieve([{ objects: [task], paths: ['info'] }, ...also]);
       const taskProps = read.get(task.value);
@@ -206,15 +217,15 @@ export class VsphereClient {
         throw new VsphereFault(typeOf(fault) ?? 'TaskFailed', textOf(info.error?.localizedMessage), fault);
       }
       if (Date.now() + pause > deadline) {
-        throw new BackendUnavailable(`vCenter task ${task.value} (${what}) was still ${state || 'queued'} after ${this.options.timeoutMs / 1000} s; check it in vCenter's task list`);
+        throw new BackendUnavailable(`vCenter task ${task.value} (${what}) was still ${state || 'queued'} after ${boundMs / 1000} s; check it in vCenter's task list`);
       }
       await sleep(pause);
     }
   }
 
-  /** Runs a method that starts a task and waits for the task; returns the task's result. */
-  async runTask(method: string, self: MoRef, args: SoapObject, what: string): Promise<SoapNode> {
-    return (await this.waitForTask(refOf(await this.call(method, self, args)), what)).result;
+  /** Runs a method that starts a task and waits for the task (at most `boundMs`, see waitForTask); returns the task's result. */
+  async runTask(method: string, self: MoRef, args: SoapObject, what: string, boundMs?: number): Promise<SoapNode> {
+    return (await this.waitForTask(refOf(await this.call(method, self, args)), what, [], boundMs)).result;
   }
 
   /** runTask, with `also` read in the poll that sees the task end (see waitForTask); by object id. */

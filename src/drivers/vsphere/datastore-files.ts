@@ -190,8 +190,32 @@ export class DatastoreFiles implements FileStore {
     }
   }
 
-  /** The entries of a directory (all, or those matching `pattern`); undefined when it does not exist. */
-  private async search(dir: string, pattern = '*'): Promise<Array<{ name: string; size: number; mtimeMs: number }> | undefined> {
+  /**
+   * The folders under `dir` (itself included, at any depth) that hold a file matching `pattern`,
+   * relative to the datastore's root, with those files: one SearchDatastoreSubFolders_Task.
+   * Undefined when `dir` does not exist.
+   */
+  async searchTree(dir: string, pattern: string): Promise<Array<{ folder: string; files: string[] }> | undefined> {
+    let result;
+    try {
+      result = await this.client.runTask(
+        'SearchDatastoreSubFolders_Task',
+        (await this.lookup()).browser,
+        { datastorePath: this.describe(dir), searchSpec: { details: { fileType: true, fileSize: false, modification: false, fileOwner: false }, matchPattern: pattern } },
+        `search ${this.describe(dir)}`,
+      );
+    } catch (err) {
+      if (isFault(err, 'FileNotFound')) return undefined;
+      throw this.fileError(err, dir);
+    }
+    const prefix = `[${this.datastoreName}] `;
+    return asArray(result?.HostDatastoreBrowserSearchResults)
+      .map((r) => ({ folder: textOf(r.folderPath).replace(prefix, '').replace(/\/+$/, ''), files: asArray(r.file).map((f) => textOf(f.path)) }))
+      .filter((r) => r.files.length);
+  }
+
+  /** The entries of a directory (all, or those matching `pattern`), with their sizes; undefined when it does not exist. */
+  async search(dir: string, pattern = '*'): Promise<Array<{ name: string; size: number; mtimeMs: number }> | undefined> {
     let result;
     try {
       result = await this.client.runTask(

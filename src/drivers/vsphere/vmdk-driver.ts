@@ -8,15 +8,16 @@ import type { Logger } from '../../log.js';
 import { monotonicSeconds } from '../../ownership/host-lease.js';
 import type { OwnershipRecord, Versioned } from '../../ownership/types.js';
 import { FileVolumes } from '../file-volumes.js';
-import type { NewVolume, VolumeRecord } from '../types.js';
+import type { CloneSource, NewVolume, SnapshotCapable, VolumeRecord } from '../types.js';
 import type { VsphereClient } from './client.js';
 import { DatastoreFiles } from './datastore-files.js';
 import { vsphereError } from './faults.js';
 import type { Datastore, Inventory } from './inventory.js';
 import { VsphereFault, type MoRef } from './soap.js';
-import { queryDiskUuid, VirtualDisks } from './virtual-disks.js';
+import { queryDiskUuid, VirtualDisks, type DiskSource } from './virtual-disks.js';
 import { VmDisks, type AttachedDisk } from './vm-disks.js';
-import { CLAIM_HOLD_LIMIT_MS, VmdkRecords, type DiskNotes, type VmdkRecord } from './vmdk-records.js';
+import { CLAIM_HOLD_LIMIT_MS, READ_FRESH_MS, VmdkRecords, type DiskNotes, type VmdkRecord } from './vmdk-records.js';
+import { VmdkSnapshots } from './vmdk-snapshots.js';
 
 /** The vCenter connection the vmdk profiles share. */
 export interface Vsphere {
@@ -68,6 +69,9 @@ export class VmdkDriver extends FileVolumes {
   /** What this process learned of a disk file that its record may not say yet, by name@createdAt. */
   private readonly learned = new Map<string, DiskNotes>();
   private readonly holds = new Map<string, Hold>();
+  private readonly disks: VirtualDisks;
+  /** Snapshots as disk copies in each volume's directory (vmdk-snapshots.ts); clones start as such a copy. */
+  readonly snapshots: SnapshotCapable;
 
   constructor(
     private readonly vsphere: Vsphere,
@@ -77,16 +81,36 @@ export class VmdkDriver extends FileVolumes {
   ) {
     const lookup = () => vsphere.inventory.datastore(datastoreName);
     const files = new DatastoreFiles(vsphere.client, datastoreName, lookup, join(backend.folder, '.tmp'), (path) => basename(dirname(path)).startsWith('.creating-'));
-    super(
-      {
-        root: backend.folder,
-        shared: true,
-        files,
-        images: (root) => new VirtualDisks(vsphere.client, root, datastoreName, lookup, backend.provisioning),
-      },
-      log,
-    );
+    const disks = new VirtualDisks(vsphere.client, backend.folder, datastoreName, lookup, backend.provisioning);
+    super({ root: backend.folder, shared: true, files, images: () => disks }, log);
+    this.disks = disks;
     this.records = new VmdkRecords(files, backend.folder, log);
+    const store = new VmdkSnapshots(backend.folder, files, disks, log);
+    this.snapshots = {
+      createSnapshot: async (volume, name) => store.create(volume, await this.diskOf(volume.name), name),
+      listSnapshots: (volume) => store.list(volume),
+      removeSnapshot: (volume, name) => store.remove(volume, name),
+      createFrom: async (volume, source) => this.createFrom(volume, source, source.snapshot === undefined ? await this.diskOf(source.volume) : await store.source(source.volume, source.snapshot)),
+    };
+  }
+
+  /**
+   * Creates `volume` with a copy of `from` as its disk (given a new UUID). A larger clone's disk
+   * is its source's size until its first attach grows it, as for a grow recorded while detached.
+   */
+  private async createFrom(volume: NewVolume, source: CloneSource, from: DiskSource): Promise<VolumeRecord & { method: 'copy' }> {
+    const record = await this.disks.creatingCloneOf(volume.name, from, () => this.create(volume));
+    this.learn(record, { capacityKb: from.capacityKb });
+    this.log.info('volume cloned', { volume: volume.name, from: source, method: 'copy' });
+    return { ...record, method: 'copy' };
+  }
+
+  /** A volume's disk and its capacity as ballast made or grew it (its record as this process knows it, or read). */
+  private async diskOf(name: string): Promise<DiskSource> {
+    const record = this.records.recent(name, READ_FRESH_MS) ?? (await this.records.read(name));
+    if (!record) throw new VolumeNotFound(name);
+    const capacityKb = this.mergedNotes(record).capacityKb ?? Math.ceil(record.volume.sizeBytes / 1024);
+    return { file: this.imagePath(name), capacityKb };
   }
 
   override async create(volume: NewVolume): Promise<VolumeRecord> {
