@@ -20,24 +20,34 @@ export interface CopyResult {
   writtenBytes: number;
 }
 
+/** Makes a new image file holding another's data: what snapshots and clones are made with. */
+export interface Copier {
+  /** Copies `source` to `target`, which must not exist; `target` is fsynced, and removed on failure. */
+  copy(source: string, target: string, onProgress?: (p: CopyProgress) => void): Promise<CopyResult>;
+}
+
 /** What a reflink that the filesystem cannot do fails with. */
 const NO_REFLINK = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY']);
 const PROGRESS_EVERY_MS = 250;
 /** The slowest copy allowed for, beyond the base bound: 20 MB/s of data. */
 const SLOWEST_BYTES_PER_MS = 20_000;
 
+/** The bound on copying `dataBytes` of data: the base bound plus the time at the slowest rate allowed for. */
+export function copyTimeoutMs(baseTimeoutMs: number, dataBytes: number): number {
+  return baseTimeoutMs + Math.ceil(dataBytes / SLOWEST_BYTES_PER_MS);
+}
+
 /**
  * Copies image files: a reflink where the filesystem shares extents (xfs with reflink, btrfs), in
  * process; else `cp --sparse=always`, which skips the holes (SEEK_DATA) and writes only data,
  * its progress read from the blocks the copy has so far. A copy's bound grows with the data.
  */
-export class ImageCopier {
+export class ImageCopier implements Copier {
   constructor(
     private readonly exec: Exec,
     private readonly baseTimeoutMs: number,
   ) {}
 
-  /** Copies `source` to `target`, which must not exist; `target` is fsynced, and removed on failure. */
   async copy(source: string, target: string, onProgress?: (p: CopyProgress) => void): Promise<CopyResult> {
     const { size, blocks } = await stat(source);
     const dataBytes = blocks * 512;
@@ -59,7 +69,7 @@ export class ImageCopier {
     }, PROGRESS_EVERY_MS);
     try {
       await this.exec.run(['cp', '--sparse=always', '--reflink=never', '--', source, target], {
-        timeoutMs: this.baseTimeoutMs + Math.ceil(dataBytes / SLOWEST_BYTES_PER_MS),
+        timeoutMs: copyTimeoutMs(this.baseTimeoutMs, dataBytes),
       });
       await fsyncPath(target);
     } catch (err) {

@@ -50,7 +50,8 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
       key = `iscsi:${pool}:${settings.volume_group ?? ''}`;
       make = () => {
         arrayHost ??= arrayHostOf(config.backends.iscsi?.array.ssh, config, log, arrayExec);
-        return new IscsiDriver(pool, backend, arrayHost, config.timeouts.command_seconds * 1000, log.child({ backend: 'iscsi', pool }), settings.volume_group);
+        const timeouts = config.timeouts;
+        return new IscsiDriver(pool, backend, arrayHost, timeouts.command_seconds * 1000, log.child({ backend: 'iscsi', pool }), settings.volume_group, timeouts.filesystem_seconds * 1000);
       };
     } else if (settings.backend === 'lio') {
       const backend = config.backends.lio!; // the schema refuses an lio profile without it

@@ -7,6 +7,8 @@ import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
 import type { FileStore } from '../file-store.js';
 import { arrayPool, FileVolumes } from '../file-volumes.js';
+import type { SnapshotCapable } from '../types.js';
+import { iscsiSnapshots } from './iscsi-snapshots.js';
 import { Tgtadm, tgtError, type TgtTarget } from './tgtadm.js';
 
 /** "<prefix>:<name>"; names an IQN cannot hold (upper case, "_") get a hash so two never meet. */
@@ -30,6 +32,8 @@ export class IscsiDriver extends FileVolumes {
   private readonly tgt: Tgtadm;
   /** tgtd's target table is one shared state: change it one request at a time. */
   private readonly tgtLock = new Mutex();
+  /** Copies made on the array host beside each image; a clone is a new volume, with a target of its own. */
+  readonly snapshots: SnapshotCapable;
 
   constructor(
     pool: string,
@@ -40,9 +44,12 @@ export class IscsiDriver extends FileVolumes {
     log: Logger,
     /** Volumes as logical volumes in this LVM volume group on the array host, not image files. */
     volumeGroup?: string,
+    /** Base bound on copying an image for a snapshot or clone (it grows with the data); default commandTimeoutMs. */
+    copyTimeoutMs = commandTimeoutMs,
   ) {
     super(arrayPool(pool, arrayHost, commandTimeoutMs, volumeGroup), log);
     this.tgt = new Tgtadm(arrayHost.exec, backend.array.tgt_control_port, commandTimeoutMs);
+    this.snapshots = iscsiSnapshots(this, { pool, arrayHost: { exec: arrayHost.exec, files: this.files }, commandTimeoutMs, copyTimeoutMs, volumeGroup }, log);
   }
 
   targetIqn(name: string): string {
