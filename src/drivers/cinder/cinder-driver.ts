@@ -8,6 +8,7 @@ import { CinderRefusal, type CinderClient } from './client.js';
 import { decodeHostLease, encodeHostLease, HOST_LEASES_VOLUME, hostLeaseKey } from './host-leases.js';
 import { KEY, newVolumeMetadata, ownershipMetadata, ownershipOf, recordOf, revisionOf, type Metadata } from './metadata.js';
 import { iscsiExportOf, type ConnectionInfo } from './connection-info.js';
+import { CinderSnapshots, type CinderVolumes, type CloneOrigin } from './cinder-snapshots.js';
 
 export interface Placement {
   volumeType?: string;
@@ -54,11 +55,13 @@ export const cinderName = (name: string) => `ballast-${name}`;
  * takeover deletes the former holder's reservation first. Host leases are keys of the
  * metadata of one volume, ballast_host_leases, one key per host, each written by its host only.
  */
-export class CinderDriver implements BackendDriver, HostLeaseStore {
+export class CinderDriver implements BackendDriver, HostLeaseStore, CinderVolumes {
   readonly kind = 'cinder';
   readonly transport = 'iscsi' as const;
   readonly scope = 'global' as const;
   private hostLeasesId: string | undefined;
+  /** Cinder's snapshots; clones are volumes Cinder copies from one, or from a volume. */
+  readonly snapshots: CinderSnapshots;
 
   /**
    * A former holder could log in again (Cinder re-creates a target with the same CHAP secret):
@@ -76,7 +79,9 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
     /** This host's address as its connector gives it to Cinder. */
     private readonly connectorIp: string,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.snapshots = new CinderSnapshots(client, backend, this, log);
+  }
 
   private get timeoutMs(): number {
     return this.backend.timeout_seconds * 1000;
@@ -99,11 +104,16 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
   }
 
   async create(volume: NewVolume): Promise<VolumeRecord> {
+    return this.createRecorded(volume);
+  }
+
+  /** Creates the volume, empty or with the data Cinder copies from `origin` (a clone). */
+  async createRecorded(volume: NewVolume, origin?: CloneOrigin): Promise<VolumeRecord> {
     const existing = await this.read(volume.name);
     if (existing) throw new VolumeAlreadyExists(existing.value);
     const sizeGiB = Math.ceil(volume.sizeBytes / GIB);
     const metadata = newVolumeMetadata(volume, new Date().toISOString());
-    const created = await this.createVolume(cinderName(volume.name), sizeGiB, metadata, `ballast volume ${volume.name} (profile ${volume.profile})`, this.placements.get(volume.profile) ?? {});
+    const created = await this.createVolume(cinderName(volume.name), sizeGiB, metadata, `ballast volume ${volume.name} (profile ${volume.profile})`, this.placements.get(volume.profile) ?? {}, origin);
     // Cinder's names are not unique: two hosts creating one name at once both succeed. The
     // oldest volume of that name is the volume; a later one deletes itself.
     const winner = await this.findVolume(cinderName(volume.name));
@@ -121,6 +131,7 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
     if (!volume) return;
     const attachment = volume.metadata[KEY.attachment];
     if (attachment) await this.deleteAttachment(attachment, name);
+    await this.snapshots.removeAllOf(volume.id, name); // Cinder deletes no volume that has snapshots
     await this.deleteVolume(volume.id, name);
   }
 
@@ -314,9 +325,10 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
     await this.client.call('POST', `/volumes/${volumeId}/metadata`, `write the metadata of volume ${name}`, { metadata });
   }
 
-  private async createVolume(cinderVolumeName: string, sizeGiB: number, metadata: Metadata, description: string, placement: Placement): Promise<CinderVolume> {
+  private async createVolume(cinderVolumeName: string, sizeGiB: number, metadata: Metadata, description: string, placement: Placement, origin?: CloneOrigin): Promise<CinderVolume> {
     const body = {
       volume: {
+        ...origin,
         name: cinderVolumeName,
         size: sizeGiB,
         description,
@@ -390,6 +402,10 @@ export class CinderDriver implements BackendDriver, HostLeaseStore {
       if (err instanceof CinderRefusal && err.status === 404) return undefined;
       throw err;
     }
+  }
+
+  async volumeOf(name: string): Promise<CinderVolume | undefined> {
+    return this.findVolume(cinderName(name));
   }
 
   private async mustFind(name: string): Promise<CinderVolume> {
