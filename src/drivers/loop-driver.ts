@@ -3,8 +3,8 @@ import type { Export } from '../export.js';
 import type { Logger } from '../log.js';
 import { MountTable } from '../util/mountinfo.js';
 import { FileVolumes, type FileVolumesOptions } from './file-volumes.js';
-import type { CopyMethod, ImageCopier } from './image-copy.js';
-import { ImageSnapshots } from './image-snapshots.js';
+import type { ImageCopier } from './image-copy.js';
+import { ImageSnapshots, imageSnapshotsOf } from './image-snapshots.js';
 import type { SnapshotCapable } from './types.js';
 import { decideFence, mountOf, nfsRecoversLostLocks, type ConfiguredFence, type LoopFence } from './loop-fence.js';
 
@@ -30,19 +30,7 @@ export class LoopDriver extends FileVolumes {
     super(options, log);
     const copier = options.copier;
     if (!copier) return;
-    const store = new ImageSnapshots(this.root, this.files, copier, log);
-    this.snapshots = {
-      createSnapshot: (volume, name, onProgress) => store.create(volume, this.imagePath(volume.name), name, onProgress),
-      listSnapshots: (volume) => store.list(volume),
-      removeSnapshot: (volume, name) => store.remove(volume, name),
-      createFrom: async (volume, source, onProgress) => {
-        const from = source.snapshot === undefined ? this.imagePath(source.volume) : store.imagePath(source.volume, source.snapshot);
-        let method: CopyMethod = 'copy';
-        const record = await this.create(volume, async (image) => void ({ method } = await copier.copy(from, image, onProgress)));
-        this.log.info('volume cloned', { volume: volume.name, from: source, method });
-        return { ...record, method };
-      },
-    };
+    this.snapshots = imageSnapshotsOf(this, new ImageSnapshots(this.root, this.files, copier, log), copier, log);
   }
 
   /** On a shared root: decides how a former holder is fenced, and refuses a root that cannot be shared safely. */
