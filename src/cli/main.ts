@@ -47,7 +47,7 @@ interface SnapshotReply {
   createdAt: string;
   sizeBytes: number;
   fstype: string;
-  method: 'reflink' | 'copy';
+  method: 'reflink' | 'copy' | 'array';
   writtenBytes: number;
 }
 
@@ -146,7 +146,8 @@ async function main(argv: string[]): Promise<number> {
       });
       if (shown) process.stderr.write('\n');
       const s = reply.Snapshot;
-      const how = s.method === 'reflink' ? 'by reflink (shared extents, no data copied)' : `by copy (${formatSize(s.writtenBytes)} written)`;
+      const how =
+        s.method === 'reflink' ? 'by reflink (shared extents, no data copied)' : s.method === 'array' ? "by the array's own snapshot call" : `by copy (${formatSize(s.writtenBytes)} written)`;
       process.stdout.write(`${s.volume}@${s.name}: ${formatSize(s.sizeBytes)} ${s.fstype}, made ${how}\n`);
       return 0;
     }

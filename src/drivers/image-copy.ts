@@ -3,8 +3,11 @@ import { copyFile, open, rm, stat } from 'node:fs/promises';
 import type { Exec } from '../exec.js';
 import { fsyncPath } from '../util/atomic-file.js';
 
-/** How a copy was made: shared extents (FICLONE: instant, no space) or the bytes read and written. */
-export type CopyMethod = 'reflink' | 'copy';
+/**
+ * How a copy was made: shared extents (FICLONE: instant, no space), the bytes read and written, or
+ * the array's own snapshot or clone call (Cinder: its volume type's backend decides).
+ */
+export type CopyMethod = 'reflink' | 'copy' | 'array';
 
 /** How far a copy is, in bytes of data (a sparse image's holes are not counted). */
 export interface CopyProgress {

@@ -130,7 +130,7 @@ export class CinderSnapshots implements SnapshotCapable {
     for (const s of await this.ofVolume(volumeId, volume)) await this.deleteSnapshot(s.id, volume, s.metadata[SNAP.snapshot]!);
   }
 
-  async createFrom(volume: NewVolume, source: CloneSource): Promise<VolumeRecord & { method: 'copy' }> {
+  async createFrom(volume: NewVolume, source: CloneSource): Promise<VolumeRecord & { method: 'array' }> {
     if (source.snapshot !== undefined) assertSnapshotName(source.snapshot);
     const from = await this.mustFind(source.volume);
     let origin: CloneOrigin;
@@ -145,7 +145,7 @@ export class CinderSnapshots implements SnapshotCapable {
     }
     const record = await this.volumes.createRecorded(volume, origin);
     this.log.info('volume cloned', { volume: volume.name, from: source });
-    return { ...record, method: 'copy' };
+    return { ...record, method: 'array' };
   }
 
   /**
@@ -171,7 +171,7 @@ export class CinderSnapshots implements SnapshotCapable {
 
   private recordOf(s: CinderSnapshot, volume: string): SnapshotRecord {
     const fstype = s.metadata[SNAP.fstype] === 'xfs' ? 'xfs' : 'ext4';
-    return { volume, name: s.metadata[SNAP.snapshot]!, createdAt: s.metadata[SNAP.created] ?? s.created_at, sizeBytes: s.size * GIB, fstype, method: 'copy' };
+    return { volume, name: s.metadata[SNAP.snapshot]!, createdAt: s.metadata[SNAP.created] ?? s.created_at, sizeBytes: s.size * GIB, fstype, method: 'array' };
   }
 
   private isOurs(s: CinderSnapshot, volume: string): boolean {
