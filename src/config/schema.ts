@@ -276,8 +276,8 @@ export const configSchema = z.strictObject({
 });
 
 const IO_LIMIT_KEYS = ['read_iops', 'write_iops', 'read_bps', 'write_bps'] as const;
-/** The backends whose volume records keep IO limits (the file-based ones). */
-const IO_LIMIT_BACKENDS: string[] = ['loop', 'iscsi', 'lio'];
+/** The backends whose volume records keep IO limits: all whose records are files (not Cinder's metadata). */
+const IO_LIMIT_BACKENDS: string[] = ['loop', 'iscsi', 'lio', 'vmdk', 'powerflex', 'dellsc', 'scbe'];
 
 /** An lio profile needs the settings of its transport; one pool serves one transport and one kind of volume. */
 function checkLioProfile(

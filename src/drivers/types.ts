@@ -96,9 +96,9 @@ export interface BackendDriver extends OwnershipStore {
    * manual where the storage has no way to stop the former holder from writing.
    */
   readonly takeover?: 'automatic' | 'manual';
-  /** Whether the volume's record keeps `ioLimits` (the file-based backends); others refuse the options. */
+  /** Whether the volume's record keeps `ioLimits` (every backend whose records are files); others refuse the options. */
   readonly keepsIoLimits?: boolean;
-  /** Whether the volume's record keeps `encryption` (the file-based backends); others refuse encrypted=true. */
+  /** Whether the volume's record keeps `encryption`; a backend without it refuses encrypted=true. */
   readonly keepsEncryption?: boolean;
   /** Snapshots and clones; absent where the backend has none (yet). */
   readonly snapshots?: SnapshotCapable;

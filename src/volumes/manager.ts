@@ -203,10 +203,10 @@ export class VolumeManager {
       }
       const driver = this.driverFor(spec.profile);
       if (spec.ioLimits && !driver.keepsIoLimits) {
-        throw new InvalidOption(`options read_iops, write_iops, read_bps, write_bps: the ${driver.kind} backend of profile ${spec.profile} cannot keep per-volume IO limits yet (loop, iscsi and lio can)`);
+        throw new InvalidOption(`options read_iops, write_iops, read_bps, write_bps: the ${driver.kind} backend of profile ${spec.profile} cannot keep per-volume IO limits yet`);
       }
       if (requested.encrypted) {
-        if (!driver.keepsEncryption) throw new InvalidOption(`option encrypted=true: the ${driver.kind} backend of profile ${spec.profile} cannot keep encrypted volumes yet (loop, iscsi and lio can)`);
+        if (!driver.keepsEncryption) throw new InvalidOption(`option encrypted=true: the ${driver.kind} backend of profile ${spec.profile} cannot keep encrypted volumes`);
         spec.encryption = await this.keys.forNewVolume(name, spec.profile).catch((err: Error) => {
           throw new InvalidOption(`option encrypted=true: ${err.message}`);
         });

@@ -59,6 +59,8 @@ export class CinderDriver implements BackendDriver, HostLeaseStore, CinderVolume
   readonly kind = 'cinder';
   readonly transport = 'iscsi' as const;
   readonly scope = 'global' as const;
+  /** The record's encryption is kept in the volume's metadata (ballast.encryption). */
+  readonly keepsEncryption = true;
   private hostLeasesId: string | undefined;
   /** Cinder's snapshots; clones are volumes Cinder copies from one, or from a volume. */
   readonly snapshots: CinderSnapshots;

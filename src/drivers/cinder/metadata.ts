@@ -26,6 +26,8 @@ export const KEY = {
   holderName: 'ballast.holder_name',
   /** The holder's Cinder attachment: the reservation that keeps every other host out. */
   attachment: 'ballast.attachment',
+  /** Where an encrypted volume's key is: "profile", or "key_dir NAME"; absent for a plain volume. */
+  encryption: 'ballast.encryption',
 } as const;
 
 const MAX_VALUE = 255;
@@ -46,6 +48,7 @@ export function newVolumeMetadata(volume: NewVolume, createdAt: string): Metadat
     [KEY.readonly]: String(volume.readonly),
     [KEY.created]: createdAt,
     [KEY.rev]: '0',
+    ...(volume.encryption ? { [KEY.encryption]: volume.encryption.key === 'profile' ? 'profile' : `key_dir ${volume.encryption.name}` } : {}),
     ...ownershipMetadata({ state: 'free', generation: 0, updatedAt: createdAt }, ''),
   };
 }
@@ -104,5 +107,14 @@ export function recordOf(name: string, meta: Metadata, sizeGiB: number): VolumeR
     readonly: meta[KEY.readonly] === 'true',
     createdAt: meta[KEY.created] ?? '',
     ownership: ownershipOf(name, meta),
+    ...encryptionOf(name, meta),
   };
+}
+
+function encryptionOf(name: string, meta: Metadata): Pick<VolumeRecord, 'encryption'> {
+  const value = meta[KEY.encryption];
+  if (value === undefined) return {};
+  if (value === 'profile') return { encryption: { key: 'profile' } };
+  const [kind, keyName] = value.split(' ');
+  return kind === 'key_dir' && keyName ? { encryption: { key: 'key_dir', name: keyName } } : broken(name, KEY.encryption, value);
 }

@@ -47,6 +47,18 @@ describe('Cinder metadata', () => {
     });
   });
 
+  it("keeps an encrypted volume's key location, and reads a plain volume as plain", () => {
+    const base = { profile: 'gold', sizeBytes: 5, fstype: 'ext4' as const, mkfsOpts: [], mountOpts: [], readonly: false };
+    const byDir = newVolumeMetadata({ ...base, name: 'a', encryption: { key: 'key_dir', name: 'src' } }, 'now');
+    expect(byDir[KEY.encryption]).toBe('key_dir src');
+    expect(recordOf('a', byDir, 1).encryption).toEqual({ key: 'key_dir', name: 'src' });
+    expect(recordOf('b', newVolumeMetadata({ ...base, name: 'b', encryption: { key: 'profile' } }, 'now'), 1).encryption).toEqual({ key: 'profile' });
+    const plain = newVolumeMetadata({ ...base, name: 'c' }, 'now');
+    expect(KEY.encryption in plain).toBe(false);
+    expect(recordOf('c', plain, 1)).not.toHaveProperty('encryption');
+    expect(() => recordOf('d', { ...byDir, [KEY.encryption]: 'key_dir' }, 1)).toThrow(/ballast\.encryption="key_dir", which ballast did not write/);
+  });
+
   it('refuses options that would not fit in one metadata value, naming them', () => {
     expect(() => newVolumeMetadata({ name: 'v', profile: 'p', sizeBytes: 1, fstype: 'ext4', mkfsOpts: ['x'.repeat(300)], mountOpts: [], readonly: false }, 'now')).toThrow(/mkfs options would be 30\d characters/);
   });

@@ -109,8 +109,9 @@ describe('encryption and profile defaults', () => {
   });
 
   it('refuses profile IO limits on a backend that cannot keep them', () => {
-    expect(() =>
-      parseConfig({ backends: { vmdk: { vcenter: { url: 'https://vc.example/sdk', user: 'u', password_file: '/p' }, datastore: 'ds' } }, profiles: { v: { backend: 'vmdk', read_iops: 5 } } }, 'f'),
-    ).toThrow(/read_iops.*the vmdk backend cannot keep per-volume IO limits yet \(loop, iscsi, lio can\)/s);
+    const cinder = { url: 'https://cinder.example:8776/v3', auth: { type: 'noauth', project_id: 'a'.repeat(32) } };
+    expect(() => parseConfig({ backends: { cinder }, profiles: { c: { backend: 'cinder', read_iops: 5 } } }, 'f')).toThrow(
+      /profiles\.c\.read_iops: the cinder backend cannot keep per-volume IO limits yet/,
+    );
   });
 });
