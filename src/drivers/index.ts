@@ -60,7 +60,8 @@ export function createDrivers(config: Config, log: Logger, arrayExec?: Exec): Ma
       key = `lio:${pool}`; // the schema gives a pool one transport and one volume group
       make = () => {
         lioHost ??= arrayHostOf(backend.array.ssh, config, log, arrayExec);
-        return new LioDriver(pool, backend, transport, lioHost, config.timeouts.command_seconds * 1000, log.child({ backend: 'lio', pool, transport }), settings.volume_group);
+        const timeouts = config.timeouts;
+        return new LioDriver(pool, backend, transport, lioHost, timeouts.command_seconds * 1000, log.child({ backend: 'lio', pool, transport }), settings.volume_group, timeouts.filesystem_seconds * 1000);
       };
     } else if (settings.backend === 'cinder') {
       key = 'cinder'; // one endpoint and project: every cinder profile lists the same volumes

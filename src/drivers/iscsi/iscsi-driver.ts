@@ -8,7 +8,7 @@ import type { Logger } from '../../log.js';
 import type { FileStore } from '../file-store.js';
 import { arrayPool, FileVolumes } from '../file-volumes.js';
 import type { SnapshotCapable } from '../types.js';
-import { iscsiSnapshots } from './iscsi-snapshots.js';
+import { poolSnapshots } from '../array-host/pool-snapshots.js';
 import { Tgtadm, tgtError, type TgtTarget } from './tgtadm.js';
 
 /** "<prefix>:<name>"; names an IQN cannot hold (upper case, "_") get a hash so two never meet. */
@@ -49,7 +49,7 @@ export class IscsiDriver extends FileVolumes {
   ) {
     super(arrayPool(pool, arrayHost, commandTimeoutMs, volumeGroup), log);
     this.tgt = new Tgtadm(arrayHost.exec, backend.array.tgt_control_port, commandTimeoutMs);
-    this.snapshots = iscsiSnapshots(this, { pool, arrayHost: { exec: arrayHost.exec, files: this.files }, commandTimeoutMs, copyTimeoutMs, volumeGroup }, log);
+    this.snapshots = poolSnapshots(this, { pool, arrayHost: { exec: arrayHost.exec, files: this.files }, commandTimeoutMs, copyTimeoutMs, volumeGroup }, log);
   }
 
   targetIqn(name: string): string {

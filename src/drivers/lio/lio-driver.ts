@@ -6,6 +6,8 @@ import type { Exec } from '../../exec.js';
 import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
 import type { FileStore } from '../file-store.js';
+import { poolSnapshots } from '../array-host/pool-snapshots.js';
+import type { SnapshotCapable } from '../types.js';
 import { arrayPool, FileVolumes } from '../file-volumes.js';
 import { volumeTargetIqn } from '../iscsi/iscsi-driver.js';
 import {
@@ -48,6 +50,8 @@ export class LioDriver extends FileVolumes {
   private readonly lock = new Mutex();
   private readonly objectPrefix: string;
   private prDirectoryReady = false;
+  /** Copies made on the array host beside each image (as on tgt); a clone is a new volume, with a LUN of its own. */
+  readonly snapshots: SnapshotCapable;
 
   constructor(
     pool: string,
@@ -57,9 +61,12 @@ export class LioDriver extends FileVolumes {
     commandTimeoutMs: number,
     log: Logger,
     private readonly volumeGroup?: string,
+    /** Base bound on copying an image for a snapshot or clone (it grows with the data); default commandTimeoutMs. */
+    copyTimeoutMs = commandTimeoutMs,
   ) {
     super(arrayPool(pool, arrayHost, commandTimeoutMs, volumeGroup), log);
     this.lio = new LioConfigfs(arrayHost.exec, commandTimeoutMs);
+    this.snapshots = poolSnapshots(this, { pool, arrayHost: { exec: arrayHost.exec, files: this.files }, commandTimeoutMs, copyTimeoutMs, volumeGroup }, log);
     // Two pools on one array never share an object name.
     this.objectPrefix = `ballast-${createHash('sha256').update(pool).digest('hex').slice(0, 6)}`;
   }

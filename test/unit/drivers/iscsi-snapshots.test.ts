@@ -1,10 +1,11 @@
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { IscsiBackendConfig } from '../../../src/config/schema.js';
+import type { IscsiBackendConfig, LioBackendConfig } from '../../../src/config/schema.js';
 import { ArrayHostCopier } from '../../../src/drivers/array-host/array-copier.js';
 import { LocalFileStore } from '../../../src/drivers/file-store.js';
 import { IscsiDriver } from '../../../src/drivers/iscsi/iscsi-driver.js';
+import { LioDriver } from '../../../src/drivers/lio/lio-driver.js';
 import type { NewVolume, VolumeRecord } from '../../../src/drivers/types.js';
 import { CommandFailed, NotSupported, SnapshotNotFound } from '../../../src/errors.js';
 import type { Exec, ExecOptions, ExecResult } from '../../../src/exec.js';
@@ -101,7 +102,7 @@ describe('IscsiDriver snapshots on an LVM volume group', () => {
       const backend: IscsiBackendConfig = { portals: ['127.0.0.1:3260'], target_prefix: 'iqn.2026-12.dev.ballast', array: { tgt_control_port: 0 }, pool, multipath: true, reservations: true };
       const driver = new IscsiDriver(pool, backend, { exec }, 10_000, silentLogger(), 'vg0');
       const v: VolumeRecord = { ...volume('v'), createdAt: new Date().toISOString(), ownership: { ...FREE_OWNERSHIP } };
-      const message = /^volume v is a logical volume in LVM volume group vg0 on the iSCSI array host: ballast has no snapshots or clones of LVM volumes yet/;
+      const message = /^volume v is a logical volume in LVM volume group vg0 on the array host: ballast has no snapshots or clones of LVM volumes yet/;
       await expect(driver.snapshots.createSnapshot(v, 's')).rejects.toThrow(message);
       await expect(driver.snapshots.createFrom(volume('c'), { volume: 'v' })).rejects.toThrow(message);
       await expect(driver.snapshots.createFrom(volume('c'), { volume: 'v' })).rejects.toBeInstanceOf(NotSupported);
@@ -110,6 +111,27 @@ describe('IscsiDriver snapshots on an LVM volume group', () => {
       await expect(driver.snapshots.removeSnapshot('v', 's')).rejects.toBeInstanceOf(SnapshotNotFound);
       expect(exec.calls).toEqual([]);
       expect(await readdir(pool)).toEqual([]);
+    } finally {
+      await rm(pool, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('LioDriver snapshots', () => {
+  it('copy the image on the array host, as on tgt, into the snapshot beside the volume', async () => {
+    const pool = await mkdtemp(join(tmpdir(), 'ballast-lio-pool-'));
+    try {
+      const image = join(pool, 'v', 'disk.img');
+      const exec = new TimedExec().reply({ match: `stat -L -c %s %b %B -- ${image}`, stdout: `${64 * MiB} 0 512\n` }, { match: 'stat -c', stdout: '0 512\n' });
+      const backend: LioBackendConfig = { array: {}, pool, transport: 'iscsi', iscsi: { portals: ['127.0.0.1:3260'], target_prefix: 'iqn.2026-12.dev.ballast' }, multipath: true, reservations: true };
+      const driver = new LioDriver(pool, backend, 'iscsi', { exec }, 5_000, silentLogger(), undefined, 100_000);
+      const v = await driver.create(volume('v'));
+      const snapshot = await driver.snapshots.createSnapshot(v, 's1');
+      expect(snapshot).toMatchObject({ volume: 'v', name: 's1', method: 'reflink', sizeBytes: 64 * MiB });
+      const copy = exec.calls.find((argv) => argv[0] === 'cp')!;
+      expect(copy.slice(0, 4)).toEqual(['cp', '--reflink=always', '--', image]);
+      expect(copy[4]).toMatch(new RegExp(`^${pool}/v/snapshots/`));
+      expect((await driver.snapshots.listSnapshots('v')).map((s) => s.name)).toEqual(['s1']);
     } finally {
       await rm(pool, { recursive: true, force: true });
     }

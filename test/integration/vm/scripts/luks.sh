@@ -1,5 +1,6 @@
 # Encrypted volumes (encrypted=true: LUKS2 under the filesystem) on the loop backend, in a real
-# kernel with dm-crypt: the ballast daemon in the VM, called on its plugin socket.
+# kernel with dm-crypt, and IO limits on cgroup v2: the ballast daemon in the VM, called on its
+# plugin socket.
 set -euo pipefail
 . "$BALLAST_SRC/test/integration/vm/scripts/lib.sh"
 modprobe loop && modprobe dm_crypt || die "no dm_crypt module in this kernel"
@@ -92,6 +93,30 @@ expect_ok VolumeDriver.Create '{"Name":"team2","Opts":{"from":"team1"}}' >/dev/n
 mp=$(expect_ok VolumeDriver.Mount '{"Name":"team2","ID":"t2"}' | json Mountpoint)
 result clone_data=$(cat "$mp/who")
 expect_ok VolumeDriver.Unmount '{"Name":"team2","ID":"t2"}' >/dev/null
+
+# IO limits on cgroup v2 (io.max), on the encrypted volume's mapping as the enforcer applies them
+# to a container: a process in a cgroup of its own writes with O_DIRECT, capped, then one uncapped.
+export CGROUP2=/tmp/cgroup2
+mkdir -p "$CGROUP2" && mount -t cgroup2 none "$CGROUP2"
+echo +io > "$CGROUP2/cgroup.subtree_control"
+mkdir "$CGROUP2/capped" "$CGROUP2/free"
+mp=$(expect_ok VolumeDriver.Mount '{"Name":"sec","ID":"io"}' | json Mountpoint)
+mkfifo /tmp/go
+# in_cgroup NAME CMD...: runs CMD in cgroup NAME once /tmp/go is written; prints its seconds.
+# The shell in the cgroup leaves its PID in /tmp/NAME.pid.
+in_cgroup() { local cg=$1; shift; sh -c 'echo $$ > "$0/cgroup.procs"; echo $$ > "/tmp/$(basename "$0").pid"; read -r _ < /tmp/go; t0=$(date +%s%N); "$@" 2>/dev/null; echo $(( ($(date +%s%N) - t0) / 1000000 ))' "$CGROUP2/$cg" "$@"; }
+in_cgroup capped dd if=/dev/zero of="$mp/capped" bs=64k count=96 oflag=direct > /tmp/capped.ms &
+capped=$!
+for _ in $(seq 100); do [ -s /tmp/capped.pid ] && break; nap 0.1; done
+result io_max_line="$(node "$BALLAST_SRC/test/integration/vm/scripts/io-max.mjs" "$(cat /tmp/capped.pid)" "$(findmnt -no SOURCE "$mp")" '{"writeBps":1048576}' | tr ' ' ',')"
+echo go > /tmp/go; wait "$capped"
+in_cgroup free dd if=/dev/zero of="$mp/free" bs=64k count=96 oflag=direct > /tmp/free.ms &
+free=$!
+for _ in $(seq 100); do [ -s /tmp/free.pid ] && break; nap 0.1; done
+echo go > /tmp/go; wait "$free"
+result capped_6mib_ms=$(cat /tmp/capped.ms) free_6mib_ms=$(cat /tmp/free.ms)
+expect_ok VolumeDriver.Unmount '{"Name":"sec","ID":"io"}' >/dev/null
+rmdir "$CGROUP2/capped" "$CGROUP2/free"; umount "$CGROUP2"
 
 for v in sec plain team1 team2; do expect_ok VolumeDriver.Remove "{\"Name\":\"$v\"}" >/dev/null; done
 result maps_end=$(maps) loops_end=$(losetup -a | grep -c "$ROOT" || true) volumes_end=$(ls "$ROOT" | grep -vc '^\.' || true)
