@@ -4,7 +4,7 @@ import { loadConfig } from '../config/load.js';
 import { formatSize } from '../config/size.js';
 import { errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
-import type { VolumeView } from '../volumes/manager.js';
+import type { VolumeView } from '../volumes/volume-view.js';
 import type { MountedVolume } from '../volumes/mount-state.js';
 
 // Each command loads only what it uses: on a slow CPU (the VM lab, small hosts) importing the

@@ -3,7 +3,8 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { BallastError, errorMessage } from '../errors.js';
 import { withLogContext, type Logger } from '../log.js';
 import { metrics } from '../metrics/registry.js';
-import type { VolumeManager, VolumeView } from '../volumes/manager.js';
+import type { VolumeManager } from '../volumes/manager.js';
+import type { VolumeView } from '../volumes/volume-view.js';
 import { ACTIVATE_PATH, ActivateResponse, requestSchemas, type RequestOf, type VolumeMethod, type WireVolume } from './protocol.js';
 import { adminRoutes } from './admin.js';
 

@@ -3,8 +3,31 @@ import type { BackendDriver } from '../drivers/index.js';
 import { describeHolder } from '../ownership/lease.js';
 import { metrics } from '../metrics/registry.js';
 import { FenceFiles } from './fence-files.js';
-import type { MountedVolume } from './mount-state.js';
-import type { VolumeManager, VolumeManagerDeps } from './manager.js';
+import type { Config } from '../config/schema.js';
+import type { Filesystem } from '../attach/filesystem.js';
+import type { Logger } from '../log.js';
+import type { HostIdentity } from '../ownership/types.js';
+import type { HostLiveness, OwnershipLease } from '../ownership/lease.js';
+import type { MountedVolume, MountStateStore } from './mount-state.js';
+
+/** What the upkeep needs of the volume manager (which owns it): its backends' liveness and its mounts. */
+export interface UpkeepHost {
+  readonly liveness: ReadonlyMap<BackendDriver, HostLiveness>;
+  mountedVolumes(): ReadonlyMap<string, MountedVolume>;
+  /** The driver a mounted volume lives on, and its lease. */
+  ownerOf(name: string): Promise<{ driver: BackendDriver; lease: OwnershipLease } | undefined>;
+  /** Runs `body` under the volume's lock. */
+  withVolumeLock<T>(name: string, body: () => Promise<T>): Promise<T>;
+}
+
+export interface UpkeepDeps {
+  config: Config;
+  identity: HostIdentity;
+  filesystem: Filesystem;
+  state: MountStateStore;
+  log: Logger;
+  startWatchdog?: () => void;
+}
 
 /**
  * On backends shared by several hosts: renews this host's lease every lease.renew_every,
@@ -23,8 +46,8 @@ export class LeaseUpkeep {
   private readonly files: FenceFiles;
 
   constructor(
-    private readonly manager: VolumeManager,
-    private readonly deps: VolumeManagerDeps,
+    private readonly manager: UpkeepHost,
+    private readonly deps: UpkeepDeps,
   ) {
     this.files = new FenceFiles(deps.config.state_dir);
   }

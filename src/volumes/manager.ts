@@ -16,21 +16,21 @@ import {
 import type { Export } from '../export.js';
 import type { Logger } from '../log.js';
 import { metrics } from '../metrics/registry.js';
-import { HostLeaseKeeper } from '../ownership/host-lease.js';
-import { HostMonitor } from '../ownership/host-monitor.js';
-import { describeHolder, OwnershipLease, type HostLiveness } from '../ownership/lease.js';
-import type { HostIdentity, HostLeaseStore } from '../ownership/types.js';
+import { OwnershipLease, type HostLiveness } from '../ownership/lease.js';
+import type { HostIdentity } from '../ownership/types.js';
+import { backendLeases } from './backend-leases.js';
 import { LeaseUpkeep } from './lease-upkeep.js';
 import type { ContainerUsage } from './container-usage.js';
 import { KeyedMutex } from './keyed-mutex.js';
 import { addRef, markStale, removeRef, totalRefs, type MountedVolume, type MountStateStore } from './mount-state.js';
-import { assertVolumeName, parseRequestedName } from './names.js';
-import { describeIoLimits, optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
+import { assertVolumeName, mergeInline, parseRequestedName } from './names.js';
+import { optionConflicts, parseVolumeOptions, resolveSpec, type VolumeSpec } from './options.js';
 import { MountSequence } from './mount-sequence.js';
 import { VolumeIndex } from './volume-index.js';
 import { FrozenFilesystems } from './frozen-filesystems.js';
 import { VolumeSnapshots, type SnapshotHost } from './snapshots.js';
 import { IoLimitEnforcer, type Throttled } from './io-limits.js';
+import { volumeView, type VolumeView } from './volume-view.js';
 import { EncryptionKeys } from './encryption-keys.js';
 import type { Luks } from '../attach/luks.js';
 
@@ -53,27 +53,15 @@ export interface VolumeManagerDeps {
   sleep?: (ms: number) => Promise<void>;
 }
 
-function isHostLeaseStore(driver: BackendDriver): driver is BackendDriver & HostLeaseStore {
-  return 'writeHostLease' in driver && 'readHostLease' in driver;
-}
-
-/** What Get and List report about a volume. */
-export interface VolumeView {
-  name: string;
-  mountpoint: string;
-  createdAt: string;
-  status: Record<string, unknown>;
-}
-
 /**
  * Docker's volume semantics over backend drivers, the ownership lease and the attachers:
  * a per-volume mutex, mount-ID reference counts persisted on disk, startup reconciliation.
  */
 export class VolumeManager {
   private readonly locks: KeyedMutex;
-  private readonly leases = new Map<BackendDriver, OwnershipLease>();
+  private readonly leases: Map<BackendDriver, OwnershipLease>;
   /** Host leases of the backends several hosts share. */
-  readonly liveness = new Map<BackendDriver, HostLiveness>();
+  readonly liveness: Map<BackendDriver, HostLiveness>;
   readonly upkeep: LeaseUpkeep;
   private readonly sequence: MountSequence;
   private mounted = new Map<string, MountedVolume>();
@@ -92,20 +80,7 @@ export class VolumeManager {
   constructor(private readonly deps: VolumeManagerDeps) {
     this.locks = new KeyedMutex(deps.config.timeouts.volume_lock_seconds * 1000);
     const { lease } = deps.config;
-    for (const driver of new Set(deps.drivers.values())) {
-      let liveness: HostLiveness | undefined;
-      if (driver.scope === 'global' && isHostLeaseStore(driver)) {
-        const timing = { leaseSeconds: lease.seconds, renewEverySeconds: lease.renew_every };
-        liveness = {
-          store: driver,
-          keeper: new HostLeaseKeeper(driver, deps.identity, timing, deps.log),
-          monitor: new HostMonitor(lease.seconds),
-          automaticTakeover: () => driver.takeover !== 'manual',
-        };
-        this.liveness.set(driver, liveness);
-      }
-      this.leases.set(driver, new OwnershipLease(driver, deps.identity, deps.log, liveness));
-    }
+    ({ leases: this.leases, liveness: this.liveness } = backendLeases(deps.drivers.values(), deps.identity, lease, deps.log));
     this.index = new VolumeIndex([...new Set(deps.drivers.values())], lease.renew_every * 1000, deps.identity.hostId, deps.log);
     this.upkeep = new LeaseUpkeep(this, deps);
     metrics.nameBackends(deps.drivers);
@@ -562,48 +537,12 @@ export class VolumeManager {
 
   private view(driver: BackendDriver, record: VolumeRecord, unhealthy?: string): VolumeView {
     const local = this.mounted.get(record.name);
-    const ownership = record.ownership;
-    return {
-      name: record.name,
+    return volumeView(driver, record, {
+      hostId: this.deps.identity.hostId,
+      local,
       mountpoint: this.mountpointIfMounted(record.name),
-      createdAt: record.createdAt,
-      status: {
-        size: formatSize(record.sizeBytes),
-        sizeBytes: record.sizeBytes,
-        fstype: record.fstype,
-        profile: record.profile,
-        backend: driver.kind,
-        readonly: record.readonly,
-        ...(record.mountOpts.length ? { mountopts: record.mountOpts.join(',') } : {}),
-        ...(record.mkfsOpts.length ? { mkfsopts: record.mkfsOpts.join(' ') } : {}),
-        ...(record.ioLimits ? { ioLimits: describeIoLimits(record.ioLimits), ioLimitsBy: 'cgroup block IO throttle, per container' } : {}),
-        ...(record.encryption ? { encrypted: 'LUKS2' } : {}),
-        attachment: local
-          ? { host: this.deps.identity.hostId, device: local.device, mountpoint: local.mountpoint, mounts: totalRefs(local) }
-          : 'detached',
-        lease:
-          ownership.state === 'held'
-            ? {
-                state: 'held',
-                holder: describeHolder(ownership),
-                generation: ownership.generation,
-                since: ownership.updatedAt,
-                ...this.upkeep.leaseAge(driver, ownership.holder.hostId),
-              }
-            : { state: 'free', generation: ownership.generation },
-        ...(local?.fenced ? { fenced: local.fenced } : {}),
-        health: unhealthy ? `unavailable: ${unhealthy}` : 'ok',
-      },
-    };
+      leaseAge: (hostId) => this.upkeep.leaseAge(driver, hostId),
+      unhealthy,
+    });
   }
-}
-
-/** Inline options and Docker's Opts together; the same key in both must agree. */
-function mergeInline(inline: Record<string, string> | undefined, opts: Record<string, string> | null | undefined): Record<string, string> | null | undefined {
-  if (!inline) return opts;
-  for (const [key, value] of Object.entries(opts ?? {})) {
-    const given = inline[key.toLowerCase()];
-    if (given !== undefined && given !== String(value)) throw new InvalidOption(`option ${key} is ${JSON.stringify(given)} inline but ${JSON.stringify(value)} in the options`);
-  }
-  return { ...opts, ...inline };
 }

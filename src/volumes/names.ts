@@ -39,3 +39,13 @@ export function parseRequestedName(raw: unknown): RequestedName {
   if (name === undefined) throw new InvalidOption(`inline volume options ${JSON.stringify(raw).slice(0, 200)}: name=NAME is missing (the volume's name, e.g. size=10G,name=db)`);
   return { name: assertVolumeName(name), inline: options };
 }
+
+/** Inline options and Docker's Opts together; the same key in both must agree. */
+export function mergeInline(inline: Record<string, string> | undefined, opts: Record<string, string> | null | undefined): Record<string, string> | null | undefined {
+  if (!inline) return opts;
+  for (const [key, value] of Object.entries(opts ?? {})) {
+    const given = inline[key.toLowerCase()];
+    if (given !== undefined && given !== String(value)) throw new InvalidOption(`option ${key} is ${JSON.stringify(given)} inline but ${JSON.stringify(value)} in the options`);
+  }
+  return { ...opts, ...inline };
+}
