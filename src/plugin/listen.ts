@@ -1,4 +1,4 @@
-import { chmod, mkdir, unlink } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, unlink } from 'node:fs/promises';
 import { createConnection } from 'node:net';
 import { dirname } from 'node:path';
 import type { Server } from 'node:http';
@@ -39,11 +39,21 @@ function listenOnce(server: Server, path: string): Promise<void> {
   });
 }
 
+/** The docker group's id from a group file (/etc/group), or undefined where there is none. */
+export async function dockerGroupId(groupFile = '/etc/group'): Promise<number | undefined> {
+  const text = await readFile(groupFile, 'utf8').catch(() => '');
+  const line = text.split('\n').find((l) => l.startsWith('docker:'));
+  const gid = Number(line?.split(':')[2]);
+  return line && Number.isInteger(gid) ? gid : undefined;
+}
+
 /**
- * Listens on a Unix socket, mode 0660. A stale socket (nobody answers) is removed; a live
- * one means another ballast runs there, and this one refuses to start.
+ * Listens on a Unix socket, mode 0660, group docker where that group exists (root's otherwise):
+ * only root and the docker group, who may use dockerd anyway, reach the plugin and its admin
+ * calls. A stale socket (nobody answers) is removed; a live one means another ballast runs
+ * there, and this one refuses to start.
  */
-export async function listenOnSocket(server: Server, path: string): Promise<void> {
+export async function listenOnSocket(server: Server, path: string, groupFile?: string): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o755 });
   try {
     await listenOnce(server, path);
@@ -56,4 +66,6 @@ export async function listenOnSocket(server: Server, path: string): Promise<void
     await listenOnce(server, path);
   }
   await chmod(path, 0o660);
+  const gid = await dockerGroupId(groupFile);
+  if (gid !== undefined) await chown(path, 0, gid);
 }
