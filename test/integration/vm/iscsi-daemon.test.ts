@@ -64,6 +64,15 @@ describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM la
       expect(Number(results.lv_fs_bytes_grown)).toBeGreaterThan(100 * MiB);
     });
 
+    it('an encrypted volume: LUKS2 on the multipath map, grown online, ciphertext only in the logical volume', () => {
+      expect(results.enc_device).toBe('/dev/mapper/ballast-enc');
+      expect(results.enc_under).toBe('mpath');
+      expect(Number(results.enc_mapped_bytes_grown)).toBe(128 * MiB - 16 * MiB); // LUKS2's header is 16 MiB
+      expect(Number(results.enc_fs_bytes_grown)).toBeGreaterThan(90 * MiB);
+      expect([results.enc_plaintext_in_lv, results.enc_luks_on_lv, results.enc_data_intact]).toEqual(['0', 'yes', '500']);
+      expect([results.enc_sessions_end, results.enc_maps_end]).toEqual(['0', '0']);
+    });
+
     it('keeps the data across unmount and mount, and remove deletes the logical volume', () => {
       expect(results.lv_data_intact).toBe('yes');
       expect(results.lvs_after_remove).toBe('0');

@@ -12,11 +12,14 @@ pvcreate -q "$pv" && vgcreate -q ballastvg "$pv" || die "vgcreate"
 log: {level: debug}
 backends:
   iscsi: {portals: ["127.0.0.1:3260", "127.0.0.2:3260"], pool: $BALLAST_RUN/pool}
+encryption: {key_dir: $BALLAST_RUN/keys}
 profiles:
   default: {backend: iscsi}
   lvm: {backend: iscsi, volume_group: ballastvg, pool: $BALLAST_RUN/lvpool}
 YAML
 } > "$BALLAST_RUN/config.yml"
+mkdir -p -m 700 "$BALLAST_RUN/keys"
+head -c 64 /dev/urandom > "$BALLAST_RUN/keys/enc.key" && chmod 600 "$BALLAST_RUN/keys/enc.key"
 start_ballast
 
 expect_ok VolumeDriver.Create '{"Name":"v1","Opts":{"size":"64M"}}' >/dev/null
@@ -92,5 +95,24 @@ expect_ok VolumeDriver.Unmount '{"Name":"lv1","ID":"c2"}' >/dev/null
 expect_ok VolumeDriver.Remove '{"Name":"lv1"}' >/dev/null
 result "lvs_after_remove=$(lvs --noheadings -o lv_name ballastvg | grep -c . || true)"
 result "lv_sessions_end=$(sessions) lv_disks_end=$(scsi_disks) lv_maps_end=$(dm_maps)"
+# An encrypted volume on the lvm profile: LUKS2 on the multipath map, grown online (the LV, the
+# map, the LUKS mapping, the filesystem), ciphertext only in the logical volume.
+MARKER=ballast-iscsi-plaintext-3c7d
+expect_ok VolumeDriver.Create '{"Name":"enc","Opts":{"size":"64M","profile":"lvm","encrypted":"true"}}' >/dev/null
+mp=$(expect_ok VolumeDriver.Mount '{"Name":"enc","ID":"e1"}' | json Mountpoint) || die "mount enc"
+result "enc_device=$(findmnt -n -o SOURCE "$mp")"
+result "enc_under=$(lsblk -ndo TYPE "/dev/$(ls /sys/block/$(dm_kname "$(findmnt -n -o SOURCE "$mp")")/slaves | head -1)")"
+for _ in $(seq 500); do echo "$MARKER"; done > "$mp/secret" && sync
+ballast volume grow enc 128M >/dev/null || die "grow enc"
+result "enc_mapped_bytes_grown=$(blockdev --getsize64 "$(findmnt -n -o SOURCE "$mp")")"
+result "enc_fs_bytes_grown=$(df -B1 --output=size "$mp" | tail -1 | tr -d ' ')"
+expect_ok VolumeDriver.Unmount '{"Name":"enc","ID":"e1"}' >/dev/null
+result "enc_plaintext_in_lv=$(grep -c "$MARKER" /dev/ballastvg/ballast-enc || true)"
+result "enc_luks_on_lv=$(cryptsetup isLuks /dev/ballastvg/ballast-enc && echo yes || echo no)"
+mp=$(expect_ok VolumeDriver.Mount '{"Name":"enc","ID":"e2"}' | json Mountpoint) || die "remount enc"
+result "enc_data_intact=$(grep -c "$MARKER" "$mp/secret")"
+expect_ok VolumeDriver.Unmount '{"Name":"enc","ID":"e2"}' >/dev/null
+expect_ok VolumeDriver.Remove '{"Name":"enc"}' >/dev/null
+result "enc_sessions_end=$(sessions) enc_maps_end=$(dm_maps)"
 kill $BALLAST_PID; wait $BALLAST_PID 2>/dev/null
 exit 0
