@@ -72,3 +72,5 @@ else
   npm ci --dry-run --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
 fi
 npm run --silent build
+# The VM lab runs the CLI bundled into one file (test/helpers/vm-scenario.ts also builds it when stale).
+[ "$mode" = --runtime ] || npm run --silent build:bundle

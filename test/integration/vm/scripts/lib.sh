@@ -1,5 +1,6 @@
 # Shared by the VM scenarios: run ballast inside the VM and call its plugin socket.
-# Sourced with BALLAST_SRC (the checkout, seen over 9p) and BALLAST_RUN (a writable dir) set.
+# Sourced with BALLAST_SRC (the checkout, seen over 9p), BALLAST_CLI (its CLI bundled into one file:
+# node starts it 2-3 times as fast as dist/) and BALLAST_RUN (a writable dir) set.
 # Every line the test asserts on starts with "RESULT ": key=value.
 
 mkdir -p "$BALLAST_RUN"
@@ -14,7 +15,7 @@ save() { mkdir -p "$SHARE/out" && printf '%s\n' "$2" > "$SHARE/out/$1"; }
 [ -p /tmp/nap.fifo ] || mkfifo /tmp/nap.fifo
 exec 9<>/tmp/nap.fifo
 nap() { read -r -t "$1" -u 9 || true; }
-ballast() { node "$BALLAST_SRC/dist/cli/main.js" --config "$BALLAST_RUN/config.yml" "$@"; }
+ballast() { node "$BALLAST_CLI" --config "$BALLAST_RUN/config.yml" "$@"; }
 
 # call METHOD JSON -> the reply body on stdout
 call() { curl -sS --max-time 150 --unix-socket "$BALLAST_RUN/ballast.sock" -X POST -d "$2" "http://plugin/$1"; }

@@ -38,7 +38,7 @@ start_daemon() {
   local t0; t0=$(now)
   rm -f "$BALLAST_RUN/ballast.sock" # a killed daemon leaves its socket file behind
   echo "=== ballast serve at $(now)" >> "$BALLAST_VM_LOGS/ballast.log"
-  node "$BALLAST_SRC/dist/cli/main.js" --config "$BALLAST_RUN/config.yml" serve >> "$BALLAST_VM_LOGS/ballast.log" 2>&1 &
+  node "$BALLAST_CLI" --config "$BALLAST_RUN/config.yml" serve >> "$BALLAST_VM_LOGS/ballast.log" 2>&1 &
   BALLAST_PID=$!
   for _ in $(seq 600); do
     [ -S "$BALLAST_RUN/ballast.sock" ] && break

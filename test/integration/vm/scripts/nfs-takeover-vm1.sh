@@ -106,7 +106,7 @@ out=$(curl -sS --max-time 10 --unix-socket "$BALLAST_RUN/ballast.sock" -X POST -
 result "p_vm1_get_during_cut_rc=$? p_vm1_get_during_cut_s=$(since "$t0")"
 save p-vm1-get-during-cut "$out"
 t0=$(now)
-out=$(timeout 10 node "$BALLAST_SRC/dist/cli/main.js" --config "$BALLAST_RUN/config.yml" volume ls 2>&1)
+out=$(timeout 10 node "$BALLAST_CLI" --config "$BALLAST_RUN/config.yml" volume ls 2>&1)
 result "p_vm1_ls_during_cut_rc=$? p_vm1_ls_during_cut_s=$(since "$t0")"
 save p-vm1-ls-during-cut "$out"
 save p-vm1-errors-during-cut "$(cat /tmp/p.err /tmp/pf.err)"
@@ -141,7 +141,7 @@ for _ in $(seq 30); do
   sleep 1
 done
 save p-vm1-fenced "$fenced"
-save p-vm1-ls-after-heal "$(timeout 30 node "$BALLAST_SRC/dist/cli/main.js" --config "$BALLAST_RUN/config.yml" volume ls 2>&1)"
+save p-vm1-ls-after-heal "$(timeout 30 node "$BALLAST_CLI" --config "$BALLAST_RUN/config.yml" volume ls 2>&1)"
 result "p_vm1_fenced=$([ -n "$fenced" ] && echo yes || echo no)"
 signal p-observed
 
