@@ -6,7 +6,7 @@ import type { FileStore } from './file-store.js';
 import { FileVolumes } from './file-volumes.js';
 import type { VolumeImages } from './images.js';
 import { checkMetadataRoot } from './metadata-root.js';
-import type { NewVolume, VolumeRecord } from './types.js';
+import { VolumeAlreadyExists, type NewVolume, type SnapshotCapable, type VolumeRecord } from './types.js';
 
 /**
  * What an array that keeps no compare-and-swap metadata on its volumes (powerflex, dellsc, scbe)
@@ -40,6 +40,8 @@ class ArrayVolumes<Ref> implements VolumeImages {
   private readonly pending = new Map<string, Ref>();
   /** Volume name -> ballast profile while create() runs (VolumeImages.create knows the name only). */
   readonly creating = new Map<string, string>();
+  /** Volume name -> what makes its array volume instead of an empty create (a clone), while create() runs. */
+  readonly origins = new Map<string, () => Promise<Ref>>();
 
   constructor(
     private readonly api: ArrayApi<Ref>,
@@ -68,7 +70,8 @@ class ArrayVolumes<Ref> implements VolumeImages {
   }
 
   async create(name: string, staging: string, sizeBytes: number): Promise<void> {
-    const ref = await this.api.create(name, sizeBytes, this.creating.get(name) ?? 'default');
+    const origin = this.origins.get(name);
+    const ref = origin ? await origin() : await this.api.create(name, sizeBytes, this.creating.get(name) ?? 'default');
     if (ref === undefined) throw Object.assign(new Error(`${this.api.describe} already has a volume for ${name}`), { code: 'EEXIST' });
     this.pending.set(name, ref);
     await this.files.writeNew(join(staging, REF), `${JSON.stringify(ref)}\n`);
@@ -101,6 +104,7 @@ class ArrayVolumes<Ref> implements VolumeImages {
 export class MappedArrayDriver<Ref> extends FileVolumes {
   private readonly volumes: ArrayVolumes<Ref>;
   private readonly hosts = new Map<string, string>();
+  readonly snapshots?: SnapshotCapable;
 
   constructor(
     readonly kind: string,
@@ -110,10 +114,33 @@ export class MappedArrayDriver<Ref> extends FileVolumes {
     /** The configuration key of the root, for messages ("backends.powerflex.metadata_root"). */
     private readonly rootKey: string,
     log: Logger,
+    /** The array's own snapshots and clones, where ballast uses them. */
+    snapshots?: (driver: MappedArrayDriver<Ref>) => SnapshotCapable,
   ) {
     let volumes: ArrayVolumes<Ref> | undefined;
     super({ root, shared: true, images: (r, files) => (volumes = new ArrayVolumes(api, r, files)) }, log);
     this.volumes = volumes!;
+    if (snapshots) this.snapshots = snapshots(this);
+  }
+
+  /** The array's volume of `name` (from array.json); undefined when the volume has none. */
+  refOf(name: string): Promise<Ref | undefined> {
+    return this.volumes.ref(name);
+  }
+
+  /**
+   * Creates a volume whose array volume `origin` makes (a clone: a view of a snapshot). Checked
+   * first, so an existing name makes nothing; a failure after `origin` deletes its volume again.
+   */
+  async createFrom(volume: NewVolume, origin: () => Promise<Ref>): Promise<VolumeRecord> {
+    const existing = await this.read(volume.name);
+    if (existing) throw new VolumeAlreadyExists(existing.value);
+    this.volumes.origins.set(volume.name, origin);
+    try {
+      return await this.create(volume);
+    } finally {
+      this.volumes.origins.delete(volume.name);
+    }
   }
 
   /** Refuses a metadata root whose NFS mount would break the records' compare-and-swap. */

@@ -7,7 +7,8 @@ import { handler, LoopbackSim } from './loopback-http.js';
 // notes (Cinder's storagecenter_api, the Flocker SC driver): HTTP Basic login and a session
 // cookie, x-dell-api-version checked at login, asynchronous tasks polled through AsyncTask,
 // filtered GetList, folders, storage profiles, volumes, server objects with HBAs, mappings and
-// controller ports. The words of its refusals are this simulator's own (no public client shows
+// controller ports, replays (CreateReplay, ReplayList, Expire) and view volumes of a replay
+// (CreateView). The words of its refusals are this simulator's own (no public client shows
 // them), except that a version refusal names the version it speaks. A data plane (tgtd) makes
 // each volume a real LUN: its target is the volume's "controller port", and a mapping binds the
 // server's IQN to it. Real SC has one target per controller port and per-server LUN views.
@@ -23,13 +24,32 @@ export interface ScSimVolume {
   deviceId: string;
 }
 
+/** A replay: the volume's data frozen when it was taken. */
+export interface ScSimReplay {
+  instanceId: string;
+  volume: string;
+  description: string;
+  /** Minutes until it expires by itself; 0: never. */
+  expireTime: number;
+  freezeTime: string;
+  markedForExpiration: boolean;
+  sizeBytes: number;
+}
+
 export interface ScDataPlane {
-  created(volume: ScSimVolume): Promise<void>;
+  /** A new volume, empty or (a view volume) starting with the replay's data. */
+  created(volume: ScSimVolume, from?: ScSimReplay): Promise<void>;
   removed(volume: ScSimVolume): Promise<void>;
   /** The iSCSI target that serves the volume, and its portal. */
   target(volume: ScSimVolume): { iqn: string; address: string; port: number };
   mapped(volume: ScSimVolume, iqns: string[]): Promise<void>;
   unmapped(volume: ScSimVolume, iqns: string[]): Promise<void>;
+  /** Freezes a copy of the volume's data for the replay (absent: replays hold no data). */
+  replayed?(volume: ScSimVolume, replay: ScSimReplay): Promise<void>;
+  /** Frees the replay's data. */
+  expired?(replay: ScSimReplay): Promise<void>;
+  /** The volume was expanded to its sizeBytes. */
+  resized?(volume: ScSimVolume): Promise<void>;
 }
 
 export interface DellScSimOptions {
@@ -70,6 +90,7 @@ export class DellScSim extends LoopbackSim {
   readonly volumes = new Map<string, ScSimVolume>();
   readonly servers = new Map<string, Server_>();
   readonly mappings = new Map<string, MappingProfile>();
+  readonly replays = new Map<string, ScSimReplay>();
   readonly folders = new Map<string, { instanceId: string; name: string; kind: string }>();
   readonly storageProfiles = [
     { instanceId: '', name: 'Recommended (All Tiers)' },
@@ -111,6 +132,10 @@ export class DellScSim extends LoopbackSim {
     app.post('/api/rest/StorageCenter/ScVolume/:id/MapToServer', h((req) => this.map(String(req.params.id), req.body), true));
     app.get('/api/rest/StorageCenter/ScVolume/:id/MappingProfileList', h((req) => this.profilesOf(String(req.params.id))));
     app.get('/api/rest/StorageCenter/ScVolume/:id/MappingList', h((req) => this.pathsOf(String(req.params.id))));
+    app.post('/api/rest/StorageCenter/ScVolume/:id/CreateReplay', h((req) => this.createReplay(String(req.params.id), req.body), true));
+    app.get('/api/rest/StorageCenter/ScVolume/:id/ReplayList', h((req) => this.replayList(String(req.params.id))));
+    app.post('/api/rest/StorageCenter/ScReplay/:id/Expire', h((req) => this.expire(String(req.params.id)), true));
+    app.post('/api/rest/StorageCenter/ScReplay/:id/CreateView', h((req) => this.createView(String(req.params.id), req.body), true));
     app.delete('/api/rest/StorageCenter/ScMappingProfile/:id', h((req) => this.unmap(String(req.params.id)), true));
     app.post('/api/rest/StorageCenter/ScPhysicalServer', h((req) => this.makeServer(req.body), true));
     app.post('/api/rest/StorageCenter/ScPhysicalServer/:id/AddHba', h((req) => this.addHba(String(req.params.id), req.body)));
@@ -133,6 +158,11 @@ export class DellScSim extends LoopbackSim {
 
   volumesNamed(name: string): ScSimVolume[] {
     return [...this.volumes.values()].filter((v) => v.name === name);
+  }
+
+  /** The replays of a volume that are not expired. */
+  liveReplays(volumeId: string): ScSimReplay[] {
+    return [...this.replays.values()].filter((r) => r.volume === volumeId && !r.markedForExpiration);
   }
 
   /** The IQNs of the servers a volume is mapped to. */
@@ -204,8 +234,11 @@ export class DellScSim extends LoopbackSim {
     if (String(body.StorageCenter) !== String(this.options.ssn)) throw new Refusal(400, `no Storage Center ${String(body.StorageCenter)}`);
     if (!this.folders.has(String(body.VolumeFolder))) throw new Refusal(400, `no volume folder ${String(body.VolumeFolder)}`);
     if (body.StorageProfile !== undefined && !this.storageProfiles.some((p) => p.instanceId === body.StorageProfile)) throw new Refusal(400, `no storage profile ${String(body.StorageProfile)}`);
-    const sizeBytes = Number(size[1]) * GIB;
-    if (this.usedBytes() + sizeBytes > (this.options.capacityGiB ?? 1024) * GIB) throw new Refusal(400, 'Not enough free space on the Storage Center for a volume of that size');
+    return this.addVolume(body, Number(size[1]) * GIB);
+  }
+
+  private async addVolume(body: Record<string, unknown>, sizeBytes: number, from?: ScSimReplay) {
+    this.assertRoom(sizeBytes);
     const index = this.next++;
     const volume: ScSimVolume = {
       instanceId: `${this.options.ssn}.${index}`,
@@ -218,8 +251,56 @@ export class DellScSim extends LoopbackSim {
       deviceId: `6000d31000${this.options.ssn.toString(16).padStart(6, '0')}${index.toString(16).padStart(16, '0')}`,
     };
     this.volumes.set(volume.instanceId, volume);
-    await this.options.dataPlane?.created(volume);
+    await this.options.dataPlane?.created(volume, from);
     return this.volume(volume.instanceId);
+  }
+
+  private assertRoom(moreBytes: number): void {
+    if (this.usedBytes() + moreBytes > (this.options.capacityGiB ?? 1024) * GIB) throw new Refusal(400, 'Not enough free space on the Storage Center for a volume of that size');
+  }
+
+  private async createReplay(id: string, body: { description?: unknown; expireTime?: unknown }) {
+    const v = this.volumes.get(id);
+    if (!v) throw new Refusal(404, `no volume ${id}`);
+    const replay: ScSimReplay = {
+      instanceId: this.id(),
+      volume: id,
+      description: String(body.description ?? ''),
+      expireTime: Number(body.expireTime ?? 0),
+      freezeTime: new Date().toISOString(),
+      markedForExpiration: false,
+      sizeBytes: v.sizeBytes,
+    };
+    await this.options.dataPlane?.replayed?.(v, replay);
+    this.replays.set(replay.instanceId, replay);
+    return this.replayOf(replay);
+  }
+
+  private replayOf(r: ScSimReplay) {
+    return { objectType: 'ScReplay', instanceId: r.instanceId, instanceName: r.freezeTime, description: r.description, freezeTime: r.freezeTime, expireTime: r.expireTime, markedForExpiration: r.markedForExpiration, parent: { instanceId: r.volume }, size: `${r.sizeBytes} Bytes` };
+  }
+
+  /** Every replay of the volume, expired ones (still being freed) included, oldest first. */
+  private replayList(id: string) {
+    if (!this.volumes.has(id)) throw new Refusal(404, `no volume ${id}`);
+    return [...this.replays.values()].filter((r) => r.volume === id).map((r) => this.replayOf(r));
+  }
+
+  private async expire(id: string) {
+    const r = this.replays.get(id);
+    if (!r) throw new Refusal(404, `no replay ${id}`);
+    if (!r.markedForExpiration) {
+      r.markedForExpiration = true;
+      await this.options.dataPlane?.expired?.(r);
+    }
+    return {};
+  }
+
+  private async createView(id: string, body: Record<string, unknown>) {
+    const r = this.replays.get(id);
+    if (!r || r.markedForExpiration) throw new Refusal(404, `no replay ${id}`);
+    if (!this.folders.has(String(body.VolumeFolder))) throw new Refusal(400, `no volume folder ${String(body.VolumeFolder)}`);
+    return this.addVolume(body, r.sizeBytes, r);
   }
 
   private volume(id: string) {
@@ -234,15 +315,21 @@ export class DellScSim extends LoopbackSim {
     if (this.profilesOf(id).length) throw new Refusal(400, 'the volume is mapped; unmap it first');
     this.volumes.delete(id);
     await this.options.dataPlane?.removed(v);
+    for (const r of [...this.replays.values()].filter((r) => r.volume === id)) {
+      this.replays.delete(r.instanceId);
+      if (!r.markedForExpiration) await this.options.dataPlane?.expired?.(r);
+    }
     return {};
   }
 
-  private expand(id: string, body: { NewSize?: string }) {
+  private async expand(id: string, body: { NewSize?: string }) {
     const v = this.volumes.get(id);
     if (!v) throw new Refusal(404, `no volume ${id}`);
     const size = /^(\d+) GB$/.exec(String(body.NewSize ?? ''));
     if (!size || Number(size[1]) * GIB < v.sizeBytes) throw new Refusal(400, `cannot expand to ${String(body.NewSize)}`);
+    this.assertRoom(Number(size[1]) * GIB - v.sizeBytes);
     v.sizeBytes = Number(size[1]) * GIB;
+    await this.options.dataPlane?.resized?.(v);
     return this.volume(id);
   }
 

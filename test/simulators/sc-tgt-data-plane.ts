@@ -1,10 +1,16 @@
+import { execFile } from 'node:child_process';
 import { rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ScDataPlane, ScSimVolume } from './dellsc.js';
+import { promisify } from 'node:util';
+import type { ScDataPlane, ScSimReplay, ScSimVolume } from './dellsc.js';
+
+const run = promisify(execFile);
 
 // The Dell SC simulator's volumes as real LUNs of a tgtd: each volume a sparse file served as
 // LUN 1 of a target of its own (vendor COMPELNT, serial = the volume's WWN), each mapping the
-// server's IQNs bound to that target's ACL. tgtd here is the test's own (its control port).
+// server's IQNs bound to that target's ACL. A replay is a sparse copy of the volume's file, taken
+// when it is made; a view volume's file starts as a copy of its replay's. tgtd here is the test's
+// own (its control port).
 
 export class TgtScDataPlane implements ScDataPlane {
   constructor(
@@ -18,12 +24,19 @@ export class TgtScDataPlane implements ScDataPlane {
     return { iqn: `iqn.2002-03.com.compellent:5000d31000${volume.index}`, ...this.portal };
   }
 
-  private file(volume: ScSimVolume): string {
+  /** The file that holds the volume's data. */
+  file(volume: ScSimVolume): string {
     return join(this.dir, `${volume.instanceId}.img`);
   }
 
-  async created(volume: ScSimVolume): Promise<void> {
-    await writeFile(this.file(volume), '');
+  /** The file that holds the replay's frozen copy. */
+  replayFile(replay: ScSimReplay): string {
+    return join(this.dir, `${replay.instanceId}.replay.img`);
+  }
+
+  async created(volume: ScSimVolume, from?: ScSimReplay): Promise<void> {
+    if (from) await run('cp', ['--sparse=always', '--', this.replayFile(from), this.file(volume)]);
+    else await writeFile(this.file(volume), '');
     await truncate(this.file(volume), volume.sizeBytes);
     const tid = String(volume.index);
     await this.tgtadm(['--mode', 'target', '--op', 'new', '--tid', tid, '--targetname', this.target(volume).iqn]);
@@ -34,6 +47,26 @@ export class TgtScDataPlane implements ScDataPlane {
   async removed(volume: ScSimVolume): Promise<void> {
     await this.tgtadm(['--mode', 'target', '--op', 'delete', '--force', '--tid', String(volume.index)]);
     await rm(this.file(volume), { force: true });
+  }
+
+  async replayed(volume: ScSimVolume, replay: ScSimReplay): Promise<void> {
+    await run('cp', ['--sparse=always', '--', this.file(volume), this.replayFile(replay)]);
+  }
+
+  async expired(replay: ScSimReplay): Promise<void> {
+    await rm(this.replayFile(replay), { force: true });
+  }
+
+  /** The file grown, and the LUN told (tgtd reads a backing file's size when its path is set). */
+  async resized(volume: ScSimVolume): Promise<void> {
+    await truncate(this.file(volume), volume.sizeBytes);
+    const lun = ['--mode', 'logicalunit', '--op', 'update', '--tid', String(volume.index), '--lun', '1', '--params'];
+    await this.tgtadm([...lun, 'online=0']);
+    try {
+      await this.tgtadm([...lun, `path=${this.file(volume)}`]);
+    } finally {
+      await this.tgtadm([...lun, 'online=1']);
+    }
   }
 
   async mapped(volume: ScSimVolume, iqns: string[]): Promise<void> {

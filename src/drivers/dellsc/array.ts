@@ -1,4 +1,4 @@
-import { InvalidRequest } from '../../errors.js';
+import { BackendUnavailable, InvalidRequest } from '../../errors.js';
 import { LookupCache } from '../../util/lookup-cache.js';
 import { DellScRefusal, type DellScClient } from './client.js';
 
@@ -25,6 +25,18 @@ interface Mapping {
   lun: number;
   server: Instance;
   controllerPort: Instance;
+}
+
+/** A replay (Storage Center's snapshot) of a volume, as ReplayList and CreateReplay give it. */
+export interface ScReplay {
+  instanceId: string;
+  description?: string;
+  /** When its data was frozen. */
+  freezeTime?: string;
+  /** Expired replays stay listed until Storage Center has freed them. */
+  markedForExpiration?: boolean;
+  /** "N Bytes": the volume's size when it was taken. */
+  size?: string;
 }
 
 /** Where a host logs in to reach a mapped volume. */
@@ -94,6 +106,39 @@ export class DellScArray {
 
   async expand(id: string, name: string, sizeBytes: number): Promise<void> {
     await this.client.call('POST', `StorageCenter/ScVolume/${id}/ExpandToSize`, `grow volume ${name}`, { NewSize: `${Math.ceil(sizeBytes / GIB)} GB` });
+  }
+
+  /** Freezes the volume's data in a replay; `expireMinutes` 0 keeps it until it is expired. */
+  async createReplay(id: string, name: string, description: string, expireMinutes: number): Promise<ScReplay> {
+    return this.client.call<ScReplay>('POST', `StorageCenter/ScVolume/${id}/CreateReplay`, `take a replay of volume ${name}`, { description, expireTime: expireMinutes }, { async: true }).catch((err: unknown) => {
+      if (err instanceof DellScRefusal) throw new InvalidRequest(`${err.message}; check the Storage Center's free space`);
+      throw err;
+    });
+  }
+
+  /** The volume's replays, expired ones included (markedForExpiration). */
+  async replays(id: string, name: string): Promise<ScReplay[]> {
+    return this.client.call<ScReplay[]>('GET', `StorageCenter/ScVolume/${id}/ReplayList`, `list the replays of volume ${name}`).catch((err: unknown) => {
+      if (notFound(err)) throw new BackendUnavailable(`${(err as Error).message}; Storage Center ${this.ssn} has no volume ${id}: it was deleted on the array, outside ballast`);
+      throw err;
+    });
+  }
+
+  /** Expires the replay: Storage Center frees it once no view volume needs it. Gone already is fine. */
+  async expireReplay(replayId: string, what: string): Promise<void> {
+    await this.client.call('POST', `StorageCenter/ScReplay/${replayId}/Expire`, `expire ${what}`, {}, { async: true }).catch((err: unknown) => {
+      if (!notFound(err)) throw err;
+    });
+  }
+
+  /** A new volume in ballast's folder whose data is the replay's: a view volume. */
+  async createView(replayId: string, name: string, notes: string): Promise<ScVolumeRef> {
+    const body = { Name: name, Notes: notes, VolumeFolder: await this.folderId('ScVolumeFolder') };
+    const made = await this.client.call<ScVolumeRef>('POST', `StorageCenter/ScReplay/${replayId}/CreateView`, `create view volume ${name}`, body, { async: true }).catch((err: unknown) => {
+      if (err instanceof DellScRefusal) throw new InvalidRequest(`${err.message}; check the Storage Center's free space`);
+      throw err;
+    });
+    return { instanceId: made.instanceId, deviceId: made.deviceId };
   }
 
   /** The server object with this iSCSI initiator, made (with its HBA) when the array has none. */

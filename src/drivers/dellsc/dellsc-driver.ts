@@ -6,6 +6,7 @@ import type { Logger } from '../../log.js';
 import { LookupCache } from '../../util/lookup-cache.js';
 import { MappedArrayDriver, type ArrayApi } from '../mapped-array.js';
 import type { DellScArray, ScVolumeRef } from './array.js';
+import { DellScSnapshots } from './dellsc-snapshots.js';
 
 /** The Storage Center volume's name: readable on the array, never relied on (SC names are not unique). */
 export const scName = (name: string) => `ballast-${name}`;
@@ -77,7 +78,9 @@ export class DellScApi implements ArrayApi<ScVolumeRef> {
   }
 }
 
-/** Volumes on a Dell Storage Center over iSCSI, their records in backends.dellsc.metadata_root. */
+/** Volumes on a Dell Storage Center over iSCSI, their records in backends.dellsc.metadata_root; snapshots are replays. */
 export function dellscDriver(array: DellScArray, backend: DellScBackendConfig, storageProfiles: ReadonlyMap<string, string | undefined>, log: Logger): MappedArrayDriver<ScVolumeRef> {
-  return new MappedArrayDriver('dellsc', 'iscsi', new DellScApi(array, backend, storageProfiles), join(backend.metadata_root, `sc-${array.ssn}`), 'backends.dellsc.metadata_root', log);
+  const api = new DellScApi(array, backend, storageProfiles);
+  const root = join(backend.metadata_root, `sc-${array.ssn}`);
+  return new MappedArrayDriver('dellsc', 'iscsi', api, root, 'backends.dellsc.metadata_root', log, (volumes) => new DellScSnapshots(array, volumes, scName, log));
 }
