@@ -12,11 +12,10 @@ modprobe loop || die "cannot load the loop module"
 now() { cut -d' ' -f1 /proc/uptime; }     # this VM's monotonic seconds
 since() { awk "BEGIN { printf \"%.1f\", $(now) - $1 }"; }
 save() { printf '%s\n' "$2" > "$SHARE/out/$1"; } # save KEY TEXT
-# jget PATH: a dotted path into the JSON on stdin ("" when absent or not JSON)
+# jget PATH: a dotted path into the JSON on stdin ("" when absent or not JSON). jq, not node: a
+# node process costs seconds of the VM's one emulated CPU.
 jget() {
-  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{let v;try{v=JSON.parse(s)}catch{v=undefined}
-    for(const k of process.argv[1].split("."))v=v==null?undefined:v[k];
-    process.stdout.write(v==null?"":typeof v==="object"?JSON.stringify(v):String(v))})' "$1"
+  jq -jr --arg p "$1" 'try getpath($p | split(".")) catch null | if . == null then "" elif type == "object" or type == "array" then tojson else tostring end' 2>/dev/null || true
 }
 
 ROOT=/mnt/nfs/loop
@@ -43,7 +42,7 @@ start_daemon() {
   for _ in $(seq 600); do
     [ -S "$BALLAST_RUN/ballast.sock" ] && break
     kill -0 "$BALLAST_PID" 2>/dev/null || { tail -n 20 "$BALLAST_VM_LOGS/ballast.log" >&2; die "ballast exited at start"; }
-    sleep 0.1
+    nap 0.1
   done
   [ -S "$BALLAST_RUN/ballast.sock" ] || die "ballast did not start"
   echo "ballast (PID $BALLAST_PID) started in $(since "$t0") s" >&2
