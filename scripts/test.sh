@@ -8,7 +8,9 @@ bash scripts/install-deps.sh
 report=$(mktemp /tmp/ballast-jest-XXXXXX.json)
 trap 'rm -f "$report"' EXIT
 status=0
-NODE_OPTIONS=--experimental-vm-modules npx jest --ci --json --outputFile="$report" "$@" || status=$?
+# Two workers on a 2-CPU machine (jest's default is one fewer than the CPUs): most suites wait on
+# dockerd, leases and VMs rather than compute, and each VM test's qemu uses one CPU.
+NODE_OPTIONS=--experimental-vm-modules npx jest --ci --maxWorkers=2 --json --outputFile="$report" "$@" || status=$?
 node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   if (r.numTotalTests === 0) { console.log("tests: no test ran"); process.exit(1); }
