@@ -5,15 +5,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-report=$(mktemp /tmp/ballast-jest-XXXXXX.json)
-trap 'rm -f "$report"' EXIT
+reports=$(mktemp -d /tmp/ballast-jest-XXXXXX)
+trap 'rm -rf "$reports"' EXIT
 status=0
-# Two workers on a 2-CPU machine (jest's default is one fewer than the CPUs): most suites wait on
-# dockerd, leases and VMs rather than compute, and each VM test's qemu uses one CPU.
-NODE_OPTIONS=--experimental-vm-modules npx jest --ci --maxWorkers=2 --json --outputFile="$report" "$@" || status=$?
+jest() { NODE_OPTIONS=--experimental-vm-modules npx jest --ci --json "$@" || status=$?; }
+if [ $# -gt 0 ]; then
+  jest --outputFile="$reports/given.json" "$@"
+else
+  # Two workers on a 2-CPU machine (jest's default is one fewer than the CPUs): most suites wait
+  # on dockerd, leases and VMs rather than compute, and each VM test's qemu uses one CPU. The
+  # suites whose fence races a writer's fsync (see the issue tracker: an fsync acknowledged just
+  # before a watchdog's shutdown was once lost under load) and the real Cinder's sqlite run
+  # afterwards, alone, as they always have.
+  alone=(test/integration/lease-takeover.test.ts test/integration/lease-property.test.ts test/integration/cinder-snapshots.test.ts test/integration/cinder.test.ts)
+  ignore=$(IFS='|'; echo "${alone[*]}")
+  jest --maxWorkers=2 --testPathIgnorePatterns "$ignore" --outputFile="$reports/parallel.json"
+  jest --maxWorkers=1 --outputFile="$reports/alone.json" "${alone[@]}"
+fi
 node -e '
-  const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-  if (r.numTotalTests === 0) { console.log("tests: no test ran"); process.exit(1); }
-  console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed`);
-' "$report" || status=1
+  const fs = require("fs");
+  const rs = fs.readdirSync(process.argv[1]).map((f) => JSON.parse(fs.readFileSync(`${process.argv[1]}/${f}`, "utf8")));
+  const sum = (k) => rs.reduce((n, r) => n + r[k], 0);
+  if (sum("numTotalTests") === 0) { console.log("tests: no test ran"); process.exit(1); }
+  console.log(`tests: ${sum("numPassedTests")} passed, ${sum("numFailedTests")} failed`);
+' "$reports" || status=1
 exit "$status"

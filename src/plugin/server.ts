@@ -13,11 +13,16 @@ export interface PluginServer {
 
 /** Serves the protocol on `socketPath` until closed. */
 export async function startPluginServer(manager: VolumeManager, socketPath: string, log: Logger): Promise<PluginServer> {
-  const server = createServer(createApp(manager, log));
+  const app = createApp(manager, log);
   // Go's client keeps idle connections forever; Node drops them after 5 s, which can race a
-  // reused connection. Closing after every reply avoids that race entirely.
+  // reused connection. Closing after every reply avoids that race entirely. The header is set
+  // before the app runs: set after a reply already sent (a bodyless 404) it threw, uncaught,
+  // and the daemon exited (found by test/integration/protocol-fuzz.test.ts).
+  const server = createServer((req, res) => {
+    res.setHeader('Connection', 'close');
+    app(req, res);
+  });
   server.keepAliveTimeout = 0;
-  server.on('request', (_req, res) => res.setHeader('Connection', 'close'));
   await listenOnSocket(server, socketPath);
   log.info('serving the Docker volume plugin protocol', { socket: socketPath });
   return {

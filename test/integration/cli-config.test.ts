@@ -32,13 +32,13 @@ describe('ballast config', () => {
   it('config packages: the runtime only for a loop configuration, the iSCSI tools once a profile needs them', async () => {
     const loop = await ballast('--config', await configFile({}), 'config', 'packages');
     expect(loop).toMatchObject({ code: 0, stderr: '' });
-    expect(loop.stdout.trim().split('\n')).toEqual(['util-linux', 'mount', 'e2fsprogs', 'xfsprogs']);
+    expect(loop.stdout.trim().split('\n')).toEqual(['util-linux', 'mount', 'e2fsprogs', 'xfsprogs', 'cryptsetup-bin']);
     const iscsi = await configFile({
       backends: { iscsi: { portals: ['10.0.0.5:3260'], array: { ssh: { host: 'array1', private_key_file: '/k', host_key_sha256: `SHA256:${'A'.repeat(43)}` } } } },
       profiles: { default: { backend: 'loop' }, gold: { backend: 'iscsi' } },
     });
     const withIscsi = await ballast('--config', iscsi, 'config', 'packages');
-    expect(withIscsi.stdout.trim().split('\n')).toEqual(['util-linux', 'mount', 'e2fsprogs', 'xfsprogs', 'open-iscsi', 'multipath-tools', 'sg3-utils']);
+    expect(withIscsi.stdout.trim().split('\n')).toEqual(['util-linux', 'mount', 'e2fsprogs', 'xfsprogs', 'cryptsetup-bin', 'open-iscsi', 'multipath-tools', 'sg3-utils']);
     const all = await ballast('--config', await configFile({}), 'config', 'packages', '--all');
     expect(all.stdout.trim().split('\n')).toEqual(expect.arrayContaining(['open-iscsi', 'multipath-tools', 'sg3-utils', 'nvme-cli']));
   });

@@ -72,6 +72,12 @@ describe('the volume plugin protocol over HTTP', () => {
       ['VolumeDriver.Create', '{"Name":"v","Opts":{"size":"lots"}}', 200, /option size=lots: expected a number of bytes/],
       ['VolumeDriver.Create', '{"Name":"v","Opts":{"size":"1k"}}', 200, /must be at least 16 MiB/],
       ['VolumeDriver.Create', '{"Name":42}', 400, /Name/],
+      // Docker sends option values only as strings: anything else is refused, naming the key, not coerced.
+      ['VolumeDriver.Create', '{"Name":"v","Opts":{"size":67108864}}', 400, /^VolumeDriver\.Create: Opts\.size: Docker sends option values as strings; got a number$/],
+      ['VolumeDriver.Create', '{"Name":"v","Opts":{"fstype":"xfs","readonly":true}}', 400, /Opts\.readonly: Docker sends option values as strings; got a boolean$/],
+      ['VolumeDriver.Create', '{"Name":"v","Opts":{"size":null}}', 400, /Opts\.size: Docker sends option values as strings; got null$/],
+      ['VolumeDriver.Create', '{"Name":"v","Opts":{"mountopts":["ro"]}}', 400, /Opts\.mountopts: Docker sends option values as strings; got an array$/],
+      ['VolumeDriver.Create', '{"Name":"v","Opts":{"size":{"GiB":1}}}', 400, /Opts\.size: Docker sends option values as strings; got an object$/],
       ['VolumeDriver.Create', '[1,2]', 400, /expected object/],
       ['VolumeDriver.Mount', '{"Name":"ghost","ID":"x"}', 200, /mount ghost: volume ghost does not exist/],
       ['VolumeDriver.Get', '{"Name":"ghost"}', 200, /volume ghost does not exist/],
