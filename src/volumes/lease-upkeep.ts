@@ -10,7 +10,7 @@ import type { HostIdentity } from '../ownership/types.js';
 import type { HostLiveness, OwnershipLease } from '../ownership/lease.js';
 import type { MountedVolume, MountStateStore } from './mount-state.js';
 
-/** What the upkeep needs of the volume manager (which owns it): its backends' liveness and its mounts. */
+/** What the upkeep needs of the volumes layer (the manager wires it, and this file imports none of it): the backends' liveness and this host's mounts. */
 export interface UpkeepHost {
   readonly liveness: ReadonlyMap<BackendDriver, HostLiveness>;
   mountedVolumes(): ReadonlyMap<string, MountedVolume>;
@@ -46,14 +46,14 @@ export class LeaseUpkeep {
   private readonly files: FenceFiles;
 
   constructor(
-    private readonly manager: UpkeepHost,
+    private readonly host: UpkeepHost,
     private readonly deps: UpkeepDeps,
   ) {
     this.files = new FenceFiles(deps.config.state_dir);
   }
 
   private get active(): boolean {
-    return this.manager.liveness.size > 0;
+    return this.host.liveness.size > 0;
   }
 
   private get log() {
@@ -62,13 +62,13 @@ export class LeaseUpkeep {
 
   async start(): Promise<void> {
     if (!this.active) return;
-    for (const { keeper } of this.manager.liveness.values()) {
+    for (const { keeper } of this.host.liveness.values()) {
       await keeper.register().catch((err) => this.log.error('cannot register the host lease; retrying at every renewal', { error: errorMessage(err) }));
     }
     await this.beatIfAllRenewed();
     await this.checkMounted(); // before serving: learn what was lost while the daemon was away
     this.timer = setInterval(() => void this.tick(), this.deps.config.lease.renew_every * 1000);
-    if (this.manager.mountedVolumes().size > 0) this.deps.startWatchdog?.();
+    if (this.host.mountedVolumes().size > 0) this.deps.startWatchdog?.();
   }
 
   /** Stops the rounds and waits for the one in flight, so nothing writes state after stop. */
@@ -93,7 +93,7 @@ export class LeaseUpkeep {
 
   private async renewAndCheck(): Promise<void> {
     const renewal = (async () => {
-      for (const [driver, { keeper }] of this.manager.liveness) metrics.backendUp(driver, await keeper.renew());
+      for (const [driver, { keeper }] of this.host.liveness) metrics.backendUp(driver, await keeper.renew());
     })();
     this.renewal = renewal;
     await renewal.finally(() => (this.renewal = undefined));
@@ -111,14 +111,14 @@ export class LeaseUpkeep {
 
   /** A renewal stuck on the storage never reports failure: a backend overdue for one counts as down meanwhile. */
   private markOverdueBackendsDown(): void {
-    for (const [driver, { keeper }] of this.manager.liveness) {
+    for (const [driver, { keeper }] of this.host.liveness) {
       if (keeper.secondsSinceRenewal() > this.deps.config.lease.renew_every) metrics.backendUp(driver, false);
     }
   }
 
   /** Refuses new mounts while this host cannot renew its lease: it may be about to lose everything. */
   assertCanMount(name: string): void {
-    for (const { keeper } of this.manager.liveness.values()) {
+    for (const { keeper } of this.host.liveness.values()) {
       const quiet = keeper.secondsSinceRenewal();
       if (quiet > this.deps.config.lease.fence_after) {
         throw new BackendUnavailable(`this host has not renewed its lease for ${Math.round(quiet)} s (backend unreachable?); refusing to mount ${name} until it can`);
@@ -135,7 +135,7 @@ export class LeaseUpkeep {
 
   /** Lease age for Status: how long ago the holder renewed, as this host saw it (no I/O). */
   leaseAge(driver: BackendDriver, hostId: string): { renewedSecondsAgo?: number } {
-    const liveness = this.manager.liveness.get(driver);
+    const liveness = this.host.liveness.get(driver);
     if (!liveness) return {};
     const quiet = hostId === this.deps.identity.hostId ? liveness.keeper.secondsSinceRenewal() : liveness.monitor.quietSeconds(hostId);
     return quiet === undefined || !Number.isFinite(quiet) ? {} : { renewedSecondsAgo: Math.round(quiet * 10) / 10 };
@@ -156,7 +156,7 @@ export class LeaseUpkeep {
    * their square.
    */
   private async observeHosts(): Promise<void> {
-    for (const { store, monitor } of this.manager.liveness.values()) {
+    for (const { store, monitor } of this.host.liveness.values()) {
       const leases = await store.listHostLeases().catch(() => undefined);
       for (const lease of leases ?? []) monitor.observe(lease.hostId, lease);
     }
@@ -164,19 +164,19 @@ export class LeaseUpkeep {
 
   private async beatIfAllRenewed(): Promise<void> {
     const renewEvery = this.deps.config.lease.renew_every;
-    const all = [...this.manager.liveness.values()].every(({ keeper }) => keeper.secondsSinceRenewal() < renewEvery);
+    const all = [...this.host.liveness.values()].every(({ keeper }) => keeper.secondsSinceRenewal() < renewEvery);
     if (!all) return;
     this.beatSeq += 1;
     await this.files.beat(this.beatSeq).catch((err) => this.log.error('cannot write the watchdog heartbeat', { error: errorMessage(err) }));
   }
 
   private async checkMounted(): Promise<void> {
-    for (const name of [...this.manager.mountedVolumes().keys()]) {
+    for (const name of [...this.host.mountedVolumes().keys()]) {
       // Under the volume's lock: an Unmount frees the record before it forgets the mount,
       // and a check in between would take that for a loss. The watchdog's list is read
       // there too: read before, it could name a volume that was mounted afresh since.
-      await this.manager.withVolumeLock(name, async () => {
-        const volume = this.manager.mountedVolumes().get(name);
+      await this.host.withVolumeLock(name, async () => {
+        const volume = this.host.mountedVolumes().get(name);
         if (volume) await this.check(name, volume);
       });
     }
@@ -194,8 +194,8 @@ export class LeaseUpkeep {
       await this.markFenced(name, volume, `fenced by the watchdog at ${fencedByWatchdog.at}: ${fencedByWatchdog.reason}`);
       return true;
     }
-    const owner = await this.manager.ownerOf(name).catch(() => undefined);
-    const liveness = owner && this.manager.liveness.get(owner.driver);
+    const owner = await this.host.ownerOf(name).catch(() => undefined);
+    const liveness = owner && this.host.liveness.get(owner.driver);
     if (!owner || !liveness) return false;
     const quiet = liveness.keeper.secondsSinceRenewal();
     if (quiet > this.deps.config.lease.fence_after) {
@@ -218,10 +218,10 @@ export class LeaseUpkeep {
    */
   private async fenceIfUnrenewed(): Promise<void> {
     const byWatchdog = await this.files.readFenced();
-    for (const [name, volume] of this.manager.mountedVolumes()) {
+    for (const [name, volume] of this.host.mountedVolumes()) {
       if (volume.fenced) continue;
-      const owner = await this.manager.ownerOf(name).catch(() => undefined);
-      const quiet = owner && this.manager.liveness.get(owner.driver)?.keeper.secondsSinceRenewal();
+      const owner = await this.host.ownerOf(name).catch(() => undefined);
+      const quiet = owner && this.host.liveness.get(owner.driver)?.keeper.secondsSinceRenewal();
       if (quiet !== undefined && quiet > this.deps.config.lease.fence_after) {
         const watchdog = byWatchdog[name];
         await this.fence(name, volume, watchdog ? `fenced by the watchdog at ${watchdog.at}: ${watchdog.reason}` : `this host could not renew its lease for ${Math.round(quiet)} s`);
@@ -243,7 +243,7 @@ export class LeaseUpkeep {
   private async markFenced(name: string, volume: MountedVolume, reason: string): Promise<void> {
     volume.fenced = reason;
     metrics.fenced();
-    await this.deps.state.save(this.manager.mountedVolumes());
+    await this.deps.state.save(this.host.mountedVolumes());
     this.log.warn('volume marked fenced: new mounts refused until its containers stop', { volume: name, reason });
   }
 }
