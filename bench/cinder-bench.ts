@@ -1,4 +1,4 @@
-// `npm run bench:cinder`: the cinder backend against a real Cinder (test/helpers/cinder-lab.ts).
+// `npm run bench:cinder`: the cinder backend against a real Cinder (test/lab/cinder.ts).
 // Per operation (create, attach, detach, destroy): wall time and Block Storage API round trips
 // of ballast's driver (lease included), beside the least a plugin must ask Cinder for the same
 // operation, made by hand through the same client. Attach is the API side only (Cinder makes the
@@ -10,7 +10,7 @@ import { silentLogger } from '../src/log.js';
 import { HostLeaseKeeper } from '../src/ownership/host-lease.js';
 import { HostMonitor } from '../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../src/ownership/lease.js';
-import { startCinderLab } from '../test/helpers/cinder-lab.js';
+import { startCinderLab } from '../test/lab/cinder.js';
 import { exitWith, intFromEnv, out, progress, runBench } from './lib/bench-run.js';
 import { comparison, measure, type Sample } from './lib/api-calls.js';
 import { median, ms } from './lib/stats.js';

@@ -3,8 +3,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CleanupStack } from './lib/cleanup.js';
-import { PrivateDocker } from './lib/docker-env.js';
-import { sleep } from './lib/proc.js';
+import { startPrivateDocker } from './lib/ballast.js';
 
 export interface DockerBenchOptions {
   runs: number;
@@ -31,31 +30,17 @@ export async function dockerBench(root: string, options: DockerBenchOptions): Pr
   const dir = join(root, 'docker');
   await mkdir(dir, { recursive: true });
   try {
-    const env = await PrivateDocker.start(dir, cleanup, options.log);
-    const dockerVersion = (await env.docker(['version', '--format', '{{.Server.Version}}'], 10_000)).stdout.trim();
-    cleanup.push('remove the bench containers and volumes', async () => {
-      // Normally no container is left (--rm); after an interrupted run one may still hold a
-      // volume, or appear a moment later (dockerd finishing a create): hence the retries.
-      for (let attempt = 1; ; attempt++) {
-        const left = (await env.docker(['ps', '-aq'], 30_000, true)).stdout.split('\n').filter(Boolean);
-        if (left.length) await env.docker(['rm', '-f', '-v', ...left], 60_000, true);
-        try {
-          await env.docker(['volume', 'rm', '-f', BALLAST_VOLUME, LOCAL_VOLUME], 60_000, true);
-          return;
-        } catch (err) {
-          if (attempt >= 3) throw err;
-          await sleep(1_000);
-        }
-      }
-    });
-    await env.docker(['volume', 'create', '--driver', 'ballast', BALLAST_VOLUME], 60_000);
-    await env.docker(['volume', 'create', LOCAL_VOLUME], 60_000);
+    const h = await startPrivateDocker(dir, cleanup, options.log);
+    const dockerVersion = (await h.ok(['version', '--format', '{{.Server.Version}}'], { timeoutMs: 10_000 })).trim();
+    // The harness's teardown removes every container; the volumes go with its dir.
+    await h.ok(['volume', 'create', '--driver', 'ballast', BALLAST_VOLUME]);
+    await h.ok(['volume', 'create', LOCAL_VOLUME]);
 
     type Kind = 'ballast' | 'local' | 'none';
     const dockerRun = async (kind: Kind): Promise<number> => {
       const volume =
         kind === 'ballast' ? ['-v', `${BALLAST_VOLUME}:/data`, '--volume-driver', 'ballast'] : kind === 'local' ? ['-v', `${LOCAL_VOLUME}:/data`] : [];
-      return (await env.docker(['run', '--rm', '--network', 'none', ...volume, 'busybox:local', 'true'], 120_000)).ms;
+      return h.timed(['run', '--rm', '--network', 'none', ...volume, 'busybox:local', 'true'], { timeoutMs: 120_000 });
     };
 
     options.log(`timing docker run: 1 first run per volume, then ${options.runs} runs each with ballast, local and no volume (interleaved)...`);
@@ -73,7 +58,7 @@ export async function dockerBench(root: string, options: DockerBenchOptions): Pr
     for (let i = 0; i < options.runs; i++) {
       for (const kind of orders[i % orders.length]!) samples[kind].push(await dockerRun(kind));
     }
-    const ballastMounts = await env.ballast.requestCount('VolumeDriver.Mount', BALLAST_VOLUME);
+    const ballastMounts = await h.ballast.requestCount('VolumeDriver.Mount', BALLAST_VOLUME);
     return { ...samples, ballastFirst, localFirst, ballastMounts, dockerVersion };
   } finally {
     const failures = await cleanup.run();

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { arraySshKeys, requireFcLab, runFcPair } from '../test/helpers/fc-lab.js';
+import { arraySshKeys, requireFcLab, runFcPair } from '../test/lab/fc.js';
 import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 import { commandsPerCall, loadAverages as load, logEntries, type CallCommands } from './lib/daemon-log.js';
 import { median } from './lib/stats.js';

@@ -6,7 +6,7 @@ import { readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { mountsUnder } from '../test/helpers/cleanup.js';
 import { CleanupStack, cleanUpUnder, loopDevicesUnder } from './lib/cleanup.js';
-import { LeaseDaemon, type LeaseTiming } from './lib/lease-daemon.js';
+import { createLeaseDaemon, startLeaseDaemon, type LeaseDaemon, type LeaseTiming } from './lib/ballast.js';
 import { callOk, callPlugin } from './lib/plugin-client.js';
 import { run, sleep } from './lib/proc.js';
 
@@ -78,11 +78,11 @@ export async function mountBench(root: string, options: MountBenchOptions): Prom
     logLevel: 'info' as const,
   });
   try {
-    const h0 = await LeaseDaemon.create(spec('h0', false), cleanup);
-    const h1 = await LeaseDaemon.create(spec('h1', true), cleanup);
-    const h2 = await LeaseDaemon.create(spec('h2', true), cleanup);
+    const h0 = await createLeaseDaemon(spec('h0', false), cleanup);
+    const h1 = await createLeaseDaemon(spec('h1', true), cleanup);
+    const h2 = await createLeaseDaemon(spec('h2', true), cleanup);
     options.log('starting ballast h0 (single host), h1 and h2 (shared loop root)...');
-    await Promise.all([h0.start(), h1.start(), h2.start()]);
+    await Promise.all([h0, h1, h2].map((d) => startLeaseDaemon(d)));
 
     const opts = { size: options.size, fstype: 'ext4' };
     await callOk(h1.socket, 'VolumeDriver.Create', { Name: 'lat', Opts: opts });
@@ -168,7 +168,7 @@ export async function mountBench(root: string, options: MountBenchOptions): Prom
       await sleep(SHORT_LEASE.renew_every * 1000 * (2 + Math.random()));
       const killedWall = Date.now();
       const t0 = performance.now();
-      await h1.kill9();
+      await h1.stop('SIGKILL');
       const errors: string[] = [];
       let mountCalls = 0;
       let mp2 = '';
@@ -184,7 +184,7 @@ export async function mountBench(root: string, options: MountBenchOptions): Prom
       }
       const killToMount = mp2 ? performance.now() - t0 : NaN;
       const fenced = JSON.parse(await readFile(join(h1.stateDir, 'fenced.json'), 'utf8').catch(() => '{}')) as Record<string, { at: string }>;
-      const fenceLine = (await h1.logLines()).find((l) => l.process === 'fence-watchdog' && String(l.message).startsWith('FENCING') && l.volume === name);
+      const fenceLine = (await h1.logs()).find((l) => l.process === 'fence-watchdog' && String(l.message).startsWith('FENCING') && l.volume === name);
       const dataReadBack = mp2 ? await readFile(join(mp2, 'marker'), 'utf8').then((t) => (t === marker ? 'yes' : `no: ${JSON.stringify(t)}`), (e: Error) => `no: ${e.message}`) : 'no mount';
       takeover.push({
         killToMount,
@@ -195,12 +195,12 @@ export async function mountBench(root: string, options: MountBenchOptions): Prom
         dataReadBack,
       });
       // The watchdog stays up during the measurement; now it goes, by its PID.
-      await h1.killWatchdog();
+      await h1.stopWatchdog();
       if (mp2) await unmount(h2, name, 'on-h2');
       // h1 died with the volume mounted: take its mount and loop device down by hand (only
       // what lives under h1's dirs and the shared root), then start it again for the next run.
       await unmountAndDetach(h1.mountRoot, shared);
-      if (run + 1 < options.takeoverRuns) await h1.start();
+      if (run + 1 < options.takeoverRuns) await startLeaseDaemon(h1);
     }
 
     // Everything else was unmounted through the protocol: nothing may be left.
@@ -208,7 +208,7 @@ export async function mountBench(root: string, options: MountBenchOptions): Prom
     if (left.mounts.length || left.loops.length) throw new Error(`left behind: mounts [${left.mounts.join(', ')}], loop devices [${left.loops.join(', ')}]`);
     const unexpectedFences: string[] = [];
     for (const d of [h1, h2]) {
-      for (const line of await d.logLines()) {
+      for (const line of await d.logs()) {
         if (!String(line.message).startsWith('FENCING')) continue;
         if (line.process === 'fence-watchdog' && String(line.volume).startsWith('take-')) continue; // the takeover runs' own fences
         unexpectedFences.push(`${d.hostId} ${String(line.timestamp)} volume ${String(line.volume)}: ${String(line.reason)}`);

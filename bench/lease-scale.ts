@@ -19,7 +19,7 @@ import { OwnershipLease } from '../src/ownership/lease.js';
 import type { HostIdentity, HostLease, OwnershipRecord } from '../src/ownership/types.js';
 import { out } from './lib/bench-run.js';
 import { CleanupStack } from './lib/cleanup.js';
-import { LeaseDaemon, type LeaseTiming } from './lib/lease-daemon.js';
+import { createLeaseDaemon, startLeaseDaemon, type LeaseDaemon, type LeaseTiming } from './lib/ballast.js';
 import { OpenCounter, type OpenCounts } from './lib/open-counter.js';
 import { callOk, callPlugin } from './lib/plugin-client.js';
 import { table } from './lib/stats.js';
@@ -285,18 +285,18 @@ export async function scaleBench(root: string, options: ScaleBenchOptions): Prom
     const daemons: LeaseDaemon[] = [];
     for (let k = 0; k < options.hosts; k += 1) {
       const hostId = hostIdOf(k);
-      daemons.push(await LeaseDaemon.create({ dir: join(dir, hostId), hostId, loopRoot: shared, shared: true, lease, logLevel: 'warn' }, cleanup));
+      daemons.push(await createLeaseDaemon({ dir: join(dir, hostId), hostId, loopRoot: shared, shared: true, lease, logLevel: 'warn' }, cleanup));
     }
     // Runs first (last in): all at once rather than one after another; the per-daemon steps
     // registered by create() then find nothing left to stop.
     cleanup.push(`stop the ${options.hosts} daemons`, async () => {
       options.log(`stopping ${options.hosts} daemons...`);
       await Promise.all(daemons.map((d) => d.stop()));
-      await Promise.all(daemons.map((d) => d.killWatchdog()));
+      await Promise.all(daemons.map((d) => d.stopWatchdog()));
     });
     options.log(`starting ${options.hosts} ballast daemons (${options.startWidth} at a time)...`);
     const t0 = performance.now();
-    await pool(daemons.length, options.startWidth, async (k) => daemons[k]!.start(60_000));
+    await pool(daemons.length, options.startWidth, async (k) => startLeaseDaemon(daemons[k]!, 60_000));
     const startSeconds = (performance.now() - t0) / 1000;
     const creator = daemons[0]!;
 
@@ -429,11 +429,11 @@ export async function scaleBench(root: string, options: ScaleBenchOptions): Prom
     const victimWatchdog = victim.watchdogPid();
     const killedWall = Date.now();
     killedAt = performance.now();
-    await victim.kill9();
+    await victim.stop('SIGKILL');
     // Wall clocks of one machine: fine here, never compared by ballast itself.
     const lastLease = await driver.readHostLease(victim.hostId);
     const lastRenewalBeforeKill = lastLease ? (killedWall - Date.parse(lastLease.renewedAtWall)) / 1000 : NaN;
-    const watchdog = victimWatchdog === undefined ? 'none was running' : `pid ${victimWatchdog} killed: ${await victim.killWatchdog()}`;
+    const watchdog = victimWatchdog === undefined ? 'none was running' : `pid ${victimWatchdog} killed: ${await victim.stopWatchdog()}`;
     // A surviving daemon, as the host a container is rescheduled to, breaks the dead host's hold on each volume.
     const releasedAt = new Map<string, number>();
     let releaseCalls = 0;

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
-import { runScenario } from '../test/helpers/vm-scenario.js';
-import { requireVmLab } from '../test/helpers/vm.js';
+import { runScenario } from '../test/lab/vm-scenario.js';
+import { requireVmLab } from '../test/lab/vm.js';
 import { recordResults } from './lib/results.js';
 import { median } from './lib/stats.js';
 import { exitWith, intFromEnv, out } from './lib/bench-run.js';

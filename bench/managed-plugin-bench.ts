@@ -5,9 +5,9 @@ import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../test/helpers/daemon.js';
+import { REPO_ROOT } from '../test/lab/ballast.js';
+import { startPrivateDocker } from './lib/ballast.js';
 import { CleanupStack } from './lib/cleanup.js';
-import { PrivateDocker } from './lib/docker-env.js';
 import { run } from './lib/proc.js';
 import { max, median, min, ms, ratio, table } from './lib/stats.js';
 
@@ -19,8 +19,8 @@ async function main(): Promise<void> {
   const root = await mkdtemp(join(tmpdir(), 'ballast-bench-managed-'));
   const cleanup = new CleanupStack();
   try {
-    const env = await PrivateDocker.start(join(root, 'docker'), cleanup, log);
-    const timed = async (argv: readonly string[], timeoutMs = 120_000) => (await env.docker(argv, timeoutMs)).ms;
+    const h = await startPrivateDocker(join(root, 'docker'), cleanup, log);
+    const timed = (argv: string[], timeoutMs = 120_000) => h.timed(argv, { timeoutMs });
 
     log('building the plugin directory (scripts/build-plugin.sh)...');
     const pluginDir = join(root, 'plugin');
@@ -30,14 +30,14 @@ async function main(): Promise<void> {
     for (const d of Object.values(dirs)) await mkdir(d, { recursive: true });
 
     const createMs = await timed(['plugin', 'create', MANAGED, pluginDir], 300_000);
-    cleanup.push('remove the managed plugin', () => env.docker(['plugin', 'rm', '-f', MANAGED], 120_000, true));
-    await env.docker(['plugin', 'set', MANAGED, `config.source=${dirs.etc}`, `loop-root.source=${dirs.loop}`, `state.source=${dirs.state}`, `docker-socket.source=${env.socket}`]);
+    cleanup.push('remove the managed plugin', () => h.ok(['plugin', 'rm', '-f', MANAGED], { timeoutMs: 120_000 }));
+    await h.ok(['plugin', 'set', MANAGED, `config.source=${dirs.etc}`, `loop-root.source=${dirs.loop}`, `state.source=${dirs.state}`, `docker-socket.source=${h.dockerSocket}`]);
     const enableMs = await timed(['plugin', 'enable', '--timeout', '120', MANAGED], 150_000);
 
     const volumes = { socket: 'bench-socket-plugin', managed: 'bench-managed-plugin' } as const;
-    cleanup.push('remove the bench volumes', () => env.docker(['volume', 'rm', '-f', volumes.socket, volumes.managed], 120_000, true));
-    await env.docker(['volume', 'create', '-d', 'ballast', '--opt', 'size=256M', volumes.socket]);
-    await env.docker(['volume', 'create', '-d', MANAGED, '--opt', 'size=256M', volumes.managed]);
+    cleanup.push('remove the bench volumes', () => h.ok(['volume', 'rm', '-f', volumes.socket, volumes.managed], { timeoutMs: 120_000 }));
+    await h.ok(['volume', 'create', '-d', 'ballast', '--opt', 'size=256M', volumes.socket]);
+    await h.ok(['volume', 'create', '-d', MANAGED, '--opt', 'size=256M', volumes.managed]);
     type Kind = keyof typeof volumes;
     const dockerRun = (kind: Kind) => timed(['run', '--rm', '--network', 'none', '-v', `${volumes[kind]}:/data`, 'busybox:local', 'true']);
     const first = { socket: await dockerRun('socket'), managed: await dockerRun('managed') }; // mkfs
@@ -48,7 +48,7 @@ async function main(): Promise<void> {
     }
 
     const cell = (s: number[]) => `${ms(median(s))} (${ms(min(s))}-${ms(max(s))})`;
-    process.stdout.write(`\nballast managed plugin vs socket plugin (dockerd ${(await env.docker(['version', '--format', '{{.Server.Version}}'])).stdout.trim()}, ${RUNS} runs each)\n`);
+    process.stdout.write(`\nballast managed plugin vs socket plugin (dockerd ${(await h.ok(['version', '--format', '{{.Server.Version}}'])).trim()}, ${RUNS} runs each)\n`);
     process.stdout.write(
       `${table(
         ['', 'managed plugin', 'socket plugin', 'ratio'],

@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { runScenario } from '../test/helpers/vm-scenario.js';
-import { requireVmLab } from '../test/helpers/vm.js';
+import { runScenario } from '../test/lab/vm-scenario.js';
+import { requireVmLab } from '../test/lab/vm.js';
 import { median } from './lib/stats.js';
 import { exitWith, intFromEnv, out } from './lib/bench-run.js';
 

@@ -14,7 +14,7 @@ import { silentLogger } from '../src/log.js';
 import { HostLeaseKeeper } from '../src/ownership/host-lease.js';
 import { HostMonitor } from '../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../src/ownership/lease.js';
-import { startVcsim } from '../test/helpers/vcsim.js';
+import { startVcsim } from '../test/lab/vcsim.js';
 import { exitWith, intFromEnv, out, progress, runBench } from './lib/bench-run.js';
 import { median, ms, ratio, table } from './lib/stats.js';
 

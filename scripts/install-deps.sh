@@ -27,7 +27,7 @@ LAB_PACKAGES=(docker.io docker-compose busybox-static iproute2 procps sqlite3 ip
   open-iscsi multipath-tools sg3-utils tgt lvm2 libiscsi-bin qemu-system-x86 linux-image-amd64 curl jq openssh-server nvme-cli
   golang-go golang-github-vmware-govmomi-dev nfs-ganesha nfs-ganesha-vfs nfs-common
   debootstrap docker-registry dpkg-dev prometheus systemd
-  # Cinder tests (test/helpers/cinder-lab.ts): a real OpenStack Cinder (Zed) on loopback, its API,
+  # Cinder tests (test/lab/cinder.ts): a real OpenStack Cinder (Zed) on loopback, its API,
   # scheduler and volume service, and RabbitMQ for their RPC; its volumes are exported by tgt (above).
   cinder-api cinder-scheduler cinder-volume rabbitmq-server)
 
@@ -72,5 +72,5 @@ else
   npm ci --dry-run --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
 fi
 npm run --silent build
-# The VM lab runs the CLI bundled into one file (test/helpers/vm-scenario.ts also builds it when stale).
+# The VM lab runs the CLI bundled into one file (test/lab/vm-scenario.ts also builds it when stale).
 [ "$mode" = --runtime ] || npm run --silent build:bundle

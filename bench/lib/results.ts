@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { REPO_ROOT } from '../../test/helpers/daemon.js';
+import { REPO_ROOT } from '../../test/lab/ballast.js';
 
 /**
  * bench/RESULTS.md: the latest figures of each benchmark, so a reader sees today's numbers

@@ -22,9 +22,11 @@ export function loopDevicesUnder(dir: string): string[] {
 
 /** Unmounts and detaches whatever a test left under `dir`; returns what it had to clean. */
 export function cleanUpUnder(dir: string): { mounts: string[]; loops: string[] } {
+  // Loops first: once a filesystem holding their images (a tmpfs root) is unmounted, their
+  // backing paths no longer lie under `dir` and they could not be found again.
+  const loops = loopDevicesUnder(dir);
   const mounts = mountsUnder(dir).reverse();
   for (const mountPoint of mounts) execFileSync('umount', ['-l', mountPoint]);
-  const loops = loopDevicesUnder(dir);
   for (const device of loops) execFileSync('losetup', ['-d', device]);
   return { mounts, loops };
 }

@@ -12,8 +12,8 @@ import { LoopDriver } from '../../src/drivers/loop-driver.js';
 import { VolumeAlreadyExists, type NewVolume } from '../../src/drivers/types.js';
 import { BackendUnavailable, CommandFailed, StaleRevision, VolumeInUse } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
-import { PrivateSshd, processAlive, requireSshd } from '../helpers/sshd.js';
-import { freeTcpPort } from '../helpers/net.js';
+import { PrivateSshd, processAlive, requireSshd } from '../lab/sshd.js';
+import { freeTcpPort } from '../lab/net.js';
 
 // The array host reached over SSH, against a private sshd on 127.0.0.1: SshExec's quoting,
 // exit codes, timeouts and reconnects; RemoteFileStore held to exactly the behaviour of

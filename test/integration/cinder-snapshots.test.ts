@@ -15,12 +15,12 @@ import { silentLogger } from '../../src/log.js';
 import { HostLeaseKeeper } from '../../src/ownership/host-lease.js';
 import { HostMonitor } from '../../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../../src/ownership/lease.js';
-import { startCinderLab, type CinderLab } from '../helpers/cinder-lab.js';
-import { BALLAST_BIN, BallastProcess } from '../helpers/daemon.js';
+import { startCinderLab, type CinderLab } from '../lab/cinder.js';
+import { BALLAST_BIN, BallastProcess } from '../lab/ballast.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
-import { readCapacity } from '../helpers/tgtd.js';
+import { readCapacity } from '../lab/tgtd.js';
 
-// Snapshots and clones on the cinder backend against a real Cinder (test/helpers/cinder-lab.ts).
+// Snapshots and clones on the cinder backend against a real Cinder (test/lab/cinder.ts).
 // The lab's volume driver keeps each volume's data in a sparse file, volumes/volume-<id>, and
 // copies it for snapshots and clones, so the data of a clone is checked byte for byte there.
 // What Cinder holds is read through the API directly (lab.request), not through the driver.

@@ -12,13 +12,13 @@ import { HostLeaseKeeper } from '../../src/ownership/host-lease.js';
 import { HostMonitor } from '../../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../../src/ownership/lease.js';
 import { existsSync } from 'node:fs';
-import { labProcesses, startCinderLab, type CinderLab } from '../helpers/cinder-lab.js';
-import { BallastProcess } from '../helpers/daemon.js';
+import { labProcesses, startCinderLab, type CinderLab } from '../lab/cinder.js';
+import { BallastProcess } from '../lab/ballast.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
-import { inquiry, readCapacity } from '../helpers/tgtd.js';
+import { inquiry, readCapacity } from '../lab/tgtd.js';
 
 // The cinder backend against a real Cinder (Debian's cinder-api, -scheduler, -volume and
-// RabbitMQ on loopback, test/helpers/cinder-lab.ts): volumes, metadata, attachments and their
+// RabbitMQ on loopback, test/lab/cinder.ts): volumes, metadata, attachments and their
 // reservation as the arbiter, host leases, takeover. What Cinder holds is checked through the
 // API directly (lab.request), not through the driver; each export is logged in to with
 // libiscsi (a userspace initiator: this kernel has no iSCSI initiator) with the CHAP secret

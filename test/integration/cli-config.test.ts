@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BALLAST_BIN } from '../helpers/daemon.js';
+import { BALLAST_BIN } from '../lab/ballast.js';
 
 // The built CLI (`npm run build` first): what scripts/start.sh asks before it installs a
 // transport's tools, and what `config check` says it derived.

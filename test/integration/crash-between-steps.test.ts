@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BallastProcess } from '../helpers/daemon.js';
+import { BallastProcess } from '../lab/ballast.js';
 import { cleanUpUnder, loopDevicesUnder, mountsUnder } from '../helpers/cleanup.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';

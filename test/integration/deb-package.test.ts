@@ -1,8 +1,8 @@
 import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Chroot } from '../helpers/chroot.js';
-import { REPO_ROOT } from '../helpers/daemon.js';
-import { describeResult, GiveUp, runCommand, stopChild, waitFor, type Background } from '../helpers/dockerd.js';
+import { Chroot } from '../lab/chroot.js';
+import { REPO_ROOT } from '../lab/ballast.js';
+import { describeResult, GiveUp, runCommand, stopChild, waitFor, type Background } from '../lab/command.js';
 import { callOk } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';
 

@@ -12,7 +12,7 @@ import type { IscsiExport } from '../../src/export.js';
 import { silentLogger } from '../../src/log.js';
 import { leaseHost } from '../helpers/lease-host.js';
 import { managerFixture } from '../helpers/manager-fixture.js';
-import { inquiry, readCapacity, requireTgtTools, Tgtd } from '../helpers/tgtd.js';
+import { inquiry, readCapacity, requireTgtTools, Tgtd } from '../lab/tgtd.js';
 import { DellScSim, type ScSimVolume } from '../simulators/dellsc.js';
 import { TgtScDataPlane } from '../simulators/sc-tgt-data-plane.js';
 

@@ -11,7 +11,7 @@ import { BackendUnavailable, LeaseHeld, VolumeInUse } from '../../src/errors.js'
 import type { IscsiExport } from '../../src/export.js';
 import { silentLogger } from '../../src/log.js';
 import { closedPort, FakeClock, LEASE_TIMING, leaseHost } from '../helpers/lease-host.js';
-import { inquiry, readCapacity, requireTgtTools, Tgtd } from '../helpers/tgtd.js';
+import { inquiry, readCapacity, requireTgtTools, Tgtd } from '../lab/tgtd.js';
 import { DellScSim } from '../simulators/dellsc.js';
 import { TgtScDataPlane } from '../simulators/sc-tgt-data-plane.js';
 

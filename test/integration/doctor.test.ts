@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BALLAST_BIN } from '../helpers/daemon.js';
+import { BALLAST_BIN } from '../lab/ballast.js';
 import { cleanUpUnder, mountsUnder } from '../helpers/cleanup.js';
 import { requireRootAndTools } from '../helpers/root.js';
 

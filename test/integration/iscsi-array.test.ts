@@ -9,7 +9,7 @@ import { CommandRunner, type Exec, type ExecOptions, type ExecResult } from '../
 import type { Initiator } from '../../src/export.js';
 import { silentLogger } from '../../src/log.js';
 import type { OwnershipRecord } from '../../src/ownership/types.js';
-import { Tgtd, discover, inquiry, readCapacity, requireTgtTools, unusedControlPort, type Chap } from '../helpers/tgtd.js';
+import { Tgtd, discover, inquiry, readCapacity, requireTgtTools, unusedControlPort, type Chap } from '../lab/tgtd.js';
 
 // The iSCSI backend driver against a real tgtd of this test's own (its own control port and
 // portal on 127.0.0.1), checked from the outside the way a host would see it: libiscsi's

@@ -16,11 +16,11 @@ import { CommandRunner, type Exec } from '../../src/exec.js';
 import type { Initiator } from '../../src/export.js';
 import { silentLogger } from '../../src/log.js';
 import { cleanUpUnder } from '../helpers/cleanup.js';
-import { BALLAST_BIN, BallastProcess } from '../helpers/daemon.js';
+import { BALLAST_BIN, BallastProcess } from '../lab/ballast.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';
-import { PrivateSshd, requireSshd } from '../helpers/sshd.js';
-import { Tgtd, readCapacity, requireTgtTools } from '../helpers/tgtd.js';
+import { PrivateSshd, requireSshd } from '../lab/sshd.js';
+import { Tgtd, readCapacity, requireTgtTools } from '../lab/tgtd.js';
 
 // Snapshots and clones on the iSCSI backend, for real: a tgtd of the test's own, image pools on
 // the array host reached two ways (this host's command runner, and a private sshd on 127.0.0.1),

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { BallastProcess, BALLAST_BIN } from '../helpers/daemon.js';
+import { BallastProcess, BALLAST_BIN } from '../lab/ballast.js';
 import { cleanUpUnder } from '../helpers/cleanup.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
 import { readdir, readFile, statfs, writeFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BallastProcess, BALLAST_BIN } from '../helpers/daemon.js';
+import { BallastProcess, BALLAST_BIN } from '../lab/ballast.js';
 import { cleanUpUnder, loopDevicesUnder, mountsUnder } from '../helpers/cleanup.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';

@@ -4,8 +4,11 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { describeResult, DockerHarness, IMAGE, runCommand, sleep, waitFor, withDiagnostics } from '../helpers/dockerd.js';
-import { LocalRegistry } from '../helpers/registry.js';
+import { describeResult, runCommand, sleep, waitFor } from '../lab/command.js';
+import { DockerHarness } from '../lab/docker-harness.js';
+import { withDiagnostics } from '../lab/docker-suite.js';
+import { IMAGE } from '../lab/busybox-image.js';
+import { LocalRegistry } from '../lab/registry.js';
 import { requireRootAndTools } from '../helpers/root.js';
 
 // ballast as a managed Docker plugin, end to end and offline: scripts/build-plugin.sh makes the

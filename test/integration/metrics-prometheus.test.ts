@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { BallastProcess, BALLAST_BIN } from '../helpers/daemon.js';
+import { BallastProcess, BALLAST_BIN } from '../lab/ballast.js';
 import { cleanUpUnder } from '../helpers/cleanup.js';
-import { freeTcpPort, tcpAccepts } from '../helpers/net.js';
+import { freeTcpPort, tcpAccepts } from '../lab/net.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
-import { PrometheusProcess, PROMETHEUS_BIN } from '../helpers/prometheus.js';
+import { PrometheusProcess, PROMETHEUS_BIN } from '../lab/prometheus.js';
 import { requireRootAndTools } from '../helpers/root.js';
 
 // A real `ballast serve` (loop backend: real losetup, mkfs, mount) with its metrics listener on

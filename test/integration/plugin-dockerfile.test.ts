@@ -1,13 +1,16 @@
 import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../helpers/daemon.js';
-import { describeResult, DOCKER_BIN, DockerHarness, runCommand, startCommand, withDiagnostics, type Background } from '../helpers/dockerd.js';
-import { importNodeBaseImage, proxyCaPem, type NodeBaseImage } from '../helpers/node-base-image.js';
+import { REPO_ROOT } from '../lab/ballast.js';
+import { describeResult, runCommand, startCommand, type Background } from '../lab/command.js';
+import { DOCKER_BIN } from '../lab/dockerd.js';
+import { DockerHarness } from '../lab/docker-harness.js';
+import { withDiagnostics } from '../lab/docker-suite.js';
+import { importNodeBaseImage, proxyCaPem, type NodeBaseImage } from '../lab/node-base-image.js';
 import { requireRootAndTools } from '../helpers/root.js';
 
 // The Dockerfile, built for real, gives the same /opt/ballast as scripts/build-plugin.sh. No
 // registry is reachable here, so node:20-bookworm-slim is a local stand-in (a debootstrap root
-// with this host's Node 20 and npm, test/helpers/node-base-image.ts) imported into a private
+// with this host's Node 20 and npm, test/lab/node-base-image.ts) imported into a private
 // dockerd; `docker build --network host` then reaches Debian's mirror (apt) and the npm registry
 // (npm ci) as a user's build would. The image's filesystem is exported and compared with the
 // rootfs build-plugin.sh makes from the same checkout.

@@ -4,7 +4,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { BallastProcess } from '../helpers/daemon.js';
+import { BallastProcess } from '../lab/ballast.js';
 import { cleanUpUnder, loopDevicesUnder, mountsUnder } from '../helpers/cleanup.js';
 import { callOk } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';

@@ -10,7 +10,7 @@ import { BackendUnavailable, LeaseHeld } from '../../src/errors.js';
 import type { IscsiExport } from '../../src/export.js';
 import { silentLogger } from '../../src/log.js';
 import { closedPort, FakeClock, LEASE_TIMING, leaseHost } from '../helpers/lease-host.js';
-import { inquiry, requireTgtTools, Tgtd } from '../helpers/tgtd.js';
+import { inquiry, requireTgtTools, Tgtd } from '../lab/tgtd.js';
 import { ScbeSim } from '../simulators/scbe.js';
 import { TgtScbeDataPlane } from '../simulators/scbe-tgt-data-plane.js';
 

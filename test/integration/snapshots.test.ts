@@ -3,8 +3,8 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { BALLAST_BIN, type BallastProcess } from '../helpers/daemon.js';
-import { SharedRootHosts } from '../helpers/shared-root.js';
+import { BALLAST_BIN, type BallastProcess } from '../lab/ballast.js';
+import { SharedRootHosts } from '../lab/shared-root.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';
 

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BallastProcess } from '../helpers/daemon.js';
+import { BallastProcess } from '../lab/ballast.js';
 import { cleanUpUnder } from '../helpers/cleanup.js';
 import { callOk } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';

@@ -1,5 +1,5 @@
-import type { BallastProcess } from '../helpers/daemon.js';
-import { SharedRootHosts } from '../helpers/shared-root.js';
+import type { BallastProcess } from '../lab/ballast.js';
+import { SharedRootHosts } from '../lab/shared-root.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';
 

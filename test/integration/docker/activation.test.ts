@@ -1,4 +1,7 @@
-import { dockerSuite, IMAGE, PLUGIN, describeResult, sleep } from '../../helpers/dockerd.js';
+import { PLUGIN } from '../../lab/docker-harness.js';
+import { dockerSuite } from '../../lab/docker-suite.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { describeResult, sleep } from '../../lab/command.js';
 
 // Plugin discovery and activation against a real dockerd that starts WITHOUT ballast:
 // moby scenarios 7 (plugin up late), 15 (Capabilities once per dockerd, Scope) and

@@ -1,6 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { dockerSuite, IMAGE, PLUGIN } from '../../helpers/dockerd.js';
+import { PLUGIN } from '../../lab/docker-harness.js';
+import { dockerSuite } from '../../lab/docker-suite.js';
+import { IMAGE } from '../../lab/busybox-image.js';
 import { requireRootAndTools } from '../../helpers/root.js';
 
 // docker-compose (Debian's 1.29, v1) against the private dockerd: a `driver: ballast` volume with

@@ -1,4 +1,7 @@
-import { dockerSuite, IMAGE, PLUGIN, loopScript, waitFor } from '../../helpers/dockerd.js';
+import { PLUGIN } from '../../lab/docker-harness.js';
+import { dockerSuite, loopScript } from '../../lab/docker-suite.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { waitFor } from '../../lab/command.js';
 
 // dockerd crashes (SIGKILL: no shutdown, so no Unmount for the running containers' mount IDs).
 // The new dockerd kills what the old one ran (no live-restore), sends no Unmount for those IDs

@@ -1,6 +1,9 @@
 import { open, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { dockerSuite, IMAGE, PLUGIN, describeResult, loopScript, sleep, waitFor } from '../../helpers/dockerd.js';
+import { PLUGIN } from '../../lab/docker-harness.js';
+import { dockerSuite, loopScript } from '../../lab/docker-suite.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { describeResult, sleep, waitFor } from '../../lab/command.js';
 
 /** The default lease.renew_every (2 s) and a margin: how long ballast takes to see a volume deleted by hand. */
 const OUT_OF_BAND_MS = 2_500;

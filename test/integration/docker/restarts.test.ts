@@ -1,4 +1,7 @@
-import { dockerSuite, IMAGE, PLUGIN, describeResult, loopScript, sleep, waitFor } from '../../helpers/dockerd.js';
+import { PLUGIN } from '../../lab/docker-harness.js';
+import { dockerSuite, loopScript } from '../../lab/docker-suite.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { describeResult, sleep, waitFor } from '../../lab/command.js';
 
 // Restarts under running containers: dockerd restarting (a --restart always container comes
 // back with its volume and data) and ballast restarting or crashing (running containers keep

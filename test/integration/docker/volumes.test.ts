@@ -2,7 +2,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { dockerSuite, IMAGE, PLUGIN, describeResult, loopScript, waitFor } from '../../helpers/dockerd.js';
+import { PLUGIN } from '../../lab/docker-harness.js';
+import { dockerSuite, loopScript } from '../../lab/docker-suite.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { describeResult, waitFor } from '../../lab/command.js';
 
 // Everyday use through the docker CLI: options, the three ways of naming a driver, data handed
 // from container to container, a checksum across unmount and remount, and bad input.

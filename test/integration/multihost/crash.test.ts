@@ -1,14 +1,7 @@
-import { IMAGE, sleep, waitFor } from '../../helpers/dockerd.js';
-import {
-  FirstLineWatch,
-  clusterSuite,
-  expectAckedWritesOnH2,
-  logTime,
-  mountUntilItWorks,
-  readLines,
-  readNumbers,
-  writeAckedOnH1,
-} from '../../helpers/multihost.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { sleep, waitFor } from '../../lab/command.js';
+import { FirstLineWatch, expectAckedWritesOnH2, logTime, mountUntilItWorks, readLines, readNumbers, writeAckedOnH1 } from '../../lab/cluster-writes.js';
+import { clusterSuite } from '../../lab/cluster.js';
 import { join } from 'node:path';
 
 // A host crash: h1's ballast AND dockerd are killed with SIGKILL while a container on h1 writes

@@ -1,5 +1,9 @@
-import { IMAGE, PLUGIN, describeResult, loopScript, waitFor } from '../../helpers/dockerd.js';
-import { SQLITE_IMAGE, clusterSuite } from '../../helpers/multihost.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { PLUGIN } from '../../lab/docker-harness.js';
+import { loopScript } from '../../lab/docker-suite.js';
+import { describeResult, waitFor } from '../../lab/command.js';
+import { SQLITE_IMAGE } from '../../lab/busybox-image.js';
+import { clusterSuite } from '../../lab/cluster.js';
 
 // Two Docker hosts sharing one loop root: a SQLite database written on h1 is read back whole on
 // h2 (and the other way), and while h1 has the volume mounted h2 cannot mount it: the Mount

@@ -1,16 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { IMAGE, sleep, waitFor } from '../../helpers/dockerd.js';
-import {
-  FirstLineWatch,
-  clusterSuite,
-  expectAckedWritesOnH2,
-  logTime,
-  mountUntilItWorks,
-  readLines,
-  readNumbers,
-  writeAckedOnH1,
-} from '../../helpers/multihost.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { sleep, waitFor } from '../../lab/command.js';
+import { FirstLineWatch, expectAckedWritesOnH2, logTime, mountUntilItWorks, readLines, readNumbers, writeAckedOnH1 } from '../../lab/cluster-writes.js';
+import { clusterSuite } from '../../lab/cluster.js';
 
 // A hung host: h1's ballast is stopped with SIGSTOP (alive, but renewing nothing) while its
 // dockerd and a container writing to the volume keep running. h1 must fence itself (its

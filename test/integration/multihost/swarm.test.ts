@@ -1,5 +1,7 @@
-import { IMAGE, PLUGIN, waitFor } from '../../helpers/dockerd.js';
-import { clusterSuite } from '../../helpers/multihost.js';
+import { IMAGE } from '../../lab/busybox-image.js';
+import { PLUGIN } from '../../lab/docker-harness.js';
+import { waitFor } from '../../lab/command.js';
+import { clusterSuite } from '../../lab/cluster.js';
 
 // Docker Swarm over the cluster network: h1 manager, h2 worker. A service with a ballast volume
 // (created by the --mount's volume-opt on whichever node runs the task) writes data; its node is

@@ -1,9 +1,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireTgtTools, Tgtd } from '../../helpers/tgtd.js';
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { requireTgtTools, Tgtd } from '../../lab/tgtd.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 import { DellScSim } from '../../simulators/dellsc.js';
 import { ScbeSim } from '../../simulators/scbe.js';
 import { TgtScDataPlane } from '../../simulators/sc-tgt-data-plane.js';

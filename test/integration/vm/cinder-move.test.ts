@@ -1,11 +1,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startCinderLab, type CinderLab } from '../../helpers/cinder-lab.js';
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { startCinderLab, type CinderLab } from '../../lab/cinder.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
-// The cinder backend's data path: a real Cinder on this host (test/helpers/cinder-lab.ts), its
+// The cinder backend's data path: a real Cinder on this host (test/lab/cinder.ts), its
 // API and its tgt targets reached from two VMs (two hosts, two kernels) at 10.0.2.2. Host 1
 // creates and mounts a volume through Cinder's attachment (the kernel's iSCSI login with the
 // CHAP secret Cinder returned), writes and unmounts; host 2 mounts it with the data intact and

@@ -2,8 +2,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ARRAY_WWPNS, HOST_WWPNS, arraySshKeys, requireFcLab, runFcPair } from '../../helpers/fc-lab.js';
-import { scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { ARRAY_WWPNS, HOST_WWPNS, arraySshKeys, requireFcLab, runFcPair } from '../../lab/fc.js';
+import { scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // A real Fibre Channel fabric: FCoE VN2VN between an "array" VM (LIO tcm_fc) and a "host" VM
 // (fcoe initiator, scsi_mod.scan=manual) over two links = two fabrics, and ballast's FcAttacher

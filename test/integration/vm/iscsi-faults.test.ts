@@ -1,5 +1,5 @@
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // Faults against a real kernel, iscsid and tgtd (VM lab). timeouts.command_seconds is 6 there.
 describe('iSCSI faults in a real kernel: a clear Err within the bound, nothing half-attached', () => {

@@ -1,10 +1,10 @@
 import { chmod, copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PrivateSshd } from '../../helpers/sshd.js';
-import { requireTgtTools, Tgtd } from '../../helpers/tgtd.js';
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, waitForVmFile, type Results } from '../../helpers/vm-scenario.js';
+import { PrivateSshd } from '../../lab/sshd.js';
+import { requireTgtTools, Tgtd } from '../../lab/tgtd.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, waitForVmFile, type Results } from '../../lab/vm-scenario.js';
 
 // Two VMs are two hosts with two kernels; the array is a private tgtd on this host, managed by
 // both over a private sshd (127.0.0.1, reached from the VMs as 10.0.2.2 through qemu's user

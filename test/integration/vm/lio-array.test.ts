@@ -1,5 +1,5 @@
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // LIO (the kernel's SCSI target) as the array, in the VM lab (configfs and target_core_mod
 // exist only there): the daemon over iSCSI with CHAP and reservations, then the driver's FC

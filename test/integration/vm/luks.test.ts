@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // Needs root, qemu-system-x86, linux-image-amd64 (dm_crypt) and cryptsetup-bin
 // (scripts/install-deps.sh installs them); fails loudly without them.

@@ -2,9 +2,9 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Ganesha, requireGanesha } from '../../helpers/ganesha.js';
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { Ganesha, requireGanesha } from '../../lab/ganesha.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // What the loop backend relies on from a shared NFS root, seen from two kernels: two VMs mount
 // one private nfs-ganesha (NFSv4.2, hard, lookupcache=positive) and race each other in

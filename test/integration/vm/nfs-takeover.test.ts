@@ -4,9 +4,9 @@ import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Ganesha, requireGanesha } from '../../helpers/ganesha.js';
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, waitForVmFile, type Results } from '../../helpers/vm-scenario.js';
+import { Ganesha, requireGanesha } from '../../lab/ganesha.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, waitForVmFile, type Results } from '../../lab/vm-scenario.js';
 
 // Two VMs are two hosts with two kernels; the shared loop root is a directory on a private
 // nfs-ganesha on this host (NFSv4.2, hard, lookupcache=positive; the VMs reach it as 10.0.2.2).

@@ -1,9 +1,9 @@
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Ganesha, requireGanesha } from '../../helpers/ganesha.js';
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { Ganesha, requireGanesha } from '../../lab/ganesha.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // The volume index (src/volumes/volume-index.ts) of volume-index.test.ts, on a real NFS loop root:
 // two VMs are two hosts with two kernels, each running ballast serve on one export of a private

@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:http';
 import { type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireVmLab, runInVm, type VmRun } from '../../helpers/vm.js';
+import { requireVmLab, runInVm, type VmRun } from '../../lab/vm.js';
 
 // The VM lab's own smoke test: a real kernel logs in to a real iSCSI target over two portals and
 // multipathd builds one map over both paths; two VMs run at once, each on qemu's user-mode net.

@@ -2,8 +2,9 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { requireVmLab, type VmMonitor } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { type VmMonitor } from '../../lab/vm-monitor.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // Needs root, qemu-system-x86, linux-image-amd64 and busybox-static (scripts/install-deps.sh);
 // fails loudly without them.

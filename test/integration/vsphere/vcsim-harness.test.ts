@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { Agent } from 'node:https';
 import axios, { type AxiosResponse } from 'axios';
-import { processAlive } from '../../helpers/sshd.js';
-import { startVcsim, type Vcsim } from '../../helpers/vcsim.js';
+import { processAlive } from '../../lab/sshd.js';
+import { startVcsim, type Vcsim } from '../../lab/vcsim.js';
 
-// The vcsim harness itself (test/vcsim/main.go through test/helpers/vcsim.ts), spoken to with
+// The vcsim harness itself (test/vcsim/main.go through test/lab/vcsim.ts), spoken to with
 // raw SOAP over HTTP so that nothing of src/ is involved: it answers as a vCenter, accepts only
 // its own credentials, answers NoPermission for changes to a denied object while reads go on,
 // and stop() leaves no process and no datastore directory behind.

@@ -14,7 +14,7 @@ import { silentLogger } from '../../../src/log.js';
 import { HostLeaseKeeper } from '../../../src/ownership/host-lease.js';
 import { HostMonitor } from '../../../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../../../src/ownership/lease.js';
-import { startVcsim, type Vcsim } from '../../helpers/vcsim.js';
+import { startVcsim, type Vcsim } from '../../lab/vcsim.js';
 
 // The vmdk backend against vcsim (govmomi's vCenter simulator, built from Debian's sources):
 // disks, metadata and host leases on its datastores, attachments through ReconfigVM_Task,

@@ -6,9 +6,9 @@ import { VsphereClient } from '../../../src/drivers/vsphere/client.js';
 import { moref } from '../../../src/drivers/vsphere/soap.js';
 import { VmDisks } from '../../../src/drivers/vsphere/vm-disks.js';
 import { silentLogger } from '../../../src/log.js';
-import { BallastProcess } from '../../helpers/daemon.js';
+import { BallastProcess } from '../../lab/ballast.js';
 import { callOk, callPlugin } from '../../helpers/plugin-client.js';
-import { startVcsim, type Vcsim } from '../../helpers/vcsim.js';
+import { startVcsim, type Vcsim } from '../../lab/vcsim.js';
 
 // A real `ballast serve` with the vmdk backend against vcsim, over the plugin protocol: the
 // wiring from config to driver and attacher. vcsim attaches no real disk to this machine, so a

@@ -16,7 +16,7 @@ import { silentLogger } from '../../../src/log.js';
 import { HostLeaseKeeper } from '../../../src/ownership/host-lease.js';
 import { HostMonitor } from '../../../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../../../src/ownership/lease.js';
-import { startVcsim, type Vcsim } from '../../helpers/vcsim.js';
+import { startVcsim, type Vcsim } from '../../lab/vcsim.js';
 
 // How many vCenter round trips each vmdk operation costs (the figure that carries over from
 // vcsim to a real vCenter), and that what the driver keeps to save them - the VM's device list,

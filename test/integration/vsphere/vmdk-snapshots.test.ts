@@ -11,7 +11,7 @@ import { VmdkDriver, type Vsphere } from '../../../src/drivers/vsphere/vmdk-driv
 import { BackendUnavailable, SnapshotExists, SnapshotNotFound, VolumeInUse } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { managerFixture, type ManagerFixture } from '../../helpers/manager-fixture.js';
-import { startVcsim, type Vcsim } from '../../helpers/vcsim.js';
+import { startVcsim, type Vcsim } from '../../lab/vcsim.js';
 
 // Snapshots and clones on the vmdk backend against vcsim: each a copy of the volume's disk made
 // by VirtualDiskManager.CopyVirtualDisk_Task into the volume's own directory. vcsim keeps a disk

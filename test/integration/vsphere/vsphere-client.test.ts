@@ -4,7 +4,7 @@ import { explainFault } from '../../../src/drivers/vsphere/faults.js';
 import { moref, VsphereFault } from '../../../src/drivers/vsphere/soap.js';
 import { BackendUnavailable } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
-import { startVcsim, type Vcsim } from '../../helpers/vcsim.js';
+import { startVcsim, type Vcsim } from '../../lab/vcsim.js';
 
 // The vSphere API client against vcsim: sessions, tasks, faults and certificate checks.
 

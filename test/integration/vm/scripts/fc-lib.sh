@@ -1,4 +1,4 @@
-# Shared by the FC scenarios (test/helpers/fc-lab.ts runFcLab): an "array" VM (LIO tcm_fc
+# Shared by the FC scenarios (test/lab/fc.ts runFcLab): an "array" VM (LIO tcm_fc
 # target) and "host" VMs (fcoe initiator), each link between them one FCoE VN2VN fabric.
 # Sourced with BALLAST_SRC, SHARE, FC_ROLE, FC_MACS, FC_LINK_IPS, FC_ARRAY_WWPNS, FC_HOST_WWPNS set.
 # WWPNs are written as 16 lower-case hex digits (sysfs shows them as 0x...; configfs wants colons).
@@ -184,7 +184,7 @@ lio_fc_acl() {
 }
 
 
-# --- SSH between a host VM and the array VM (keys from fc-lab.ts's arraySshKeys, in the share) ---
+# --- SSH between a host VM and the array VM (keys from test/lab/fc.ts's arraySshKeys, in the share) ---
 
 # array_sshd: an sshd on every address of the array VM, for the hosts' ballast daemons. Nothing
 # of /etc/ssh is used. sshd runs every command through root's shell, and bash started by sshd

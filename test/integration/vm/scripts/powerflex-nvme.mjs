@@ -2,8 +2,8 @@
 // the PowerFlex simulator (dist-sim, npm run build:sim) with nvmet as its data plane on
 // $PF_PORTALS, this checkout's powerflex driver and ownership lease for two hosts (this VM,
 // "vm-a", with its real host NQN; "vm-b", which never connects), and the NvmeTcpAttacher.
-//   create NAME SIZE_GIB
-//   attach NAME            lease, export and attach as vm-a -> device, nguid, mapped
+//   create NAME SIZE_GIB [IOPS MIBPS]  IOPS and MiB/s: the volume's io limits (reads and writes alike)
+//   attach NAME            lease, export and attach as vm-a -> device, nguid, mapped, limits (the mapping's, "iops/KiBps")
 //   detach NAME DEVICE     detach, unexport and release as vm-a
 //   map NAME / unmap NAME  lease and export only (no attach) -> nqn, portals, nguid; unexport and release
 //   detach-only NAME DEVICE  detach as vm-a, whose lease moved on (fenced)
@@ -11,6 +11,9 @@
 //                          new namespace held back: nvmet would show it to vm-a too)
 //   expose                 makes the held-back namespace
 //   release-b NAME         vm-b unexports and releases
+//   snapshot NAME SNAP     -> pf_name, ancestor_ok (the PowerFlex snapshot's ancestor is the volume)
+//   clone NAME SOURCE SNAP|- SIZE_GIB  from SOURCE@SNAP, or SOURCE as it is now -> size_kb, ancestor_ok
+//   snapshot-rm NAME SNAP  -> volumes (left on the array)
 //   destroy NAME           -> volumes (left on the array), files (left in the image dir)
 //   stop                   takes the simulator's nvmet configuration down
 import { readdirSync } from 'node:fs';
@@ -21,6 +24,7 @@ const { NvmetDataPlane } = await import(`${src}/dist-sim/nvmet-data-plane.js`);
 const { PowerFlexArray } = await importBuilt('drivers/powerflex/array.js');
 const { PowerFlexClient } = await importBuilt('drivers/powerflex/client.js');
 const { powerflexDriver, subsystemNqnOf } = await importBuilt('drivers/powerflex/powerflex-driver.js');
+const { snapshotPowerflexName } = await importBuilt('drivers/powerflex/snapshots.js');
 const { NvmeTcpAttacher } = await importBuilt('attach/nvme/nvme-attacher.js');
 const { HostLeaseKeeper } = await importBuilt('ownership/host-lease.js');
 const { HostMonitor } = await importBuilt('ownership/host-monitor.js');
@@ -56,17 +60,37 @@ const b = await host('vm-b', 'nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000
 const exports = new Map();
 const mapped = (name) => (sim.volumeByName(`bl-${name}`)?.mappedHosts ?? []).map((id) => sim.hosts.get(id)?.name).join(',') || 'none';
 const context = { hostId: 'vm-a', generation: 1 };
+const MiB = 2 ** 20;
+const newVolume = (name, gib) => ({ name, profile: 'default', sizeBytes: Number(gib) * 2 ** 30, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });
+const limitsOf = (name) => [...(sim.volumeByName(`bl-${name}`)?.limits.values() ?? [])].map((l) => `${l.iopsLimit}/${l.bandwidthLimitInKbps}`).join(',') || 'none';
 
 await serveCommands(log, {
-  create: async (name, gib) => {
-    await a.driver.create({ name, profile: 'default', sizeBytes: Number(gib) * 2 ** 30, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });
+  create: async (name, gib, iops, mibps) => {
+    const ioLimits = iops ? { readIops: Number(iops), writeIops: Number(iops), readBps: Number(mibps) * MiB, writeBps: Number(mibps) * MiB } : undefined;
+    await a.driver.create({ ...newVolume(name, gib), ...(ioLimits ? { ioLimits } : {}) });
     return { size_kb: sim.volumeByName(`bl-${name}`).sizeInKb };
+  },
+  snapshot: async (name, snap) => {
+    const record = (await a.driver.read(name)).value;
+    await a.driver.snapshots.createSnapshot(record, snap);
+    const made = sim.volumeByName(snapshotPowerflexName(name, snap));
+    return { pf_name: made.name, ancestor_ok: made.ancestorVolumeId === sim.volumeByName(`bl-${name}`).id ? 1 : 0 };
+  },
+  clone: async (name, source, snap, gib) => {
+    await a.driver.snapshots.createFrom(newVolume(name, gib), snap === '-' ? { volume: source } : { volume: source, snapshot: snap });
+    const made = sim.volumeByName(`bl-${name}`);
+    const ancestor = snap === '-' ? sim.volumeByName(`bl-${source}`) : sim.volumeByName(snapshotPowerflexName(source, snap));
+    return { size_kb: made.sizeInKb, ancestor_ok: made.ancestorVolumeId === ancestor.id ? 1 : 0 };
+  },
+  'snapshot-rm': async (name, snap) => {
+    await a.driver.snapshots.removeSnapshot(name, snap);
+    return { volumes: sim.volumes.size };
   },
   attach: async (name) => {
     await a.lease.acquire(name);
     const exp = await a.driver.export(name, a.initiator);
     exports.set(name, exp);
-    return { device: await attacher.attach(exp, context), nguid: exp.nguid, mapped: mapped(name) };
+    return { device: await attacher.attach(exp, context), nguid: exp.nguid, mapped: mapped(name), limits: limitsOf(name) };
   },
   detach: async (name, device) => {
     await attacher.detach(exports.get(name), device, context);

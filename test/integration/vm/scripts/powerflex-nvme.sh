@@ -2,7 +2,9 @@
 # simulator with nvmet as its data plane on 127.0.0.1:4421 and 127.0.0.2:4421, ballast's
 # powerflex driver, lease and NvmeTcpAttacher (powerflex-nvme.mjs): create, map and attach as
 # this host, mkfs, mount, write; detach leaves no controller; a takeover by another host unmaps
-# this one at the array, and its direct writes fail; delete leaves nothing on the array.
+# this one at the array, and its direct writes fail; delete leaves nothing on the array. Then
+# snapshots and clones (snapshotVolumes; the simulator copies the nvmet file): the data of each
+# clone read back over NVMe/TCP at several offsets.
 PF_IMAGES=/srv/powerflex
 mkdir -p "$PF_IMAGES" && mount -t tmpfs -o size=300M tmpfs "$PF_IMAGES" || die "powerflex image dir"
 export PF_IMAGES PF_PORTALS=127.0.0.1:4421,127.0.0.2:4421
@@ -46,6 +48,51 @@ result "pf_release_b_ok=$AC_ok pf_mapped_end=${AC_mapped:-}"
 ac destroy pfvol
 result "pf_destroy_ok=$AC_ok pf_volumes_end=${AC_volumes:-} pf_files_end=${AC_files:-}"
 save pf-destroy-error "${AC_error:-}"
+
+# Snapshots and clones. A volume with io limits (on its mapping, at the simulated array); data A
+# written through NVMe/TCP at three offsets (start, 3 GiB + 12 MiB, the last 64 KiB), a snapshot,
+# data B over it; clones of the snapshot (8 GiB) and of the volume as it is now (9 GiB: grown to
+# two 8 GiB steps), each attached over NVMe/TCP and read back at the same offsets.
+PF_SNAP_T0=$(date +%s%N)
+PF_BLOCKS="0 49344 131071" # in 64 KiB blocks of the 8 GiB volume
+pf_write() { for b in $PF_BLOCKS; do head -c 64K /dev/urandom | dd of="$1" bs=64K seek="$b" count=1 oflag=direct conv=notrunc status=none || return 1; done; }
+pf_read() { for b in $PF_BLOCKS; do dd if="$1" bs=64K skip="$b" count=1 iflag=direct status=none; done | sha256sum | cut -c1-16; }
+ac create pfsrc 1 2000 100
+[ "$AC_ok" = 1 ] || die "powerflex create pfsrc: $AC_error"
+ac attach pfsrc
+[ "$AC_ok" = 1 ] || die "powerflex attach pfsrc: $AC_error"
+SRCDEV=$AC_device
+result "pf_src_limits=$AC_limits"
+pf_write "$SRCDEV" || die "write A to $SRCDEV"
+PF_A=$(pf_read "$SRCDEV")
+ac snapshot pfsrc s1
+result "pf_snapshot_ok=$AC_ok pf_snapshot_ms=$AC_ms pf_snapshot_name=${AC_pf_name:-} pf_snapshot_ancestor_ok=${AC_ancestor_ok:-}"
+save pf-snapshot-error "${AC_error:-}"
+pf_write "$SRCDEV" || die "write B to $SRCDEV"
+PF_B=$(pf_read "$SRCDEV")
+ac detach pfsrc "$SRCDEV"
+[ "$AC_ok" = 1 ] || die "powerflex detach pfsrc: $AC_error"
+ac clone pfsnapc pfsrc s1 1
+result "pf_clone_snap_ok=$AC_ok pf_clone_snap_ms=$AC_ms pf_clone_snap_size_kb=${AC_size_kb:-} pf_clone_snap_ancestor_ok=${AC_ancestor_ok:-}"
+save pf-clone-snap-error "${AC_error:-}"
+ac clone pflivec pfsrc - 9
+result "pf_clone_live_ok=$AC_ok pf_clone_live_ms=$AC_ms pf_clone_live_size_kb=${AC_size_kb:-} pf_clone_live_ancestor_ok=${AC_ancestor_ok:-}"
+save pf-clone-live-error "${AC_error:-}"
+for c in pfsnapc pflivec; do
+  ac attach "$c"
+  [ "$AC_ok" = 1 ] || die "powerflex attach $c: $AC_error"
+  CDEV=$AC_device
+  DATA=$(pf_read "$CDEV")
+  result "pf_${c}_matches=$([ "$DATA" = "$PF_A" ] && echo A || { [ "$DATA" = "$PF_B" ] && echo B || echo neither; }) pf_${c}_dev_bytes=$(blockdev --getsize64 "$CDEV") pf_${c}_limits=$AC_limits"
+  ac detach "$c" "$CDEV"
+  [ "$AC_ok" = 1 ] || die "powerflex detach $c: $AC_error"
+done
+result "pf_a_differs_from_b=$([ "$PF_A" != "$PF_B" ] && echo yes || echo no)"
+ac snapshot-rm pfsrc s1
+result "pf_snapshot_rm_ok=$AC_ok pf_volumes_after_snapshot_rm=${AC_volumes:-}"
+for v in pfsnapc pflivec pfsrc; do ac destroy "$v"; done
+result "pf_snap_destroy_ok=$AC_ok pf_snap_volumes_end=${AC_volumes:-} pf_snap_files_end=${AC_files:-} pf_snap_controllers_end=$(controllers) pf_snap_section_ms=$((($(date +%s%N) - PF_SNAP_T0) / 1000000))"
+save pf-snap-destroy-error "${AC_error:-}"
 ac stop
 attacher_stop
 result "pf_subsystems_end=$(ls /sys/kernel/config/nvmet/subsystems | grep -c powerflex || true) pf_namespaces_end=$(namespaces)"

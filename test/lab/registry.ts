@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { requireRootAndTools } from './root.js';
-import { GiveUp, stopChild, waitFor } from './dockerd.js';
+import { requireRootAndTools } from '../helpers/root.js';
+import { GiveUp, stopChild, waitFor } from './command.js';
 import { freeTcpPort } from './net.js';
 
 /**

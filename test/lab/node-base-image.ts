@@ -1,8 +1,10 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { rootCertificates } from 'node:tls';
-import { REPO_ROOT } from './daemon.js';
-import { describeResult, DOCKER_BIN, runCommand, type DockerHarness } from './dockerd.js';
+import { REPO_ROOT } from './ballast.js';
+import { describeResult, runCommand } from './command.js';
+import { DOCKER_BIN } from './dockerd.js';
+import { type DockerHarness } from './docker-harness.js';
 
 export interface NodeBaseImageOptions {
   /** The tag to import as (default node:20-bookworm-slim, what the Dockerfile starts FROM). */

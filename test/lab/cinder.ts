@@ -4,10 +4,10 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT } from './daemon.js';
-import { GiveUp, describeResult, exitWithin, runCommand, waitFor } from './dockerd.js';
+import { REPO_ROOT } from './ballast.js';
+import { GiveUp, describeResult, exitWithin, runCommand, waitFor } from './command.js';
 import { freeTcpPort, tcpAccepts } from './net.js';
-import { requireRootAndTools } from './root.js';
+import { requireRootAndTools } from '../helpers/root.js';
 
 // A real OpenStack Cinder (Debian 12's Zed 21.x) on 127.0.0.1, all in one temp dir: RabbitMQ,
 // cinder-api (noauth), cinder-scheduler, cinder-volume with test/fixtures/cinder's driver (sparse

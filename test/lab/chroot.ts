@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { loopDevicesUnder, mountsUnder } from './cleanup.js';
-import { REPO_ROOT } from './daemon.js';
-import { describeResult, runCommand, startCommand, type Background, type CommandResult } from './dockerd.js';
+import { loopDevicesUnder, mountsUnder } from '../helpers/cleanup.js';
+import { REPO_ROOT } from './ballast.js';
+import { describeResult, runCommand, startCommand, type Background, type CommandResult } from './command.js';
 
 /** What runs inside the chroot sees only this, not the test runner's environment (NODE_OPTIONS, CA paths, ...). */
 const CLEAN_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8', HOME: '/root' };

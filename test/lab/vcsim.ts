@@ -5,7 +5,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import axios from 'axios';
-import { REPO_ROOT } from './daemon.js';
+import { REPO_ROOT } from './ballast.js';
 
 // vcsim for tests: govmomi's vCenter simulator, built from Debian's govmomi sources with the
 // small main in test/vcsim/ (cached by the hash of that file), listening on 127.0.0.1 at a port

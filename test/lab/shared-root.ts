@@ -1,8 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cleanUpUnder } from './cleanup.js';
-import { BallastProcess } from './daemon.js';
+import { cleanUpUnder } from '../helpers/cleanup.js';
+import { BallastProcess } from './ballast.js';
 
 /**
  * Several hosts on one machine, each a `ballast serve` with its own host id and state, sharing
