@@ -106,8 +106,25 @@ export class EncryptionKeyUnusable extends BallastError {
 
 /** A backend (a storage root, an array) cannot be reached or used right now. */
 export class BackendUnavailable extends BallastError {
-  readonly code = 'BALLAST_BACKEND_UNAVAILABLE';
+  readonly code: string = 'BALLAST_BACKEND_UNAVAILABLE';
   readonly kind = 'unavailable';
+}
+
+/**
+ * A volume's metadata file cannot be understood (truncated, not JSON, or fields missing). A
+ * BackendUnavailable, so Get still answers with the last record seen; nothing acts on the volume
+ * until the file is fixed.
+ */
+export class VolumeDamaged extends BackendUnavailable {
+  override readonly code = 'BALLAST_VOLUME_DAMAGED';
+  constructor(
+    readonly volume: string,
+    readonly file: string,
+    readonly problem: string,
+    readonly fix: string,
+  ) {
+    super(`volume ${volume} is damaged: ${file} ${problem}; ballast changed nothing: ${fix}`);
+  }
 }
 
 export class Timeout extends BallastError {
@@ -153,4 +170,20 @@ export class OperationError extends BallastError {
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * The ways a password travels in ballast's API requests: as is, JSON-escaped, URL-encoded, and
+ * inside an HTTP Basic header. What a server says back is quoted in errors, and a server may
+ * echo the request: these are masked there (`redact`).
+ */
+export function secretForms(user: string, password: string): string[] {
+  return [password, JSON.stringify(password).slice(1, -1), encodeURIComponent(password), Buffer.from(`${user}:${password}`).toString('base64')];
+}
+
+/** `text` with every occurrence of each secret replaced by ***. */
+export function redact(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const secret of secrets) if (secret) out = out.split(secret).join('***');
+  return out;
 }

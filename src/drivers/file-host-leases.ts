@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { BackendUnavailable, errorMessage } from '../errors.js';
 import type { HostLease, HostLeaseStore } from '../ownership/types.js';
-import type { FileStore } from './file-store.js';
+import { writeProblem, type FileStore } from './file-store.js';
 import { type Beacon, BeaconWriter, beaconsByHost, KnownHostLeases } from './host-beacons.js';
 
 // <root>/.hosts/<hostId>.json                              each host's lease, written only by that host
@@ -81,7 +81,7 @@ export class FileHostLeases implements HostLeaseStore {
       await this.beacons.advance(lease.hostId, lease.generation, lease.renewSeq);
       await this.files.writeAtomic(this.path(lease.hostId), `${JSON.stringify(lease)}\n`);
     } catch (err) {
-      throw new BackendUnavailable(`cannot write the host lease of ${lease.hostId} under ${this.where}: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`cannot write the host lease of ${lease.hostId} under ${this.where}: ${writeProblem(err, this.where)}`);
     }
   }
 
@@ -99,7 +99,7 @@ export class FileHostLeases implements HostLeaseStore {
     try {
       text = await this.files.readFile(this.path(hostId));
     } catch (err) {
-      throw new BackendUnavailable(`cannot read the host lease of ${hostId} under ${this.where}: ${errorMessage(err)}`);
+      throw this.unreadable(hostId, `cannot be read (${errorMessage(err)})`);
     }
     if (text === undefined) return undefined;
     let json: unknown;
@@ -109,7 +109,20 @@ export class FileHostLeases implements HostLeaseStore {
       json = undefined;
     }
     const parsed = hostLeaseSchema.safeParse(json);
-    if (!parsed.success) throw new BackendUnavailable(`the host lease of ${hostId} under ${this.where} is damaged`);
+    if (!parsed.success) throw this.unreadable(hostId, `is damaged (${text.trim() ? 'not a host lease' : 'empty'})`);
     return parsed.data;
+  }
+
+  /**
+   * Nobody can tell whether such a host is alive, so it counts as alive: its volumes are never
+   * taken over (nor force-released) until the file is readable or gone.
+   */
+  private unreadable(hostId: string, problem: string): BackendUnavailable {
+    const file = this.files.describe(this.path(hostId));
+    return new BackendUnavailable(
+      `the host lease of ${hostId} (${file}) ${problem}, so ${hostId} counts as alive and none of its volumes is taken over: ` +
+        `if ${hostId} runs ballast, it rewrites the file at its next renewal (a directory there must be removed by hand); ` +
+        `if ${hostId} is down for good, remove ${file}, and its volumes can be taken over once its lease time has passed`,
+    );
   }
 }

@@ -37,6 +37,18 @@ export interface FileStore {
   truncate(path: string, size: number): Promise<void>;
 }
 
+/**
+ * A failed write, with what the operator does about it where the errno says: a full or
+ * read-only root is fixed there, not by retrying. `where` is a path on it as messages show it.
+ */
+export function writeProblem(err: unknown, where: string): string {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (code === 'ENOSPC') return `the file system holding ${where} is full (ENOSPC, no space left on the device): free space there, then retry`;
+  if (code === 'EDQUOT') return `the file system holding ${where} is over its disk quota (EDQUOT): free space or raise the quota, then retry`;
+  if (code === 'EROFS') return `the file system holding ${where} is mounted read-only (EROFS): remount it read-write, then retry`;
+  return err instanceof Error ? err.message : String(err);
+}
+
 function isMissing(err: unknown): boolean {
   return ['ENOENT', 'ENOTDIR'].includes((err as NodeJS.ErrnoException)?.code ?? '');
 }

@@ -1,12 +1,12 @@
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { BackendUnavailable, InvalidOption, StaleRevision, VolumeInUse, VolumeNotFound, errorMessage } from '../errors.js';
+import { BackendUnavailable, InvalidOption, StaleRevision, VolumeDamaged, VolumeInUse, VolumeNotFound, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatSize } from '../config/size.js';
 import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../ownership/types.js';
 import { FREE_OWNERSHIP } from '../ownership/types.js';
-import { LocalFileStore, type FileStore } from './file-store.js';
+import { LocalFileStore, writeProblem, type FileStore } from './file-store.js';
 import { IMAGE, LogicalVolumes, SparseImages, type VolumeImages } from './images.js';
 import type { Exec } from '../exec.js';
 import { MetadataGuard, type HeldGuard } from './metadata-guard.js';
@@ -156,7 +156,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
         const existing = await this.read(volume.name);
         if (existing) throw new VolumeAlreadyExists(existing.value);
       }
-      throw new BackendUnavailable(`cannot create volume ${volume.name} under ${this.where}: ${errorMessage(err)}`);
+      throw new BackendUnavailable(`cannot create volume ${volume.name} under ${this.where} (nothing was created): ${writeProblem(err, this.where)}`);
     }
     await this.markChange(volume.name, undefined, 1).catch((err) => {
       // Readers re-read a volume without a marker every round and put one back.
@@ -212,7 +212,15 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       throw new BackendUnavailable(`cannot list ${this.where}: ${errorMessage(err)}`);
     }
     const records = await Promise.all(
-      entries.filter((entry) => !entry.startsWith('.')).map((entry) => this.readSidecar(entry).catch(() => undefined)),
+      entries
+        .filter((entry) => !entry.startsWith('.'))
+        .map((entry) =>
+          this.readSidecar(entry).catch((err: unknown) => {
+            // A listing has no place for an error: the volume's Get reports it (VolumeIndex lists it when it indexes this root).
+            this.log.warn('volume left out of the listing: its metadata cannot be read', { volume: entry, error: errorMessage(err) });
+            return undefined;
+          }),
+        ),
     );
     return records.filter((s): s is Sidecar => s !== undefined).map((s) => s.volume);
   }
@@ -269,15 +277,33 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   }
 
   private async readSidecar(name: string): Promise<Sidecar | undefined> {
+    const file = join(this.dir(name), META);
     let text: string | undefined;
     try {
-      text = await this.files.readFile(join(this.dir(name), META));
+      text = await this.files.readFile(file);
     } catch (err) {
       throw new BackendUnavailable(`cannot read the metadata of volume ${name} under ${this.where}: ${errorMessage(err)}`);
     }
     if (text === undefined) return undefined;
-    const parsed = sidecarSchema.safeParse(JSON.parse(text));
-    if (!parsed.success) throw new BackendUnavailable(`the metadata of volume ${name} under ${this.where} is damaged: ${parsed.error.issues[0]?.message}`);
+    const damaged = (problem: string) =>
+      new VolumeDamaged(
+        name,
+        this.files.describe(file),
+        problem,
+        `restore that file from a backup or rewrite it (the volume's data is untouched), or move ${this.files.describe(this.dir(name))} out of the root to drop the volume from ballast`,
+      );
+    if (!text.trim()) throw damaged(`is empty (${text.length} bytes: truncated)`);
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (err) {
+      throw damaged(`is not valid JSON (${errorMessage(err)})`);
+    }
+    const parsed = sidecarSchema.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw damaged(`is not a volume record (${issue?.path.join('.') || 'top level'}: ${issue?.message})`);
+    }
     return parsed.data;
   }
 
@@ -291,8 +317,13 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       }
       const revision = current.revision + 1;
       guard.assertFresh();
-      await this.markChange(name, current.revision, revision);
-      await this.files.writeAtomic(join(this.dir(name), META), serialize({ v: 1, revision, volume: change(current.volume) }));
+      try {
+        await this.markChange(name, current.revision, revision);
+        await this.files.writeAtomic(join(this.dir(name), META), serialize({ v: 1, revision, volume: change(current.volume) }));
+      } catch (err) {
+        // writeAtomic leaves the old file whole; a marker moved ahead only makes readers re-read it.
+        throw new BackendUnavailable(`cannot write the metadata of volume ${name} (it is unchanged): ${writeProblem(err, this.where)}`);
+      }
       return revision;
     });
   }

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { BackendUnavailable, StaleRevision, VolumeNotFound, errorMessage } from '../errors.js';
+import { dirname } from 'node:path';
+import { BackendUnavailable, StaleRevision, VolumeNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import { monotonicSeconds } from '../ownership/host-lease.js';
-import type { FileStore } from './file-store.js';
+import { writeProblem, type FileStore } from './file-store.js';
 
 /** How long one caller waits for a guard another writer holds. */
 const WAIT_MS = 5_000;
@@ -66,6 +67,17 @@ function writerIsGone(content: string): boolean {
   }
 }
 
+/** "host node-b (pid 4242)" from a guard's content, or what little can be said of it. */
+function describeWriter(content: string | undefined): string {
+  try {
+    const writer = JSON.parse(content ?? '') as { host?: unknown; pid?: unknown };
+    if (typeof writer.host === 'string') return `host ${writer.host}${typeof writer.pid === 'number' ? ` (pid ${writer.pid})` : ''}`;
+  } catch {
+    // an empty or partial guard: a writer that died while creating it
+  }
+  return 'an unknown writer';
+}
+
 function isErrno(err: unknown, ...codes: string[]): boolean {
   return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 }
@@ -98,9 +110,9 @@ export class MetadataGuard {
         break;
       } catch (err) {
         if (isErrno(err, 'ENOENT')) throw new VolumeNotFound(volume);
-        if (!isErrno(err, 'EEXIST')) throw new BackendUnavailable(`cannot lock the metadata of volume ${volume}: ${errorMessage(err)}`);
+        if (!isErrno(err, 'EEXIST')) throw new BackendUnavailable(`cannot lock the metadata of volume ${volume}: ${writeProblem(err, this.files.describe(dirname(path)))}`);
         if (await this.breakIfStale(path, volume)) continue;
-        if (this.clockMs() > deadline) throw new StaleRevision(`the metadata of volume ${volume} stayed locked for ${WAIT_MS / 1000} s (${this.files.describe(path)})`);
+        if (this.clockMs() > deadline) throw this.stillLocked(path, volume);
         await sleep(5 + Math.random() * 20);
       }
     }
@@ -129,6 +141,21 @@ export class MetadataGuard {
     } catch {
       // Gone already, or unreachable: a guard left behind is broken by the next writer.
     }
+  }
+
+  /**
+   * A guard that outlasted WAIT_MS: a writer holds it for milliseconds, so it is most likely a
+   * crashed writer's. Says whose it is, and when this host will break it.
+   */
+  private stillLocked(path: string, volume: string): StaleRevision {
+    const seen = this.sightings.get(path);
+    const breakInS = seen ? Math.max(0, Math.ceil((seen.sinceMs + GUARD_STALE_MS - this.clockMs()) / 1000)) : GUARD_STALE_MS / 1000;
+    const writer = describeWriter(seen?.content);
+    return new StaleRevision(
+      `the metadata of volume ${volume} stayed locked for ${WAIT_MS / 1000} s by ${writer} (guard file ${this.files.describe(path)}); ` +
+        `if that writer crashed, this host removes the guard once it has seen it unchanged for ${GUARD_STALE_MS / 1000} s: ` +
+        `retry in ${breakInS} s, or delete the guard file now if no ballast on that host is running`,
+    );
   }
 
   /** True when it removed a stale guard: the caller tries again at once. */

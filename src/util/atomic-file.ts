@@ -23,9 +23,14 @@ export async function writeNewFile(path: string, data: string, sync = true): Pro
   try {
     await handle.writeFile(data);
     if (sync) await handle.sync();
-  } finally {
-    await handle.close();
+  } catch (err) {
+    // Created by us (wx), so ours to remove: a full disk must not leave an empty or partial file
+    // behind (an empty metadata guard would lock its volume until it is judged stale).
+    await handle.close().catch(() => undefined);
+    await rm(path, { force: true });
+    throw err;
   }
+  await handle.close();
 }
 
 /**

@@ -3,6 +3,7 @@ import { BackendUnavailable, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { metrics } from '../metrics/registry.js';
 import type { Versioned } from '../ownership/types.js';
+import { unreadRecord } from './volume-view.js';
 
 export interface IndexEntry {
   driver: BackendDriver;
@@ -177,7 +178,12 @@ export class VolumeIndex {
         found = await driver.read(name);
       } catch (err) {
         const entry = this.entries.get(name);
-        if (entry && entry.error !== errorMessage(err)) {
+        if (!entry && !this.stampedAfter(name, epoch)) {
+          // Listed but unreadable (a damaged record): List shows it and Get reports why, instead of
+          // the volume vanishing from Docker's view.
+          this.entries.set(name, { driver, record: unreadRecord(name), revision: 0, error: errorMessage(err) });
+          this.version += 1;
+        } else if (entry && entry.error !== errorMessage(err)) {
           entry.error = errorMessage(err);
           this.version += 1;
         }

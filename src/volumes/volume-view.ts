@@ -23,10 +23,41 @@ export interface LocalState {
   unhealthy: string | undefined;
 }
 
+/** Records that stand in for a volume whose record was never read (VolumeIndex): nothing in them is known. */
+const UNREAD = new WeakSet<VolumeRecord>();
+
+/** A volume seen in the backend's listing whose record could not be read: only its name is known. */
+export function unreadRecord(name: string): VolumeRecord {
+  const record: VolumeRecord = {
+    name,
+    profile: '',
+    sizeBytes: 0,
+    fstype: 'ext4',
+    mkfsOpts: [],
+    mountOpts: [],
+    readonly: false,
+    createdAt: '',
+    ownership: { state: 'free', generation: 0, updatedAt: '' },
+  };
+  UNREAD.add(record);
+  return record;
+}
+
+/** "damaged: <file> ...: <fix>" for a VolumeDamaged message, "unavailable: ..." for any other failure. */
+function health(unhealthy: string | undefined): string {
+  if (unhealthy === undefined) return 'ok';
+  const damage = /^volume \S+ is damaged: ([^]*)$/.exec(unhealthy);
+  return damage ? `damaged: ${damage[1]}` : `unavailable: ${unhealthy}`;
+}
+
 /** Get's and List's answer for one volume: the record, this host's mount, the lease, the health. */
 export function volumeView(driver: BackendDriver, record: VolumeRecord, here: LocalState): VolumeView {
   const { local } = here;
   const ownership = record.ownership;
+  const attachment = local ? { host: here.hostId, device: local.device, mountpoint: local.mountpoint, mounts: totalRefs(local) } : 'detached';
+  if (UNREAD.has(record)) {
+    return { name: record.name, mountpoint: here.mountpoint, createdAt: '', status: { backend: driver.kind, attachment, health: health(here.unhealthy ?? 'its record was not read yet') } };
+  }
   return {
     name: record.name,
     mountpoint: here.mountpoint,
@@ -40,9 +71,9 @@ export function volumeView(driver: BackendDriver, record: VolumeRecord, here: Lo
       readonly: record.readonly,
       ...(record.mountOpts.length ? { mountopts: record.mountOpts.join(',') } : {}),
       ...(record.mkfsOpts.length ? { mkfsopts: record.mkfsOpts.join(' ') } : {}),
-      ...(record.ioLimits ? { ioLimits: describeIoLimits(record.ioLimits), ioLimitsBy: 'cgroup block IO throttle, per container' } : {}),
+      ...(record.ioLimits ? { ioLimits: describeIoLimits(record.ioLimits), ioLimitsBy: driver.ioLimitsBy ?? 'cgroup block IO throttle, per container' } : {}),
       ...(record.encryption ? { encrypted: 'LUKS2' } : {}),
-      attachment: local ? { host: here.hostId, device: local.device, mountpoint: local.mountpoint, mounts: totalRefs(local) } : 'detached',
+      attachment,
       lease:
         ownership.state === 'held'
           ? {
@@ -54,7 +85,7 @@ export function volumeView(driver: BackendDriver, record: VolumeRecord, here: Lo
             }
           : { state: 'free', generation: ownership.generation },
       ...(local?.fenced ? { fenced: local.fenced } : {}),
-      health: here.unhealthy ? `unavailable: ${here.unhealthy}` : 'ok',
+      health: health(here.unhealthy),
     },
   };
 }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LoopDriver } from '../../../src/drivers/loop-driver.js';
 import { VolumeAlreadyExists, type NewVolume } from '../../../src/drivers/types.js';
-import { BackendUnavailable, StaleRevision, VolumeInUse } from '../../../src/errors.js';
+import { BackendUnavailable, StaleRevision, VolumeDamaged, VolumeInUse } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 
 const spec = (name: string, sizeBytes = 64 * 1024 ** 2): NewVolume => ({
@@ -79,11 +79,16 @@ describe('LoopDriver', () => {
     await expect(driver.grow('v', 16 * 1024 ** 2)).rejects.toThrow(/can grow but not shrink/);
   });
 
-  it('reports damaged metadata as the backend being unavailable, naming the volume', async () => {
+  it.each([
+    ['empty', '', /is empty \(0 bytes: truncated\)/],
+    ['not JSON', '{"v":1,"rev', /is not valid JSON \(.+\)/],
+    ['not a record', '{"v":1}', /is not a volume record \(revision: .+\)/],
+  ])('reports a record that is %s as damaged (a kind of unavailable), naming the volume, the file and the fix', async (_what, content, problem) => {
     await driver.create(spec('v'));
-    await writeFile(join(root, 'v', 'meta.json'), '{"v":1}');
+    await writeFile(join(root, 'v', 'meta.json'), content);
     await expect(driver.read('v')).rejects.toThrow(BackendUnavailable);
-    await expect(driver.read('v')).rejects.toThrow(/metadata of volume v .* is damaged/);
+    await expect(driver.read('v')).rejects.toThrow(VolumeDamaged);
+    await expect(driver.read('v')).rejects.toThrow(new RegExp(`^volume v is damaged: ${join(root, 'v', 'meta.json')} ${problem.source}; ballast changed nothing: .*move ${join(root, 'v')} out of the root`));
   });
 
   it('reports scope global only for a shared root', () => {

@@ -64,6 +64,18 @@ describe('MetadataGuard', () => {
     expect(await readFile(path, 'utf8')).toBe('live writer');
   });
 
+  it("names the writer of a guard that outlasts the wait, the guard file and when it will be broken", async () => {
+    await writeFile(path, JSON.stringify({ host: 'node-x', boot: 'other', pidns: 'pid:[1]', pid: 4242, token: 'ab' }));
+    let held = guard.hold(path, 'v', async () => 'ran');
+    await sleep(50);
+    now += 6_000;
+    await expect(held).rejects.toThrow(`the metadata of volume v stayed locked for 5 s by host node-x (pid 4242) (guard file ${path}); `);
+    held = guard.hold(path, 'v', async () => 'ran');
+    await sleep(50);
+    now += 6_000; // first seen 12 s ago
+    await expect(held).rejects.toThrow(/retry in 18 s, or delete the guard file now if no ballast on that host is running$/);
+  });
+
   it('never breaks a guard whose content keeps changing (successive live writers), however long this host waits', async () => {
     await writeFile(path, 'writer 0');
     const held = guard.hold(path, 'v', async () => 'ran');

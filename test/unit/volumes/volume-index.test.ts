@@ -1,10 +1,11 @@
-import { mkdtemp, readdir, rename, rm, unlink } from 'node:fs/promises';
+import { mkdtemp, readdir, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LoopDriver } from '../../../src/drivers/loop-driver.js';
 import type { NewVolume } from '../../../src/drivers/types.js';
 import { silentLogger } from '../../../src/log.js';
 import { VolumeIndex } from '../../../src/volumes/volume-index.js';
+import { volumeView } from '../../../src/volumes/volume-view.js';
 
 // Two "hosts" on one shared loop root: a changes volumes through its driver, b answers from its
 // index. The clock is b's, moved by hand; MAX_AGE is lease.renew_every.
@@ -170,5 +171,20 @@ describe('VolumeIndex on a root shared with another host', () => {
     const entry = await index.lookup('v');
     expect(entry?.error).toMatch(/cannot read the metadata of volume v/);
     expect(entry?.record.name).toBe('v');
+  });
+
+  it('lists a volume whose record it never could read, with the error, and its view says damaged', async () => {
+    await a.create(spec('keep'));
+    await a.create(spec('bad'));
+    await writeFile(join(root, 'bad', 'meta.json'), '{"v":1,"rev');
+    const entries = (await index.all()).entries;
+    expect(entries.map((e) => e.record.name).sort()).toEqual(['bad', 'keep']);
+    const bad = entries.find((e) => e.record.name === 'bad')!;
+    expect(bad.error).toMatch(/^volume bad is damaged: .*meta\.json is not valid JSON/);
+    const view = volumeView(b, bad.record, { hostId: 'b', local: undefined, mountpoint: '', leaseAge: () => ({}), unhealthy: bad.error });
+    expect(view.status).toEqual({ backend: 'loop', attachment: 'detached', health: expect.stringMatching(/^damaged: .*meta\.json is not valid JSON .*; ballast changed nothing: /) });
+    await a.writeOwnership('keep', 1, held('a')); // and the others still refresh
+    now += MAX_AGE + 1;
+    expect((await index.lookup('keep'))?.record.ownership).toEqual(held('a'));
   });
 });
