@@ -1,7 +1,7 @@
 import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse, type Method } from 'axios';
 import { Mutex } from 'async-mutex';
-import { BackendUnavailable, errorMessage } from '../../errors.js';
+import { BackendUnavailable, errorMessage, redact, secretForms } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
 /** Attachments need 3.27, `os-complete` 3.44; nothing newer is used. */
@@ -104,7 +104,7 @@ export class CinderClient {
         continue;
       }
       if (reply.status >= 200 && reply.status < 300) return { status: reply.status, data: reply.data as T, headers: reply.headers };
-      const detail = faultMessage(reply.data);
+      const detail = this.said(reply.data);
       if (reply.status >= 400 && reply.status < 500) throw new CinderRefusal(reply.status, what, detail);
       throw new BackendUnavailable(`Cinder at ${this.endpoint} failed to ${what} (HTTP ${reply.status}): ${detail}`);
     }
@@ -143,13 +143,19 @@ export class CinderClient {
     const data = reply.data as { token?: { expires_at?: string; project?: { id?: string } } };
     const projectId = data.token?.project?.id;
     if (reply.status !== 201 || !token || !projectId) {
-      throw new BackendUnavailable(`Keystone at ${auth.authUrl} did not issue a project token (HTTP ${reply.status}): ${faultMessage(reply.data)}`);
+      throw new BackendUnavailable(`Keystone at ${auth.authUrl} did not issue a project token (HTTP ${reply.status}): ${this.said(reply.data)}`);
     }
     const lifetimeMs = Date.parse(data.token?.expires_at ?? '') - Date.now();
     // Renewed at 80% of its life (at most an hour), so a call never carries a token about to expire.
     const renewInMs = Number.isFinite(lifetimeMs) ? Math.min(lifetimeMs * 0.8, 3_600_000) : 600_000;
     this.log.info('logged in to Keystone', { user: auth.username, project: auth.project, projectId });
     return { token, projectId, renewAfterMs: performance.now() + renewInMs };
+  }
+
+  /** What Cinder or Keystone said, the password masked (a server could echo the login request). */
+  private said(body: unknown): string {
+    const auth = this.options.auth;
+    return auth.kind === 'password' ? redact(faultMessage(body), secretForms(auth.username, auth.password)) : faultMessage(body);
   }
 
   private unreachable(what: string, err: unknown): BackendUnavailable {

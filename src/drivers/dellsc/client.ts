@@ -1,7 +1,7 @@
 import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse, type Method } from 'axios';
 import { Mutex } from 'async-mutex';
-import { BackendUnavailable, errorMessage } from '../../errors.js';
+import { BackendUnavailable, errorMessage, redact, secretForms } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
 export interface DellScClientOptions {
@@ -60,12 +60,15 @@ export class DellScClient {
   private cookie: string | undefined;
   private apiVersion: string;
   private readonly loginLock = new Mutex();
+  /** Masked in whatever the Data Collector says back (it could echo the login request). */
+  private readonly secrets: string[];
 
   constructor(
     private readonly options: DellScClientOptions,
     private readonly log: Logger,
   ) {
     this.apiVersion = options.apiVersion;
+    this.secrets = secretForms(options.username, options.password);
     this.http = axios.create({
       baseURL: `${options.url.replace(/\/+$/, '')}/api/rest/`,
       timeout: options.timeoutMs,
@@ -97,7 +100,7 @@ export class DellScClient {
 
   private async awaitTask<T>(task: AsyncTask, what: string, deadline: number): Promise<T> {
     for (let pause = 100; ; pause = Math.min(pause * 2, 1_000)) {
-      if (task.status === 'Error') throw new DellScRefusal(400, what, task.message ?? 'the task failed');
+      if (task.status === 'Error') throw new DellScRefusal(400, what, redact(task.message ?? 'the task failed', this.secrets));
       if (performance.now() > deadline) throw new BackendUnavailable(`Dell Storage Manager at ${this.endpoint} did not ${what} within ${this.options.timeoutMs / 1000} s (task ${task.returnValue} still running)`);
       await sleep(pause);
       const reply = await this.send('GET', task.returnValue.replace(/^\/?(api\/rest\/)?/, ''), what, undefined, { Cookie: await this.session() });
@@ -119,9 +122,13 @@ export class DellScClient {
   }
 
   private refusal(reply: AxiosResponse, what: string): Error {
-    const detail = faultMessage(reply.data);
+    const detail = this.said(reply.data);
     if (reply.status >= 400 && reply.status < 500) return new DellScRefusal(reply.status, what, detail);
     return new BackendUnavailable(`Dell Storage Manager at ${this.endpoint} failed to ${what} (HTTP ${reply.status}): ${detail}`);
+  }
+
+  private said(body: unknown): string {
+    return redact(faultMessage(body), this.secrets);
   }
 
   private async session(): Promise<string> {
@@ -135,14 +142,14 @@ export class DellScClient {
       const authorization = `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}`;
       const reply = await this.send('POST', 'ApiConnection/Login', 'log in', { Application: 'ballast', ApplicationVersion: '0.1' }, { Authorization: authorization });
       if (reply.status === 401 || reply.status === 403) throw new BackendUnavailable(`Dell Storage Manager at ${this.endpoint} refused user ${username}: check backends.dellsc.user and its password_file`);
-      const named = reply.status === 400 && /version/i.test(faultMessage(reply.data)) ? faultMessage(reply.data).match(/\d+\.\d+/g)?.find((v) => v !== this.apiVersion) : undefined;
+      const named = reply.status === 400 && /version/i.test(this.said(reply.data)) ? this.said(reply.data).match(/\d+\.\d+/g)?.find((v) => v !== this.apiVersion) : undefined;
       if (named && named !== this.apiVersion && attempt === 1) {
         this.log.info('Dell Storage Manager asks for another API version', { asked: this.apiVersion, named });
         this.apiVersion = named;
         continue;
       }
       const cookie = ([] as string[]).concat(reply.headers['set-cookie'] ?? []).map((c) => c.split(';')[0]).join('; ');
-      if (reply.status !== 200 || !cookie) throw new BackendUnavailable(`Dell Storage Manager at ${this.endpoint} did not open a session (HTTP ${reply.status}): ${faultMessage(reply.data)}`);
+      if (reply.status !== 200 || !cookie) throw new BackendUnavailable(`Dell Storage Manager at ${this.endpoint} did not open a session (HTTP ${reply.status}): ${this.said(reply.data)}`);
       this.log.info('logged in to Dell Storage Manager', { dsm: this.endpoint, user: username, apiVersion: this.apiVersion });
       return cookie;
     }

@@ -1,7 +1,7 @@
 import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse, type Method } from 'axios';
 import { Mutex } from 'async-mutex';
-import { BackendUnavailable, errorMessage } from '../../errors.js';
+import { BackendUnavailable, errorMessage, redact, secretForms } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
 export interface ScbeClientOptions {
@@ -43,11 +43,14 @@ export class ScbeClient {
   private readonly http: AxiosInstance;
   private token: string | undefined;
   private readonly loginLock = new Mutex();
+  /** Masked in whatever Spectrum Connect says back (it could echo the login request). */
+  private readonly secrets: string[];
 
   constructor(
     private readonly options: ScbeClientOptions,
     private readonly log: Logger,
   ) {
+    this.secrets = secretForms(options.username, options.password);
     this.http = axios.create({
       baseURL: `${this.endpoint}/api/v1`,
       timeout: options.timeoutMs,
@@ -73,7 +76,7 @@ export class ScbeClient {
         continue;
       }
       if (reply.status >= 200 && reply.status < 300) return reply.data as T;
-      const detail = faultMessage(reply.data);
+      const detail = redact(faultMessage(reply.data), this.secrets);
       if (reply.status >= 400 && reply.status < 500) throw new ScbeRefusal(reply.status, what, detail);
       throw new BackendUnavailable(`Spectrum Connect at ${this.endpoint} failed to ${what} (HTTP ${reply.status}): ${detail}`);
     }
@@ -98,7 +101,7 @@ export class ScbeClient {
       throw new BackendUnavailable(`Spectrum Connect at ${this.endpoint} refused user ${username} (group ${group}): check backends.scbe.user, group and the password_file`);
     }
     const token = (reply.data as { token?: unknown } | undefined)?.token;
-    if (reply.status !== 200 || typeof token !== 'string' || !token) throw new BackendUnavailable(`Spectrum Connect at ${this.endpoint} did not issue a token (HTTP ${reply.status}): ${faultMessage(reply.data)}`);
+    if (reply.status !== 200 || typeof token !== 'string' || !token) throw new BackendUnavailable(`Spectrum Connect at ${this.endpoint} did not issue a token (HTTP ${reply.status}): ${redact(faultMessage(reply.data), this.secrets)}`);
     this.log.info('logged in to Spectrum Connect', { scbe: this.endpoint, user: username });
     return token;
   }

@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import tls from 'node:tls';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { Mutex } from 'async-mutex';
-import { BackendUnavailable, errorMessage } from '../../errors.js';
+import { BackendUnavailable, errorMessage, redact, secretForms } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { asArray, envelope, isFault, moref, parseResponse, refOf, textOf, typeOf, VsphereFault, type MoRef, type SoapNode, type SoapObject } from './soap.js';
 
@@ -265,6 +265,10 @@ export class VsphereClient {
       if (isFault(err, 'InvalidLogin')) {
         throw new BackendUnavailable(`vCenter ${this.options.url} refused the login of user ${this.options.username}: wrong user name or password (backends.vmdk.vcenter.user and password_file)`);
       }
+      // A server that echoes the request back would have the password in the text of its answer.
+      const secrets = secretForms(this.options.username, this.options.password);
+      if (err instanceof VsphereFault) throw new VsphereFault(err.faultType, redact(err.faultString, secrets), err.detail);
+      if (err instanceof Error && !(err instanceof BackendUnavailable)) throw new Error(redact(err.message, secrets));
       throw err;
     }
     this.log.info('logged in to vCenter', { vcenter: this.options.url, user: this.options.username, ms: Date.now() - started });

@@ -3,7 +3,7 @@ import { ConfigError } from '../../../src/errors.js';
 import { silentLogger } from '../../../src/log.js';
 import { MetricsRegistry } from '../../../src/metrics/registry.js';
 import { formatListen, startMetricsServer, type MetricsServer } from '../../../src/metrics/server.js';
-import { freeTcpPort } from '../../helpers/net.js';
+import { freeTcpPort } from '../../lab/net.js';
 
 describe('startMetricsServer', () => {
   let server: MetricsServer | undefined;
