@@ -52,6 +52,11 @@ export class SparseImages implements VolumeImages {
   }
 }
 
+/** The logical volume that holds volume `name`'s data (snapshots are taken of it). */
+export function logicalVolumeName(name: string): string {
+  return `ballast-${name}`;
+}
+
 /**
  * Logical volumes `ballast-<name>` in a volume group on the array host (lvcreate, lvextend,
  * lvremove through the array host's Exec). LVM rounds sizes up to whole extents.
@@ -64,7 +69,7 @@ export class LogicalVolumes implements VolumeImages {
   ) {}
 
   private lv(name: string): string {
-    return `ballast-${name}`;
+    return logicalVolumeName(name);
   }
 
   path(name: string): string {

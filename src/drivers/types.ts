@@ -98,6 +98,8 @@ export interface BackendDriver extends OwnershipStore {
   readonly takeover?: 'automatic' | 'manual';
   /** Whether the volume's record keeps `ioLimits` (every backend whose records are files); others refuse the options. */
   readonly keepsIoLimits?: boolean;
+  /** Who enforces `ioLimits` when the storage does ("PowerFlex setMappedSdcLimits, per mapping"); absent: the host's cgroup throttle. */
+  readonly ioLimitsBy?: string;
   /** Whether the volume's record keeps `encryption`; a backend without it refuses encrypted=true. */
   readonly keepsEncryption?: boolean;
   /** Snapshots and clones; absent where the backend has none (yet). */

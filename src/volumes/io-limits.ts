@@ -1,6 +1,6 @@
 import type Docker from 'dockerode';
 import { ioCgroupOf, throttle } from '../attach/io-throttle.js';
-import type { IoLimits } from '../drivers/types.js';
+import type { BackendDriver, IoLimits, VolumeRecord } from '../drivers/types.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { describeIoLimits } from './options.js';
@@ -10,6 +10,11 @@ export interface Throttled {
   volume: string;
   device: string;
   limits: IoLimits;
+}
+
+/** The limits the host's cgroup throttle applies: none where the storage enforces them itself (driver.ioLimitsBy). */
+export function hostIoLimits(entry: { driver: BackendDriver; record: VolumeRecord } | undefined): IoLimits | undefined {
+  return entry && !entry.driver.ioLimitsBy ? entry.record.ioLimits : undefined;
 }
 
 const RECONNECT_MS = 1_000;

@@ -14,7 +14,7 @@ import type { ContainerUsage } from './container-usage.js';
 import { VolumeCreation } from './creation.js';
 import { EncryptionKeys } from './encryption-keys.js';
 import { FrozenFilesystems } from './frozen-filesystems.js';
-import { IoLimitEnforcer, type Throttled } from './io-limits.js';
+import { hostIoLimits, IoLimitEnforcer, type Throttled } from './io-limits.js';
 import { LeaseUpkeep } from './lease-upkeep.js';
 import { MountSequence } from './mount-sequence.js';
 import { totalRefs, type MountedVolume, type MountStateStore } from './mount-state.js';
@@ -95,7 +95,7 @@ export class VolumeManager {
     this.reconciler = new Reconciler(deps, backends, mounts, sequence, locks);
     this.operator = new OperatorCommands(config, identity.hostId, backends, mounts, locks, (driver, record) => this.view(driver, record));
     this.ioLimits = new IoLimitEnforcer(config.docker.socket, (dockerName) => this.throttled(dockerName), log, () =>
-      [...mounts.all().keys()].some((name) => backends.index.cached(name)?.record.ioLimits),
+      [...mounts.all().keys()].some((name) => hostIoLimits(backends.index.cached(name))),
     );
   }
 
@@ -258,7 +258,7 @@ export class VolumeManager {
       return undefined;
     }
     const mounted = this.mounts.all().get(name);
-    const limits = this.backends.index.cached(name)?.record.ioLimits;
+    const limits = hostIoLimits(this.backends.index.cached(name));
     return mounted && limits ? { volume: name, device: mounted.device, limits } : undefined;
   }
 

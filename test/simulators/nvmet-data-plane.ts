@@ -1,10 +1,12 @@
 import { mkdir, readdir, rmdir, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { DataPlane, SimHost, SimVolume } from './powerflex.js';
 
 // The PowerFlex simulator's volumes made real with Linux's nvmet (configfs), in the VM lab:
-// each volume a sparse file, the system one NVM subsystem on the given portals, a mapping a
+// each volume a sparse file (a snapshot a sparse copy of its source's), the system one NVM subsystem on the given portals, a mapping a
 // namespace (NGUID = volume id + system id) and the host in allowed_hosts, an unmap the namespace
 // disabled and removed. nvmet has no per-host namespace views: every allowed host sees every
 // namespace of the subsystem, where a real PowerFlex shows a host only its own (a gap of the
@@ -75,6 +77,11 @@ export class NvmetDataPlane implements DataPlane {
   async created(volume: SimVolume): Promise<void> {
     await writeFile(this.file(volume), '');
     await truncate(this.file(volume), volume.sizeInKb * 1024);
+  }
+
+  /** The snapshot's file a sparse copy of its source's as it is now (nvmet writes through the page cache cp reads). */
+  async snapshotted(source: SimVolume, snapshot: SimVolume): Promise<void> {
+    await promisify(execFile)('cp', ['--sparse=always', this.file(source), this.file(snapshot)], { timeout: 60_000 });
   }
 
   async resized(volume: SimVolume): Promise<void> {

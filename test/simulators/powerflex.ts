@@ -23,6 +23,10 @@ export interface SimVolume {
   storagePoolId: string;
   volumeType: string;
   mappedHosts: string[];
+  /** Set on a snapshot: the volume it was taken of. */
+  ancestorVolumeId?: string;
+  /** Per mapped host id: the limits setMappedSdcLimits gave that mapping (gone with the mapping). */
+  limits: Map<string, { iopsLimit: number; bandwidthLimitInKbps: number }>;
 }
 
 export interface SimHost {
@@ -34,6 +38,8 @@ export interface SimHost {
 /** What makes the simulated volumes real: files and nvmet namespaces in the VM lab. */
 export interface DataPlane {
   created(volume: SimVolume): Promise<void>;
+  /** A snapshot of `source`: its data as it is now. */
+  snapshotted?(source: SimVolume, snapshot: SimVolume): Promise<void>;
   resized(volume: SimVolume): Promise<void>;
   removed(volume: SimVolume): Promise<void>;
   mapped(volume: SimVolume, host: SimHost): Promise<void>;
@@ -66,6 +72,8 @@ export class PowerFlexSim extends LoopbackSim {
   readonly systemId = hex16();
   readonly volumes = new Map<string, SimVolume>();
   readonly hosts = new Map<string, SimHost>();
+  /** The next call of this action (a volume action, or snapshotVolumes) is refused with errorCode 16 and the message. */
+  refuseNext: { action: string; message: string } | undefined;
   private readonly tokens = new Set<string>();
   private readonly domains = new Map<string, { id: string; name: string; pools: Map<string, { id: string; name: string; capacityKb: number }> }>();
 
@@ -105,6 +113,7 @@ export class PowerFlexSim extends LoopbackSim {
     }
     app.use('/api', (req, res, next) => (this.sessionOk(req) ? next() : res.status(401).json({ message: 'Unauthorized', httpStatusCode: 401, errorCode: 0 })));
     app.get('/api/types/System/instances', h(() => [{ id: this.systemId, name: 'sim' }]));
+    app.post(/^\/api\/instances\/System::(\w+)\/action\/snapshotVolumes$/, h((req) => this.snapshotVolumes(param(req, 0), req.body as { snapshotDefs?: { volumeId?: string; snapshotName?: string }[] })));
     app.get(/^\/api\/types\/Domain\/instances\/getByName::(.+)$/, h((req) => this.domain(param(req, 0)).id));
     app.get(/^\/api\/types\/Pool\/instances\/getByName::(.+)$/, h((req) => this.pool(param(req, 0)).id));
     app.get(
@@ -164,31 +173,69 @@ export class PowerFlexSim extends LoopbackSim {
   }
 
   private describe(volume: SimVolume) {
-    const mappedSdcInfo = volume.mappedHosts.map((id) => ({ sdcId: id, sdcName: this.hosts.get(id)?.name, accessMode: 'ReadWrite' }));
-    return { id: volume.id, name: volume.name, sizeInKb: volume.sizeInKb, storagePoolId: volume.storagePoolId, volumeType: volume.volumeType, mappedSdcInfo: mappedSdcInfo.length ? mappedSdcInfo : null };
+    const mappedSdcInfo = volume.mappedHosts.map((id) => {
+      const limits = volume.limits.get(id);
+      return { sdcId: id, sdcName: this.hosts.get(id)?.name, accessMode: 'ReadWrite', limitIops: limits?.iopsLimit ?? 0, limitBwInMbps: (limits?.bandwidthLimitInKbps ?? 0) / 1024 };
+    });
+    const { id, name, sizeInKb, storagePoolId, volumeType, ancestorVolumeId = null } = volume;
+    return { id, name, sizeInKb, storagePoolId, volumeType, ancestorVolumeId, mappedSdcInfo: mappedSdcInfo.length ? mappedSdcInfo : null };
+  }
+
+  /** snapshotVolumes: each snapshot a new volume of its source's size, pool and type, data included. */
+  private async snapshotVolumes(systemId: string, body: { snapshotDefs?: { volumeId?: string; snapshotName?: string }[] }) {
+    if (systemId !== this.systemId) throw new Refusal(0, `Could not find the system ${systemId}`, 404);
+    this.refusedNow('snapshotVolumes');
+    const defs = body.snapshotDefs ?? [];
+    if (defs.length === 0) throw new Refusal(0, 'snapshotDefs is empty', 400);
+    const made: SimVolume[] = [];
+    for (const def of defs) {
+      const source = this.volume(def.volumeId ?? '');
+      const name = def.snapshotName ?? '';
+      this.checkName(name);
+      if (this.volumeByName(name) || made.some((v) => v.name === name)) throw new Refusal(6, 'Volume name already in use');
+      made.push({ id: hex16(), name, sizeInKb: source.sizeInKb, storagePoolId: source.storagePoolId, volumeType: source.volumeType, mappedHosts: [], ancestorVolumeId: source.id, limits: new Map() });
+    }
+    for (const [i, snapshot] of made.entries()) {
+      this.volumes.set(snapshot.id, snapshot);
+      await this.options.dataPlane?.snapshotted?.(this.volume(defs[i]!.volumeId!), snapshot);
+    }
+    return { volumeIdList: made.map((v) => v.id), snapshotGroupId: hex16() };
+  }
+
+  private checkName(name: string): void {
+    if (!/^[A-Za-z0-9_.:-]{1,31}$/.test(name)) throw new Refusal(7, `Invalid name ${name}: at most 31 letters, digits and _.:-`);
   }
 
   private async createVolume(body: Record<string, string>) {
     const { name = '', storagePoolId = '', volumeType = 'ThinProvisioned' } = body;
     const sizeInKb = Number(body.volumeSizeInKb);
-    if (!/^[A-Za-z0-9_.:-]{1,31}$/.test(name)) throw new Refusal(7, `Invalid name ${name}: at most 31 letters, digits and _.:-`);
+    this.checkName(name);
     if (this.volumeByName(name)) throw new Refusal(6, 'Volume name already in use');
     const pool = [...this.domains.values()].flatMap((d) => [...d.pools.values()]).find((p) => p.id === storagePoolId);
     if (!pool) throw new Refusal(142, 'Could not find the storage pool');
     if (!Number.isInteger(sizeInKb) || sizeInKb <= 0 || sizeInKb % KB_PER_STEP) throw new Refusal(8, 'Volume size must be a multiple of 8 GB');
     if (sizeInKb > this.freeKb(pool.id, pool.capacityKb)) throw new Refusal(16, 'Not enough free capacity in the storage pool');
-    const volume: SimVolume = { id: hex16(), name, sizeInKb, storagePoolId: pool.id, volumeType, mappedHosts: [] };
+    const volume: SimVolume = { id: hex16(), name, sizeInKb, storagePoolId: pool.id, volumeType, mappedHosts: [], limits: new Map() };
     this.volumes.set(volume.id, volume);
     await this.options.dataPlane?.created(volume);
     return { id: volume.id };
   }
 
+  /** Thin snapshots share their ancestor's capacity until written: only volumes count. */
   private freeKb(poolId: string, capacityKb: number): number {
-    const used = [...this.volumes.values()].filter((v) => v.storagePoolId === poolId).reduce((sum, v) => sum + v.sizeInKb, 0);
+    const used = [...this.volumes.values()].filter((v) => v.storagePoolId === poolId && !v.ancestorVolumeId).reduce((sum, v) => sum + v.sizeInKb, 0);
     return capacityKb - used;
   }
 
+  private refusedNow(action: string): void {
+    if (this.refuseNext?.action !== action) return;
+    const { message } = this.refuseNext;
+    this.refuseNext = undefined;
+    throw new Refusal(16, message);
+  }
+
   private async volumeAction(volume: SimVolume, action: string, body: Record<string, string>) {
+    this.refusedNow(action);
     if (action === 'addMappedHost') {
       const host = this.hosts.get(body.hostId ?? '');
       if (!host) throw new Refusal(3, `Could not find the host ${body.hostId}`);
@@ -200,7 +247,10 @@ export class PowerFlexSim extends LoopbackSim {
       const host = this.hosts.get(body.hostId ?? '');
       if (!host || !volume.mappedHosts.includes(host.id)) throw new Refusal(4039, 'The volume is not mapped to this host');
       volume.mappedHosts = volume.mappedHosts.filter((id) => id !== host.id);
+      volume.limits.delete(host.id);
       await this.options.dataPlane?.unmapped(volume, host);
+    } else if (action === 'setMappedSdcLimits') {
+      this.setLimits(volume, body);
     } else if (action === 'setVolumeSize') {
       const sizeInKb = Number(body.sizeInGB) * 1024 * 1024;
       if (!Number.isInteger(sizeInKb) || sizeInKb % KB_PER_STEP) throw new Refusal(8, 'Volume size must be a multiple of 8 GB');
@@ -217,11 +267,22 @@ export class PowerFlexSim extends LoopbackSim {
     return {};
   }
 
+  /** PyPowerFlex's rules: an IOPS limit above 10 (0 unlimited), bandwidth in KiB/s granular to 1024; strings. */
+  private setLimits(volume: SimVolume, body: Record<string, string>): void {
+    const sdcId = body.sdcId ?? '';
+    if (!volume.mappedHosts.includes(sdcId)) throw new Refusal(4039, 'The volume is not mapped to this host');
+    const iopsLimit = Number(body.iopsLimit ?? 0);
+    const bandwidthLimitInKbps = Number(body.bandwidthLimitInKbps ?? 0);
+    if (!Number.isInteger(iopsLimit) || iopsLimit < 0 || (iopsLimit > 0 && iopsLimit <= 10)) throw new Refusal(11, `Invalid IOPS limit ${body.iopsLimit}: must be greater than 10`);
+    if (!Number.isInteger(bandwidthLimitInKbps) || bandwidthLimitInKbps < 0 || bandwidthLimitInKbps % 1024) throw new Refusal(11, `Invalid bandwidth limit ${body.bandwidthLimitInKbps}: must be granular to 1024 KB`);
+    volume.limits.set(sdcId, { iopsLimit, bandwidthLimitInKbps });
+  }
+
   private addHost(body: { name?: string; nqn?: string }) {
     const { name = '', nqn = '' } = body;
     if (!/^nqn\./.test(nqn)) throw new Refusal(3, `Invalid NQN ${nqn}`);
     if ([...this.hosts.values()].some((h) => h.nqn === nqn)) throw new Refusal(3, `A host with NQN ${nqn} already exists`);
-    if (!/^[A-Za-z0-9_.:-]{1,31}$/.test(name)) throw new Refusal(7, `Invalid name ${name}: at most 31 letters, digits and _.:-`);
+    this.checkName(name);
     const host = { id: hex16(), name, nqn };
     this.hosts.set(host.id, host);
     return { id: host.id };

@@ -1,7 +1,7 @@
 import type { Exec } from '../../exec.js';
-import { NotSupported, SnapshotNotFound } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { ArrayHostCopier } from './array-copier.js';
+import { LvmSnapshots, type LvmPool } from './lvm-snapshots.js';
 import type { FileStore } from '../file-store.js';
 import { ImageSnapshots, imageSnapshotsOf, type ImagePool } from '../image-snapshots.js';
 import type { SnapshotCapable } from '../types.js';
@@ -16,31 +16,15 @@ export interface PoolSnapshotsOptions {
 }
 
 /**
- * The snapshots of a pool on a Linux array host (tgt or LIO). Image files: copies beside each volume's image on the array
- * host (a reflink where its filesystem can), the layout of the loop backend. Logical volumes:
- * refused, as ballast has no tested LVM snapshots yet (lvcreate -s needs device-mapper, which
- * the hosts its tests run on lack).
+ * The snapshots of a pool on a Linux array host (tgt or LIO). Image files: copies beside each
+ * volume's image on the array host (a reflink where its filesystem can), the layout of the loop
+ * backend. Logical volumes: LVM snapshots in the volume group, and clones copied from them.
  */
-export function poolSnapshots(driver: ImagePool, options: PoolSnapshotsOptions, log: Logger): SnapshotCapable {
-  if (options.volumeGroup !== undefined) return refusedOnLvm(options.volumeGroup);
+export function poolSnapshots(driver: ImagePool & LvmPool, options: PoolSnapshotsOptions, log: Logger): SnapshotCapable {
   const { exec, files } = options.arrayHost;
+  if (options.volumeGroup !== undefined) {
+    return new LvmSnapshots(driver, { exec, volumeGroup: options.volumeGroup, commandTimeoutMs: options.commandTimeoutMs, copyTimeoutMs: options.copyTimeoutMs }, log);
+  }
   const copier = new ArrayHostCopier(exec, files, options.commandTimeoutMs, options.copyTimeoutMs);
   return imageSnapshotsOf(driver, new ImageSnapshots(options.pool, files, copier, log), copier, log);
-}
-
-function refusedOnLvm(volumeGroup: string): SnapshotCapable {
-  const refuse = (volume: string): never => {
-    throw new NotSupported(
-      `volume ${volume} is a logical volume in LVM volume group ${volumeGroup} on the array host: ` +
-        'ballast has no snapshots or clones of LVM volumes yet; they work on a pool of image files (a profile without volume_group)',
-    );
-  };
-  return {
-    createSnapshot: async (volume) => refuse(volume.name),
-    listSnapshots: async () => [],
-    removeSnapshot: async (volume, name) => {
-      throw new SnapshotNotFound(volume, name);
-    },
-    createFrom: async (_volume, source) => refuse(source.volume),
-  };
 }

@@ -1,10 +1,16 @@
-import { InvalidRequest } from '../../errors.js';
+import { BackendUnavailable, InvalidRequest } from '../../errors.js';
 import { LookupCache } from '../../util/lookup-cache.js';
 import { ERR, PowerFlexRefusal, type PowerFlexClient } from './client.js';
 
 /** PowerFlex allocates in 8 GiB steps: sizes are rounded up to them. */
 export const SIZE_STEP_BYTES = 8 * 2 ** 30;
 export const roundToStep = (bytes: number) => Math.max(1, Math.ceil(bytes / SIZE_STEP_BYTES)) * SIZE_STEP_BYTES;
+
+/** A ballast volume's PowerFlex volume, and the pool its SDTs serve it from. */
+export interface PowerFlexRef {
+  id: string;
+  pool: PoolRef;
+}
 
 export interface PoolRef {
   protectionDomain: string;
@@ -17,6 +23,15 @@ export interface PowerFlexVolume {
   sizeInKb: number;
   /** The hosts (SDCs or NVMe hosts) the volume is mapped to. */
   mappedSdcInfo?: { sdcId: string; sdcName?: string }[] | null;
+  /** Set on a snapshot: the volume it was taken of. */
+  ancestorVolumeId?: string | null;
+}
+
+/** A mapping's limits as setMappedSdcLimits takes them: reads and writes together, 0 unlimited. */
+export interface MappingLimits {
+  iopsLimit: number;
+  /** KiB/s, in whole MiB/s (multiples of 1024). */
+  bandwidthLimitInKbps: number;
 }
 
 export interface NvmeHost {
@@ -97,6 +112,30 @@ export class PowerFlexArray {
 
   async setSize(id: string, name: string, sizeBytes: number): Promise<void> {
     await this.client.call('POST', `/api/instances/Volume::${id}/action/setVolumeSize`, `grow volume ${name}`, { sizeInGB: String(roundToStep(sizeBytes) / 2 ** 30) });
+  }
+
+  /**
+   * Snapshots the volume as a new volume named `name` (a writable one, in the volume's vTree);
+   * undefined when the name is taken.
+   */
+  async snapshot(id: string, name: string, what: string): Promise<string | undefined> {
+    const systemId = await this.systemId();
+    try {
+      const reply = await this.client.call<{ volumeIdList?: string[] }>('POST', `/api/instances/System::${systemId}/action/snapshotVolumes`, what, { snapshotDefs: [{ volumeId: id, snapshotName: name }] });
+      const made = reply.volumeIdList?.[0];
+      if (!made) throw new BackendUnavailable(`the PowerFlex gateway at ${this.client.endpoint} answered no volume id to ${what}`);
+      return made;
+    } catch (err) {
+      if (err instanceof PowerFlexRefusal && /already (in use|exists)/i.test(err.detail)) return undefined;
+      if (err instanceof PowerFlexRefusal) throw new InvalidRequest(`${err.message}; check the free space of the volume's storage pool and its vTree's snapshot count (at most 126)`);
+      throw err;
+    }
+  }
+
+  /** Limits the volume's IO through this host's mapping (PowerFlex keeps them per mapping). */
+  async setMappingLimits(id: string, name: string, hostId: string, limits: MappingLimits): Promise<void> {
+    const body = { sdcId: hostId, iopsLimit: String(limits.iopsLimit), bandwidthLimitInKbps: String(limits.bandwidthLimitInKbps) };
+    await this.client.call('POST', `/api/instances/Volume::${id}/action/setMappedSdcLimits`, `limit the IO of volume ${name} on host ${hostId}`, body);
   }
 
   /** The NVMe host object with this NQN, made (named `name`) when the array has none. */

@@ -1,7 +1,7 @@
 import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse, type Method } from 'axios';
 import { Mutex } from 'async-mutex';
-import { BackendUnavailable, errorMessage } from '../../errors.js';
+import { BackendUnavailable, errorMessage, redact, secretForms } from '../../errors.js';
 import type { Logger } from '../../log.js';
 
 export interface PowerFlexClientOptions {
@@ -50,11 +50,14 @@ export class PowerFlexClient {
   private readonly http: AxiosInstance;
   private token: string | undefined;
   private readonly loginLock = new Mutex();
+  /** Masked in whatever the gateway says back (it could echo the login request). */
+  private readonly secrets: string[];
 
   constructor(
     private readonly options: PowerFlexClientOptions,
     private readonly log: Logger,
   ) {
+    this.secrets = secretForms(options.username, options.password);
     this.http = axios.create({
       baseURL: options.url.replace(/\/+$/, ''),
       timeout: options.timeoutMs,
@@ -96,7 +99,7 @@ export class PowerFlexClient {
 
   private refusal(reply: AxiosResponse, what: string): Error {
     const body = reply.data as { message?: unknown; errorCode?: unknown } | undefined;
-    const detail = typeof body?.message === 'string' ? body.message : typeof reply.data === 'string' && reply.data ? reply.data.slice(0, 300) : 'no message';
+    const detail = redact(typeof body?.message === 'string' ? body.message : typeof reply.data === 'string' && reply.data ? reply.data.slice(0, 300) : 'no message', this.secrets);
     const errorCode = typeof body?.errorCode === 'number' ? body.errorCode : undefined;
     if (errorCode !== undefined || (reply.status >= 400 && reply.status < 500)) return new PowerFlexRefusal(reply.status, errorCode, what, detail);
     return new BackendUnavailable(`the PowerFlex gateway at ${this.endpoint} failed to ${what} (HTTP ${reply.status}): ${detail}`);

@@ -1,11 +1,14 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { PowerFlexBackendConfig } from '../../config/schema.js';
-import { BackendUnavailable, InvalidRequest, LeaseHeld } from '../../errors.js';
+import { BackendUnavailable, InvalidOption, InvalidRequest, LeaseHeld } from '../../errors.js';
 import type { Export, Initiator } from '../../export.js';
 import type { Logger } from '../../log.js';
+import { LocalFileStore } from '../file-store.js';
 import { MappedArrayDriver, type ArrayApi } from '../mapped-array.js';
-import type { PoolRef, PowerFlexArray } from './array.js';
+import type { IoLimits, NewVolume, VolumeRecord } from '../types.js';
+import type { MappingLimits, PoolRef, PowerFlexArray, PowerFlexRef } from './array.js';
+import { PowerFlexSnapshots } from './snapshots.js';
 
 const SDT_PORTALS_TTL_MS = 60_000;
 
@@ -23,11 +26,33 @@ export function powerflexName(name: string): string {
 /** The NVM subsystem a PowerFlex system's SDTs serve (unverified against a real system: see the README). */
 export const subsystemNqnOf = (systemId: string) => `nqn.1988-11.com.dell:powerflex:00:${systemId}`;
 
-/** A ballast volume's PowerFlex volume, and the pool its SDTs serve it from. */
-export interface PowerFlexRef {
-  id: string;
-  pool: PoolRef;
+const MiB = 2 ** 20;
+/** PowerFlex refuses an IOPS limit of 10 or less (0 is unlimited). */
+const MIN_IOPS = 11;
+
+/**
+ * A volume's limits as PowerFlex applies them to a mapping: one IOPS and one bandwidth limit
+ * for reads and writes together. So each pair must be equal (read_iops = write_iops is the
+ * mapping's iopsLimit), and bandwidth is in whole MiB/s; anything else is refused, naming the fix.
+ */
+export function mappingLimits(limits: IoLimits): MappingLimits {
+  const pair = (kind: 'iops' | 'bps', read: number | undefined, write: number | undefined): number => {
+    if (read === write) return read ?? 0;
+    const show = (v: number | undefined) => (v === undefined ? 'unset' : String(v));
+    throw new InvalidOption(
+      `options read_${kind}=${show(read)}, write_${kind}=${show(write)}: PowerFlex limits a mapping's ${kind === 'iops' ? 'IOPS' : 'bandwidth'} for reads and writes together; ` +
+        `give read_${kind} and write_${kind} the same value (the limit of both together), or use a profile on another backend for separate limits`,
+    );
+  };
+  const iopsLimit = pair('iops', limits.readIops, limits.writeIops);
+  const bps = pair('bps', limits.readBps, limits.writeBps);
+  if (iopsLimit !== 0 && iopsLimit < MIN_IOPS) throw new InvalidOption(`options read_iops, write_iops = ${iopsLimit}: PowerFlex limits IOPS to more than 10`);
+  if (bps % MiB) throw new InvalidOption(`options read_bps, write_bps = ${bps}: PowerFlex limits bandwidth in whole MiB/s (e.g. 50M)`);
+  return { iopsLimit, bandwidthLimitInKbps: bps / 1024 };
 }
+
+/** What `docker volume inspect` shows as ioLimitsBy for a powerflex volume. */
+export const IO_LIMITS_BY = 'PowerFlex setMappedSdcLimits, per mapping';
 
 /**
  * Dell PowerFlex as ballast needs it: volumes in a profile's protection domain and pool, in
@@ -44,6 +69,8 @@ export class PowerFlexApi implements ArrayApi<PowerFlexRef> {
     private readonly backend: PowerFlexBackendConfig,
     /** Per ballast profile: its protection domain and pool. */
     private readonly pools: ReadonlyMap<string, PoolRef>,
+    /** The volume's IO limits, from its record: set on each new mapping. */
+    private readonly limitsOf: (name: string) => Promise<IoLimits | undefined> = async () => undefined,
   ) {}
 
   private poolOf(profile: string): PoolRef {
@@ -82,6 +109,15 @@ export class PowerFlexApi implements ArrayApi<PowerFlexRef> {
     if (!(await this.array.mapOnly(ref.id, powerflexName(name), host))) {
       throw new LeaseHeld(`PowerFlex maps volume ${name} (${powerflexName(name)}) to another host (error 306); another host is taking it`);
     }
+    const limits = await this.limitsOf(name);
+    if (!limits) return;
+    try {
+      await this.array.setMappingLimits(ref.id, powerflexName(name), host, mappingLimits(limits));
+    } catch (err) {
+      // A mapping without its limits would run unthrottled: none is left.
+      await this.array.unmap(ref.id, powerflexName(name), host).catch(() => undefined);
+      throw err;
+    }
   }
 
   unmap(ref: PowerFlexRef, name: string, host: string): Promise<void> {
@@ -105,7 +141,30 @@ export class PowerFlexApi implements ArrayApi<PowerFlexRef> {
   }
 }
 
-/** Volumes on Dell PowerFlex over NVMe/TCP, their records in backends.powerflex.metadata_root. */
-export function powerflexDriver(array: PowerFlexArray, backend: PowerFlexBackendConfig, pools: ReadonlyMap<string, PoolRef>, log: Logger): MappedArrayDriver<PowerFlexRef> {
-  return new MappedArrayDriver('powerflex', 'nvme-tcp', new PowerFlexApi(array, backend, pools), join(backend.metadata_root, 'powerflex'), 'backends.powerflex.metadata_root', log);
+/**
+ * The mapped-array driver, with IO limits PowerFlex enforces itself (refused at create when it
+ * cannot) and PowerFlex's own snapshots.
+ */
+export class PowerFlexDriver extends MappedArrayDriver<PowerFlexRef> {
+  readonly ioLimitsBy = IO_LIMITS_BY;
+  declare readonly snapshots: PowerFlexSnapshots;
+
+  override async create(volume: NewVolume): Promise<VolumeRecord> {
+    if (volume.ioLimits) mappingLimits(volume.ioLimits);
+    return super.create(volume);
+  }
+
+  /** The volume's snapshots go first: removeVolume ONLY_ME leaves them (and its clones) on the array. */
+  protected override async withdraw(name: string): Promise<void> {
+    await this.snapshots.removeAll(name);
+    await super.withdraw(name);
+  }
+}
+
+/** Volumes on Dell PowerFlex over NVMe/TCP, their records in backends.powerflex.metadata_root; snapshots are PowerFlex's. */
+export function powerflexDriver(array: PowerFlexArray, backend: PowerFlexBackendConfig, pools: ReadonlyMap<string, PoolRef>, log: Logger): PowerFlexDriver {
+  const root = join(backend.metadata_root, 'powerflex');
+  const api = new PowerFlexApi(array, backend, pools, async (name) => (await driver.read(name))?.value.ioLimits);
+  const driver: PowerFlexDriver = new PowerFlexDriver('powerflex', 'nvme-tcp', api, root, 'backends.powerflex.metadata_root', log, (volumes) => new PowerFlexSnapshots(array, volumes, root, new LocalFileStore(), powerflexName, log));
+  return driver;
 }

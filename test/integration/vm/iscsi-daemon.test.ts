@@ -1,5 +1,5 @@
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // Needs root, qemu-system-x86, linux-image-amd64, busybox-static, open-iscsi, multipath-tools,
 // sg3-utils, tgt and lvm2 (scripts/install-deps.sh installs them); fails loudly without them.
@@ -11,9 +11,9 @@ describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM la
 
   beforeAll(async () => {
     requireVmLab();
-    ({ results } = await runScenario(scenarioScript('iscsi-single'), { name: 'vm1', timeoutMs: 520_000, memoryMb: 1536 }));
+    ({ results } = await runScenario(scenarioScript('iscsi-single'), { name: 'vm1', timeoutMs: 900_000, memoryMb: 1536 }));
     console.log('VM lab iscsi-single timings (ms):', Object.fromEntries(Object.entries(results).filter(([k]) => k.endsWith('_ms') || k.endsWith('_s'))));
-  }, 540_000);
+  }, 920_000);
 
   it('mounts a new volume on the multipath map over both portals, under a type 5 reservation', () => {
     expect(results.device).toMatch(/^\/dev\/mapper\/3[0-9a-f]+$/);
@@ -71,6 +71,45 @@ describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM la
       expect(Number(results.enc_fs_bytes_grown)).toBeGreaterThan(90 * MiB);
       expect([results.enc_plaintext_in_lv, results.enc_luks_on_lv, results.enc_data_intact]).toEqual(['0', 'yes', '500']);
       expect([results.enc_sessions_end, results.enc_maps_end]).toEqual(['0', '0']);
+    });
+
+    describe('snapshots (lvcreate -s) and clones (a new logical volume filled by dd on the array host)', () => {
+      it('snapshots the mounted volume as an LVM snapshot whose copy-on-write area cannot overflow', () => {
+        expect(results.snapshot_reply).toBe(`array,${32 * MiB},ext4`);
+        expect(results.snap_lv).toMatch(/^ballast\.snap\.[0-9a-f]{24}$/);
+        expect(Number(results.snap_lv_bytes)).toBeGreaterThanOrEqual(32 * MiB);
+      });
+
+      it('a clone of the snapshot holds the snapshot\'s data, byte for byte, not what was written after', () => {
+        expect(results.clone_snapshot_raw_equal).toBe('yes');
+        expect(results.clone_snapshot_a).toBe('snapshot');
+        expect(results.clone_snapshot_b).toBe('absent');
+        // Blocks of zeros copied too: the clone's extents held 0xff before.
+        expect(results.clone_snapshot_zeros).toBe('zero');
+      });
+
+      it('a clone of the live volume holds its data as it is now, grown to the size asked for, as a LUN of its own', () => {
+        expect(results.clone_live_a).toBe('later');
+        expect(results.clone_live_b).toBe('present');
+        expect(Number(results.clone_live_fs_bytes)).toBeGreaterThan(50 * MiB);
+        expect(results.clone_live_lun).toBe('1');
+      });
+
+      it('leaves no temporary snapshot behind a clone', () => {
+        expect(results.lvs_after_clones).toBe(['ballast-cl', 'ballast-cs', 'ballast-src', results.snap_lv].sort().join(','));
+      });
+
+      it('lists the snapshot after a daemon restart (its record is in the LV tags), and Remove is refused meanwhile', () => {
+        expect(results.snapshot_ls_after_restart).toBe(`src@s1:array:${32 * MiB}`);
+        expect(results.remove_with_snapshot).toBe('has_1_snapshot(s)_(s1)');
+        expect(results.remove_with_snapshot_lv).toBe('ballast-src');
+      });
+
+      it('snapshot rm removes the snapshot; at the end no logical volume is left', () => {
+        expect(results.snapshot_ls_after_rm).toBe('0');
+        expect(results.snap_lvs_end).toBe('0');
+        expect([results.snap_sessions_end, results.snap_maps_end]).toEqual(['0', '0']);
+      });
     });
 
     it('keeps the data across unmount and mount, and remove deletes the logical volume', () => {

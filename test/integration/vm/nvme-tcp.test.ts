@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { REPO_ROOT } from '../../helpers/daemon.js';
-import { requireVmLab } from '../../helpers/vm.js';
-import { runScenario, scenarioScript, type Results } from '../../helpers/vm-scenario.js';
+import { REPO_ROOT } from '../../lab/ballast.js';
+import { requireVmLab } from '../../lab/vm.js';
+import { runScenario, scenarioScript, type Results } from '../../lab/vm-scenario.js';
 
 // NVMe/TCP against Linux's nvmet in one VM (nvmet, nvmet-tcp and nvme-tcp exist only in the VM
 // lab's kernel here): ballast's NvmeTcpAttacher through scripts/nvme-attach.mjs, two portals;
@@ -28,14 +28,15 @@ describe('NVMe/TCP attacher against nvmet (VM lab)', () => {
     await execFileAsync(join(REPO_ROOT, 'node_modules/.bin/tsc'), ['-p', join(REPO_ROOT, 'tsconfig.sim.json')], { timeout: 120_000 }); // the simulator, for the VM
     const share = await mkdtemp(join(tmpdir(), 'ballast-nvme-share-'));
     try {
-      ({ results: r } = await runScenario(scenarioScript('nvme-tcp'), { name: 'vm1', timeoutMs: 440_000, shareDir: share, env: { SHARE: share } }));
+      ({ results: r } = await runScenario(scenarioScript('nvme-tcp'), { name: 'vm1', timeoutMs: 560_000, shareDir: share, env: { SHARE: share } }));
       for (const f of readdirSync(join(share, 'out'))) out[f] = readFileSync(join(share, 'out', f), 'utf8').trim();
       console.log(`NVMe/TCP (TCG): attach over 2 portals ${r.attach_ms} ms, detach ${r.detach_ms} ms; refused host failed in ${r.refused_ms} ms; disabled namespace failed in ${r.disabled_ms} ms`);
       console.log(`PowerFlex over NVMe/TCP (TCG): create ${r.pf_create_ms} ms, lease + map + attach ${r.pf_attach_ms} ms, detach + unmap + release ${r.pf_detach_ms} ms`);
+      console.log(`PowerFlex snapshots (TCG): snapshot ${r.pf_snapshot_ms} ms, clone of the snapshot ${r.pf_clone_snap_ms} ms, clone of the live volume (grown) ${r.pf_clone_live_ms} ms; the whole snapshot part (3 attaches) ${r.pf_snap_section_ms} ms`);
     } finally {
       await rm(share, { recursive: true, force: true });
     }
-  }, 480_000);
+  }, 600_000);
 
   it('identifies the host by /etc/nvme/hostnqn', () => {
     expect([r.identify_ok, r.host_nqn_matches_file]).toEqual(['1', 'yes']);
@@ -96,6 +97,30 @@ describe('NVMe/TCP attacher against nvmet (VM lab)', () => {
       expect(r.pf_fenced_write_rc).not.toBe('0');
       expect(r.pf_fenced_write_rc).not.toBe('124'); // failed, not hung until timeout(1)
       expect([r.pf_fenced_detach_ok, r.pf_fenced_controllers_after_detach]).toEqual(['1', '0']);
+    });
+
+    it('snapshots and clones: a clone of the snapshot has the data of that moment, a clone of the volume the data of now, each read over NVMe/TCP', () => {
+      expect(out['pf-snapshot-error'] ?? '').toBe('');
+      expect(out['pf-clone-snap-error'] ?? '').toBe('');
+      expect(out['pf-clone-live-error'] ?? '').toBe('');
+      expect([r.pf_snapshot_ok, r.pf_snapshot_ancestor_ok]).toEqual(['1', '1']);
+      expect(r.pf_snapshot_name).toMatch(/^bs-[0-9a-f]{28}$/);
+      expect(r.pf_a_differs_from_b).toBe('yes');
+      expect([r.pf_clone_snap_ok, r.pf_clone_snap_ancestor_ok, r.pf_pfsnapc_matches]).toEqual(['1', '1', 'A']);
+      expect([r.pf_clone_live_ok, r.pf_clone_live_ancestor_ok, r.pf_pflivec_matches]).toEqual(['1', '1', 'B']);
+      expect([r.pf_clone_snap_size_kb, r.pf_pfsnapc_dev_bytes]).toEqual([String(8 * 1024 * 1024), String(8 * 2 ** 30)]);
+      expect([r.pf_clone_live_size_kb, r.pf_pflivec_dev_bytes]).toEqual([String(16 * 1024 * 1024), String(16 * 2 ** 30)]); // 9 GiB asked: grown to two steps
+    });
+
+    it("the volume's io limits are set on its mapping at the array (2000 IOPS, 100 MiB/s); its clones have none", () => {
+      expect(r.pf_src_limits).toBe('2000/102400');
+      expect([r.pf_pfsnapc_limits, r.pf_pflivec_limits]).toEqual(['none', 'none']);
+    });
+
+    it('snapshot rm, then deleting the clones and the volume, leave nothing on the array, in its files or connected', () => {
+      expect(out['pf-snap-destroy-error'] ?? '').toBe('');
+      expect(r.pf_snapshot_rm_ok).toBe('1');
+      expect([r.pf_snap_destroy_ok, r.pf_snap_volumes_end, r.pf_snap_files_end, r.pf_snap_controllers_end]).toEqual(['1', '0', '0', '0']);
     });
 
     it('release and delete leave nothing on the array, in its files or in nvmet', () => {

@@ -94,29 +94,6 @@ describe('ArrayHostCopier', () => {
   });
 });
 
-describe('IscsiDriver snapshots on an LVM volume group', () => {
-  it('are refused with a clear message, before anything runs on the array host', async () => {
-    const exec = new FakeExec();
-    const pool = await mkdtemp(join(tmpdir(), 'ballast-lvm-pool-'));
-    try {
-      const backend: IscsiBackendConfig = { portals: ['127.0.0.1:3260'], target_prefix: 'iqn.2026-12.dev.ballast', array: { tgt_control_port: 0 }, pool, multipath: true, reservations: true };
-      const driver = new IscsiDriver(pool, backend, { exec }, 10_000, silentLogger(), 'vg0');
-      const v: VolumeRecord = { ...volume('v'), createdAt: new Date().toISOString(), ownership: { ...FREE_OWNERSHIP } };
-      const message = /^volume v is a logical volume in LVM volume group vg0 on the array host: ballast has no snapshots or clones of LVM volumes yet/;
-      await expect(driver.snapshots.createSnapshot(v, 's')).rejects.toThrow(message);
-      await expect(driver.snapshots.createFrom(volume('c'), { volume: 'v' })).rejects.toThrow(message);
-      await expect(driver.snapshots.createFrom(volume('c'), { volume: 'v' })).rejects.toBeInstanceOf(NotSupported);
-      expect(await driver.snapshots.listSnapshots('v')).toEqual([]);
-      expect(await driver.snapshots.listSnapshots()).toEqual([]);
-      await expect(driver.snapshots.removeSnapshot('v', 's')).rejects.toBeInstanceOf(SnapshotNotFound);
-      expect(exec.calls).toEqual([]);
-      expect(await readdir(pool)).toEqual([]);
-    } finally {
-      await rm(pool, { recursive: true, force: true });
-    }
-  });
-});
-
 describe('LioDriver snapshots', () => {
   it('copy the image on the array host, as on tgt, into the snapshot beside the volume', async () => {
     const pool = await mkdtemp(join(tmpdir(), 'ballast-lio-pool-'));

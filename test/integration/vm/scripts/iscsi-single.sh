@@ -116,8 +116,9 @@ expect_ok VolumeDriver.Remove '{"Name":"enc"}' >/dev/null
 result "enc_sessions_end=$(sessions) enc_maps_end=$(dm_maps)"
 
 # Snapshots and clones on the lvm profile: LVM snapshots of the logical volume, clones copied by dd.
-# Free extents that held other data first (a new LV keeps what its extents held): a clone that
-# skipped the source's blocks of zeros (dd conv=sparse) would read 0xff in the file of zeros.
+# Free extents that held other data first (a new LV keeps what its extents held), so a clone that
+# skipped the source's blocks of zeros could read 0xff in the file of zeros. Not proven to bite:
+# a dd conv=sparse mutant still read zeros here; a clone without the dd fails three checks.
 snap_t0=$(date +%s)
 lvcreate -q --yes -l 100%FREE -n dirt ballastvg >/dev/null || die "lvcreate dirt"
 tr '\0' '\377' < /dev/zero | head -c 112M | dd of=/dev/ballastvg/dirt bs=4M iflag=fullblock oflag=direct status=none
