@@ -129,9 +129,10 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   }
 
   /**
-   * Creates the volume, exactly once across hosts. `fill` (sparse images only) writes the image
-   * itself, with a clone's data: it must create the file at the path given; a smaller one is
-   * grown to the volume's size.
+   * Creates the volume, exactly once across hosts. `fill` writes a clone's data before the record
+   * is in place, so no host sees the volume half-copied: for sparse image files it must create the
+   * file at the path given (a smaller one is grown to the volume's size); for logical volumes it
+   * writes the new, blank logical volume at the device path given.
    */
   async create(volume: NewVolume, fill?: (image: string) => Promise<void>): Promise<VolumeRecord> {
     await this.checkHealth();
@@ -140,10 +141,14 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     let imageMade = false;
     try {
       await this.files.mkdir(staging);
-      if (fill && !(this.images instanceof SparseImages)) throw new Error('only sparse image files can be filled at creation');
-      if (fill) await this.fillImage(join(staging, IMAGE), volume.sizeBytes, fill);
-      else await this.images.create(volume.name, staging, volume.sizeBytes);
-      imageMade = true;
+      if (fill && this.images instanceof SparseImages) {
+        await this.fillImage(join(staging, IMAGE), volume.sizeBytes, fill);
+        imageMade = true;
+      } else {
+        await this.images.create(volume.name, staging, volume.sizeBytes);
+        imageMade = true;
+        if (fill) await fill(this.images.path(volume.name));
+      }
       await this.files.writeNew(join(staging, META), serialize({ v: 1, revision: 1, volume: record }));
       await this.files.fsyncDir(staging);
       // rename() onto an existing, non-empty directory fails: exactly one creator wins, on any host.
@@ -240,8 +245,16 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
     if (sizeBytes < current.value.sizeBytes) {
       throw new InvalidOption(`volume ${name} is ${formatSize(current.value.sizeBytes)}; volumes can grow but not shrink`);
     }
-    await this.compareAndSwap(name, current.revision, (volume) => ({ ...volume, sizeBytes }));
-    await this.images.grow(name, sizeBytes);
+    const grownRevision = await this.compareAndSwap(name, current.revision, (volume) => ({ ...volume, sizeBytes }));
+    try {
+      await this.images.grow(name, sizeBytes);
+    } catch (err) {
+      // The record must not claim what the storage refused (LVM extends a snapshot origin only while inactive).
+      await this.compareAndSwap(name, grownRevision, (volume) => ({ ...volume, sizeBytes: current.value.sizeBytes })).catch((e: unknown) =>
+        this.log.warn('cannot put back the size of a volume whose grow failed', { volume: name, error: errorMessage(e) }),
+      );
+      throw err;
+    }
     await this.resized(name, sizeBytes);
     this.log.info('volume grown', { volume: name, sizeBytes });
     return { ...current.value, sizeBytes };

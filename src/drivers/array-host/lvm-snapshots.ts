@@ -43,11 +43,8 @@ const lvsSchema = z.object({ report: z.array(z.object({ lv: z.array(z.object({ l
 /** What snapshots and clones need of a driver whose volumes are logical volumes (FileVolumes with LogicalVolumes). */
 export interface LvmPool {
   read(name: string): Promise<Versioned<VolumeRecord> | undefined>;
-  /** Creates the volume on a new, blank logical volume. */
-  create(volume: NewVolume): Promise<VolumeRecord>;
-  destroy(name: string): Promise<void>;
-  /** The device of the volume's logical volume on the array host. */
-  imagePath(name: string): string;
+  /** Creates the volume on a new, blank logical volume, which `fill` writes before the volume's record is in place. */
+  create(volume: NewVolume, fill: (device: string) => Promise<void>): Promise<VolumeRecord>;
 }
 
 export interface LvmSnapshotsOptions {
@@ -130,10 +127,10 @@ export class LvmSnapshots implements SnapshotCapable {
 
   /**
    * A new volume (a blank logical volume of its size, exported like any other), filled with dd
-   * from the snapshot, or from a temporary snapshot of the volume as it is now. A failure
-   * destroys the new volume; the temporary snapshot goes on every path. Unlike an image file's,
-   * the volume's record is in place while the copy runs (FileVolumes fills only image files
-   * before the rename): the manager holds the clone's name here, but another host could see it.
+   * from the snapshot, or from a temporary snapshot of the volume as it is now. The copy runs
+   * before the volume's record is in place (FileVolumes.create's fill), so no host can see or
+   * mount it half-copied, and a failure removes the logical volume; the temporary snapshot goes
+   * on every path.
    */
   async createFrom(volume: NewVolume, source: CloneSource, onProgress?: (p: CopyProgress) => void): Promise<VolumeRecord & { method: 'copy' }> {
     assertName('volume', volume.name);
@@ -155,16 +152,12 @@ export class LvmSnapshots implements SnapshotCapable {
           throw new BackendUnavailable(`cannot take a temporary snapshot of volume ${source.volume} in LVM volume group ${this.vg} for the clone: ${errorMessage(err)}`);
         });
       }
-      const record = await this.pool.create(volume);
-      try {
-        await this.copy(`/dev/${this.vg}/${temporary ?? snapshotLvName(source.volume, source.snapshot!)}`, this.pool.imagePath(volume.name), sizeBytes);
-      } catch (err) {
-        const removed = await this.pool.destroy(volume.name).then(
-          () => 'the new volume was removed',
-          (e: unknown) => `the new volume could not be removed, remove it: ${errorMessage(e)}`,
-        );
-        throw new BackendUnavailable(`cannot copy ${describe(source)} into volume ${volume.name} on the array host (${removed}): ${errorMessage(err)}`);
-      }
+      const from = `/dev/${this.vg}/${temporary ?? snapshotLvName(source.volume, source.snapshot!)}`;
+      const record = await this.pool.create(volume, (device) =>
+        this.copy(from, device, sizeBytes).catch((err: unknown) => {
+          throw new Error(`cannot copy ${describe(source)} into it on the array host: ${errorMessage(err)}`);
+        }),
+      );
       onProgress?.({ doneBytes: sizeBytes, totalBytes: sizeBytes });
       this.log.info('volume cloned', { volume: volume.name, from: source, method: 'copy' });
       return { ...record, method: 'copy' };

@@ -50,6 +50,12 @@ describe('LVM snapshots and clones (iscsi and lio with volume_group)', () => {
 
   const source = async () => (await driver.read('v'))!.value;
 
+  it('a grow LVM refuses (an origin with snapshots extends only while inactive) leaves the recorded size as it was', async () => {
+    exec.reply({ match: 'lvextend', exitCode: 5, stderr: '  Snapshot origin volumes can be resized only while inactive: try lvchange -an.' });
+    await expect(driver.grow('v', 128 * MiB)).rejects.toThrow(/resized only while inactive/);
+    expect((await driver.read('v'))?.value.sizeBytes).toBe(64 * MiB);
+  });
+
   describe('createSnapshot', () => {
     it('is one bounded lvcreate -s of the volume, its record in the tags', async () => {
       const snapshot = await driver.snapshots.createSnapshot(await source(), 's1');
@@ -169,16 +175,29 @@ describe('LVM snapshots and clones (iscsi and lio with volume_group)', () => {
       expect(exec.timeouts).toEqual([COMMAND_MS, COMMAND_MS, COMMAND_MS, copyBound(64 * MiB), COMMAND_MS]);
     });
 
+    it('no host sees the clone while its copy runs: the record is put in place after the dd', async () => {
+      const run = exec.run.bind(exec);
+      let seenDuringCopy: unknown = 'dd never ran';
+      exec.run = async (argv, options) => {
+        if (argv[0] === 'dd') seenDuringCopy = await driver.read('c');
+        return run(argv, options);
+      };
+      await driver.snapshots.createFrom(volume('c'), { volume: 'v' });
+      expect(seenDuringCopy).toBeUndefined();
+      expect(await driver.read('c')).toBeDefined();
+    });
+
     it('a copy that fails or times out leaves nothing: the new volume and the temporary snapshot go', async () => {
       for (const failure of [{ exitCode: 1, stderr: 'dd: error writing: No space left on device' }, { timedOut: true, exitCode: 124 }]) {
         exec.calls.length = 0;
         exec.reply({ match: 'dd ', once: true, ...failure });
         const err = await driver.snapshots.createFrom(volume('c'), { volume: 'v' }).catch((e: unknown) => e);
         expect(err).toBeInstanceOf(BackendUnavailable);
-        expect((err as Error).message).toMatch(/^cannot copy volume v into volume c on the array host \(the new volume was removed\): command 'dd /);
+        expect((err as Error).message).toMatch(/^cannot create volume c under \S+ \(nothing was created\): cannot copy volume v into it on the array host: command 'dd /);
         const temporary = exec.calls[0]![6]!;
-        // After the dd: the target goes (tgtadm), then the logical volume, then the temporary snapshot.
-        expect(exec.commands.slice(3).map((c) => c.split(' ')[0])).toEqual(['dd', 'tgtadm', 'lvremove', 'lvremove']);
+        // The copy runs before the record and the target exist: after the dd, only the new logical volume and the temporary snapshot go.
+        expect(exec.commands.map((c) => c.split(' ')[0])).toEqual(['lvcreate', 'tgtadm', 'lvcreate', 'dd', 'lvremove', 'lvremove']);
+        expect(exec.commands[1]).toBe('tgtadm -C 0 --lld iscsi --mode target --op show'); // a look, no target is made
         expect(exec.commands.slice(-2)).toEqual(['lvremove --yes vg0/ballast-c', `lvremove --yes vg0/${temporary}`]);
         expect(await driver.read('c')).toBeUndefined();
         expect((await readdir(pool)).filter((e) => !e.startsWith('.'))).toEqual(['v']);
