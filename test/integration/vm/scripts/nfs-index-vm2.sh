@@ -38,7 +38,15 @@ mkdir -p "$ROOT"
 write_config 20
 start_daemon
 wait_for a-ready 300
-# The index is built and in use; what B holds before the changes, for the test to compare.
+# B's index may have been built before A's creates (B's daemon started first): its List shows them
+# within the index's bound, as documented; wait for that, then keep what B holds before the
+# changes, for the test to compare.
+t0=$(ms)
+until case "$(list)" in *'"Name":"g"'*'"Name":"m"'*'"Name":"r"'*) true ;; *) false ;; esac; do
+  [ $(( $(ms) - t0 )) -gt "$WAIT_MS" ] && break
+  nap 0.05
+done
+result "before_list_ms=$(( $(ms) - t0 ))"
 save b-before-list "$(list)"
 for v in g m r; do save "b-before-get-$v" "$(get "$v")"; done
 signal b-ready
