@@ -194,3 +194,31 @@ export function describeRun(name: string, run: FaultRun): string {
     ...summary.trace.map((l) => `    ${l}`),
   ].join('\n');
 }
+
+/** What every randomized fault run must show, whatever the backend: the checks of `run()` once it is set. */
+export function itHeldUnderFaults(run: () => FaultRun, steps: number): void {
+  it('ran the steps, with mounts, unmounts and takeovers or moves', () => {
+    expect(run().summary.steps).toBe(steps);
+    for (const kind of ['mount', 'unmount']) expect(run().summary.faults[kind]).toBeGreaterThan(0);
+    expect(run().summary.takeovers + (run().summary.faults.move ?? 0)).toBeGreaterThan(0);
+  });
+
+  it('every volume could be unmounted in the end, and neither host keeps anything attached', () => {
+    expect(run().summary.leftMounted).toEqual([]);
+    expect(run().summary.attachedAtEnd).toEqual({ vm1: '0 0 0 0', vm2: '0 0 0 0' });
+  });
+
+  it('no two hosts ever wrote one volume: sessions never interleave on disk (double mounts 0)', () => {
+    expect(run().check.doubleMounts).toBe(0);
+    for (const c of Object.values(run().check.volumes)) expect(c.malformed).toBe(0);
+  });
+
+  it('no acknowledged (fsynced) line is missing from the images (lost acknowledged writes 0)', () => {
+    expect(run().check.ackedTotal).toBeGreaterThan(0);
+    expect(run().check.lostAcked).toBe(0);
+  });
+
+  it('each image is a consistent filesystem once its journal is replayed', () => {
+    for (const c of Object.values(run().check.volumes)) expect(c.fsckAfter).toBe(0);
+  });
+}

@@ -7,7 +7,7 @@ import { freeTcpPort } from '../../lab/net.js';
 import { PrivateSshd } from '../../lab/sshd.js';
 import { parseShow, requireTgtTools, runTool, Tgtd } from '../../lab/tgtd.js';
 import { requireVmLab } from '../../lab/vm.js';
-import { describeRun, faultSeed, faultSteps, runFaultScenario, type FaultRun } from '../../helpers/random-faults.js';
+import { describeRun, faultSeed, faultSteps, itHeldUnderFaults, runFaultScenario, type FaultRun } from '../../helpers/random-faults.js';
 
 // Randomized faults on iSCSI, fenced by SCSI-3 persistent reservations: two VMs (two hosts, two
 // kernels) on one tgtd array on this host, each over two portals (two paths, dm-multipath),
@@ -142,28 +142,5 @@ describe(`iSCSI, two VMs over two paths: ${STEPS} random fault steps (seed ${SEE
     }
   }, 1_260_000);
 
-  it('ran the steps, with mounts, unmounts and takeovers or moves', () => {
-    expect(run.summary.steps).toBe(STEPS);
-    for (const kind of ['mount', 'unmount']) expect(run.summary.faults[kind]).toBeGreaterThan(0);
-    expect(run.summary.takeovers + (run.summary.faults.move ?? 0)).toBeGreaterThan(0);
-  });
-
-  it('every volume could be unmounted in the end, and neither host keeps anything attached', () => {
-    expect(run.summary.leftMounted).toEqual([]);
-    expect(run.summary.attachedAtEnd).toEqual({ vm1: '0 0 0 0', vm2: '0 0 0 0' });
-  });
-
-  it('no two hosts ever wrote one volume: sessions never interleave on disk (double mounts 0)', () => {
-    expect(run.check.doubleMounts).toBe(0);
-    for (const c of Object.values(run.check.volumes)) expect(c.malformed).toBe(0);
-  });
-
-  it('no acknowledged (fsynced) line is missing from the images (lost acknowledged writes 0)', () => {
-    expect(run.check.ackedTotal).toBeGreaterThan(0);
-    expect(run.check.lostAcked).toBe(0);
-  });
-
-  it('each image is a consistent filesystem once its journal is replayed', () => {
-    for (const c of Object.values(run.check.volumes)) expect(c.fsckAfter).toBe(0);
-  });
+  itHeldUnderFaults(() => run, STEPS);
 });

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ganesha, requireGanesha } from '../../lab/ganesha.js';
-import { describeRun, faultSeed, faultSteps, runFaultScenario, type FaultRun } from '../../helpers/random-faults.js';
+import { describeRun, faultSeed, faultSteps, itHeldUnderFaults, runFaultScenario, type FaultRun } from '../../helpers/random-faults.js';
 import { requireVmLab } from '../../lab/vm.js';
 
 // Randomized faults on a shared loop root over NFS, fenced by NFSv4 image locks: two VMs (two
@@ -52,28 +52,5 @@ describe(`NFS loop root, two VMs: ${STEPS} random fault steps (seed ${SEED})`, (
     }
   }, 1_260_000);
 
-  it('ran the steps, with faults of every kind the NFS backend has, and takeovers', () => {
-    expect(run.summary.steps).toBe(STEPS);
-    for (const kind of ['mount', 'unmount']) expect(run.summary.faults[kind]).toBeGreaterThan(0);
-    expect(run.summary.takeovers + (run.summary.faults.move ?? 0)).toBeGreaterThan(0);
-  });
-
-  it('every volume could be unmounted in the end, and neither host keeps anything attached', () => {
-    expect(run.summary.leftMounted).toEqual([]);
-    expect(run.summary.attachedAtEnd).toEqual({ vm1: '0 0 0 0', vm2: '0 0 0 0' });
-  });
-
-  it('no two hosts ever wrote one volume: sessions never interleave on disk (double mounts 0)', () => {
-    expect(run.check.doubleMounts).toBe(0);
-    for (const c of Object.values(run.check.volumes)) expect(c.malformed).toBe(0);
-  });
-
-  it('no acknowledged (fsynced) line is missing from the images (lost acknowledged writes 0)', () => {
-    expect(run.check.ackedTotal).toBeGreaterThan(0);
-    expect(run.check.lostAcked).toBe(0);
-  });
-
-  it('each image is a consistent filesystem once its journal is replayed', () => {
-    for (const c of Object.values(run.check.volumes)) expect(c.fsckAfter).toBe(0);
-  });
+  itHeldUnderFaults(() => run, STEPS);
 });
