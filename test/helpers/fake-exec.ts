@@ -47,3 +47,12 @@ export class FakeExec implements Exec {
     return { stdout: reply.stdout ?? '', stderr: reply.stderr ?? '', exitCode };
   }
 }
+
+/** FakeExec that also keeps each call's timeout. */
+export class TimedExec extends FakeExec {
+  readonly timeouts: (number | undefined)[] = [];
+  override run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+    this.timeouts.push(options.timeoutMs);
+    return super.run(argv, options);
+  }
+}

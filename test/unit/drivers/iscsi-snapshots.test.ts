@@ -1,26 +1,15 @@
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { IscsiBackendConfig, LioBackendConfig } from '../../../src/config/schema.js';
+import type { LioBackendConfig } from '../../../src/config/schema.js';
 import { ArrayHostCopier } from '../../../src/drivers/array-host/array-copier.js';
 import { LocalFileStore } from '../../../src/drivers/file-store.js';
-import { IscsiDriver } from '../../../src/drivers/iscsi/iscsi-driver.js';
 import { LioDriver } from '../../../src/drivers/lio/lio-driver.js';
-import type { NewVolume, VolumeRecord } from '../../../src/drivers/types.js';
-import { CommandFailed, NotSupported, SnapshotNotFound } from '../../../src/errors.js';
-import type { Exec, ExecOptions, ExecResult } from '../../../src/exec.js';
+import type { NewVolume } from '../../../src/drivers/types.js';
+import { CommandFailed } from '../../../src/errors.js';
+import type { Exec } from '../../../src/exec.js';
 import { silentLogger } from '../../../src/log.js';
-import { FREE_OWNERSHIP } from '../../../src/ownership/types.js';
-import { FakeExec } from '../../helpers/fake-exec.js';
-
-/** FakeExec that also keeps each call's timeout. */
-class TimedExec extends FakeExec {
-  readonly timeouts: (number | undefined)[] = [];
-  override run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
-    this.timeouts.push(options.timeoutMs);
-    return super.run(argv, options);
-  }
-}
+import { TimedExec } from '../../helpers/fake-exec.js';
 
 const MiB = 1024 ** 2;
 const volume = (name: string): NewVolume => ({ name, profile: 'gold', sizeBytes: 64 * MiB, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });

@@ -7,18 +7,8 @@ import { IscsiDriver } from '../../../src/drivers/iscsi/iscsi-driver.js';
 import { LioDriver } from '../../../src/drivers/lio/lio-driver.js';
 import type { NewVolume } from '../../../src/drivers/types.js';
 import { BackendUnavailable, InvalidOption, SnapshotExists, SnapshotNotFound, VolumeNotFound } from '../../../src/errors.js';
-import type { ExecOptions, ExecResult } from '../../../src/exec.js';
 import { silentLogger } from '../../../src/log.js';
-import { FakeExec } from '../../helpers/fake-exec.js';
-
-/** FakeExec that also keeps each call's timeout. */
-class TimedExec extends FakeExec {
-  readonly timeouts: (number | undefined)[] = [];
-  override run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
-    this.timeouts.push(options.timeoutMs);
-    return super.run(argv, options);
-  }
-}
+import { TimedExec } from '../../helpers/fake-exec.js';
 
 const MiB = 1024 ** 2;
 const volume = (name: string, sizeBytes = 64 * MiB): NewVolume => ({ name, profile: 'lvm', sizeBytes, fstype: 'ext4', mkfsOpts: [], mountOpts: [], readonly: false });
