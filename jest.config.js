@@ -11,6 +11,7 @@ const common = {
 export default {
   // Integration tests wait on real leases, daemons and dockerd; each bounds its own waits.
   testTimeout: 180_000,
+  testSequencer: '<rootDir>/test/long-suites-first.mjs',
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     { ...common, displayName: 'plugin', testMatch: ['<rootDir>/test/plugin/**/*.test.ts'] },

@@ -187,3 +187,8 @@ export function redact(text: string, secrets: readonly string[]): string {
   for (const secret of secrets) if (secret) out = out.split(secret).join('***');
   return out;
 }
+
+/** Whether `err` is a Node system error with one of these codes (ENOENT, EEXIST...). */
+export function isErrno(err: unknown, ...codes: string[]): boolean {
+  return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
+}

@@ -13,3 +13,15 @@ export async function dmKernelName(sysfsRoot: string, name: string): Promise<str
   }
   return undefined;
 }
+
+/**
+ * The names of the multipath maps (dm uuid "mpath-...") at or beneath the block device with
+ * kernel name `kernelName`, following sysfs slaves down (a LUKS mapping sits on a map).
+ */
+export async function multipathMapsBeneath(sysfsRoot: string, kernelName: string): Promise<string[]> {
+  const dir = join(sysfsRoot, 'sys/block', kernelName);
+  const uuid = await readFile(join(dir, 'dm/uuid'), 'utf8').catch(() => '');
+  const here = uuid.startsWith('mpath-') ? [(await readFile(join(dir, 'dm/name'), 'utf8')).trim()] : [];
+  const below = await Promise.all((await readdir(join(dir, 'slaves')).catch(() => [] as string[])).map((slave) => multipathMapsBeneath(sysfsRoot, slave)));
+  return [...here, ...below.flat()];
+}

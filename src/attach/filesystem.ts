@@ -1,11 +1,12 @@
 import { readFile, realpath } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import type { Fstype } from '../config/schema.js';
-import { CommandFailed } from '../errors.js';
+import { CommandFailed, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Exec } from '../exec.js';
 import { MountTable } from '../util/mountinfo.js';
-import { dmKernelName } from './device-mapper.js';
+import { settledWithin } from '../util/settled-within.js';
+import { dmKernelName, multipathMapsBeneath } from './device-mapper.js';
 import { cleanExt4, readExt4Superblock } from './ext4-superblock.js';
 
 /**
@@ -147,6 +148,8 @@ const MKFS_ARGS: Record<Fstype, readonly string[]> = {
 
 /** How long a fence waits for its shutdown command before leaving it to finish on its own. */
 const SHUTDOWN_WAIT_MS = 3_000;
+/** How long a fence waits for the freeze that makes in-flight fsyncs durable before shutting down without it. */
+const FREEZE_WAIT_MS = 2_000;
 
 /** blkid, mkfs, fsck, mount, umount and grow: the filesystem steps every transport shares. */
 export class Filesystem {
@@ -213,9 +216,18 @@ export class Filesystem {
   }
 
   /**
-   * Shuts the mounted filesystem down (the XFS_IOC_GOINGDOWN ioctl, which ext4 implements
-   * too) after flushing its log: from then on every write fails with EIO and nothing more
-   * reaches the device. The self-fence of a host that may have lost its lease. umount still works.
+   * Shuts the mounted filesystem down (the XFS_IOC_GOINGDOWN ioctl, which ext4 implements too):
+   * from then on every write fails with EIO and nothing more reaches the device. The self-fence
+   * of a host that may have lost its lease. umount still works.
+   *
+   * A freeze comes first. ext4 can acknowledge an fsync whose metadata the shutdown then drops:
+   * an fsync still waiting on its data when the shutdown aborts the journal finds its transaction
+   * ended (by the abort) and returns 0, and the line it wrote is gone (fence-fsync.test.ts shows
+   * it in Debian's kernel). A freeze commits everything in flight and holds new writes, so the
+   * shutdown aborts an empty journal; the thaw then lets the held writes fail. On storage that
+   * does not answer the freeze cannot finish: after FREEZE_WAIT_MS the I/O queued in multipath
+   * maps beneath is failed, then the shutdown goes ahead. New writes stay held (not failed) until
+   * the freeze fails on its own once the storage answers (a shut-down filesystem cannot sync).
    */
   async shutdown(target: string, device: string): Promise<void> {
     // The ioctl acts on whatever filesystem holds `target`: on a bare directory that would be
@@ -224,30 +236,71 @@ export class Filesystem {
     if (entry?.source !== device) {
       throw new Error(`refusing to shut down ${target}: it is not a mount of ${device} (found ${entry ? entry.source : 'no mount'})`);
     }
+    const freeze = this.freeze(target).then(
+      () => true,
+      (err: unknown) => {
+        this.log.warn('fence: freeze failed; shutting down without it', { target, device, error: errorMessage(err) });
+        return false;
+      },
+    );
+    const frozen = await settledWithin(freeze, FREEZE_WAIT_MS);
+    if (frozen === undefined) {
+      // A thaw now would wait as long as the freeze (both need the superblock): thaw when it ends.
+      this.log.warn('fence: the freeze waits on the storage; shutting down without it', { target, device, waitedMs: FREEZE_WAIT_MS });
+      void freeze.then((late) => (late ? this.thawFenced(target) : undefined));
+      await this.failQueuedIo(target, device);
+    }
     // No log flush (`shutdown -f`): it writes to the storage being fenced, and on a cut-off NFS
     // root it blocks until the link returns. The ioctl marks the filesystem shut down before it
-    // aborts the journal, so writes fail at once even while the command itself still waits on
-    // the storage; then it is left to finish in the background (fsynced data is on disk already).
+    // aborts the journal, so the shutdown holds even while the command itself still waits on the
+    // storage; then it is left to finish in the background.
     const command = this.exec.run(['xfs_io', '-x', '-c', 'shutdown', target]);
-    let timer: NodeJS.Timeout | undefined;
-    const waited = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SHUTDOWN_WAIT_MS)));
-    const finished = await Promise.race([command.then(() => true), waited]).finally(() => clearTimeout(timer));
-    if (!finished) {
+    if (!(await settledWithin(command.then(() => true), SHUTDOWN_WAIT_MS))) {
       command.catch(() => undefined);
       this.log.warn('filesystem shut down; the command still waits on the storage and is left to finish', { target, device, waitedMs: SHUTDOWN_WAIT_MS });
     }
+    if (frozen) await this.thawFenced(target);
+  }
+
+  /**
+   * Fails the I/O that multipath maps beneath `device` hold while they have no path (queue_if_no_path,
+   * no_path_retry). Once the journal is aborted, a data write that completes later, when a path
+   * returns, lets an fsync waiting on it report success for a line whose size the abort dropped
+   * (FC random faults lost one so: a host cut off from the array was fenced with its writes queued).
+   * Failed now, that fsync reports EIO; and nothing of this host reaches the storage after its fence.
+   */
+  private async failQueuedIo(target: string, device: string): Promise<void> {
+    // Never in the way of the shutdown that follows: a failed lookup is logged, not thrown.
+    const maps = await this.kernelName(device).then((name) => multipathMapsBeneath(this.sysfsRoot, name)).catch((err: unknown) => {
+      this.log.error('fence: cannot read the multipath maps beneath the volume from sysfs; their queued I/O is left queued', { target, device, error: errorMessage(err) });
+      return [] as string[];
+    });
+    for (const map of maps) {
+      await this.exec
+        .run(['dmsetup', 'message', map, '0', 'fail_if_no_path'])
+        .then(() => this.log.warn('fence: multipath map set to fail the I/O it queued', { target, device, map }))
+        .catch((err: unknown) => this.log.error('fence: cannot make the multipath map fail its queued I/O', { target, device, map, error: errorMessage(err) }));
+    }
+  }
+
+  /** The fence's thaw: held writes then fail with EIO. A thaw that fails leaves them held until the unmount. */
+  private async thawFenced(target: string): Promise<void> {
+    await this.thaw(target).catch((err: unknown) => this.log.error('fence: thaw failed; writes to the volume stay held until it is unmounted', { target, error: errorMessage(err) }));
   }
 
   /** The device's size in bytes, from sysfs (/sys/class/block/NAME/size, in 512-byte sectors): no child process. */
   async deviceBytes(device: string): Promise<number> {
-    // /dev/loop3 is its own name; /dev/disk/by-*/... are links to it; /dev/mapper/x may be a node of its own.
-    const mapped = /^\/dev\/mapper\/([^/]+)$/.exec(device);
-    const dm = mapped ? await dmKernelName(this.sysfsRoot, mapped[1]!) : undefined;
-    const name = dm ?? basename(/^\/dev\/[^/]+$/.test(device) ? device : await realpath(device));
-    const path = join(this.sysfsRoot, 'sys', 'class', 'block', name, 'size');
+    const path = join(this.sysfsRoot, 'sys', 'class', 'block', await this.kernelName(device), 'size');
     const sectors = (await readFile(path, 'utf8')).trim();
     if (!/^\d+$/.test(sectors)) throw new Error(`${path} holds no sector count: ${JSON.stringify(sectors)}`);
     return Number(sectors) * 512;
+  }
+
+  /** The device's kernel name (loop3, dm-2): /dev/disk/by-id/... are links to it; /dev/mapper/x may be a node of its own. */
+  private async kernelName(device: string): Promise<string> {
+    const mapped = /^\/dev\/mapper\/([^/]+)$/.exec(device);
+    const dm = mapped ? await dmKernelName(this.sysfsRoot, mapped[1]!) : undefined;
+    return dm ?? basename(/^\/dev\/[^/]+$/.test(device) ? device : await realpath(device));
   }
 
   /**

@@ -10,6 +10,9 @@ import type { Attacher } from './types.js';
 
 /** How often a locked attach asks again while another host holds the image's lock. */
 const LOCK_POLL_MS = 1_000;
+/** How long (polls of DETACH_POLL_MS) a detach waits for the kernel to release a device still held open. */
+const DETACH_POLLS = 50;
+const DETACH_POLL_MS = 100;
 const LOOP_DEVICE = /^loop\d+$/;
 
 /**
@@ -118,6 +121,10 @@ export class LoopAttacher implements Attacher {
     // Only detach a device that is still bound to this volume's file: never someone else's.
     if (!(await this.isAttached(exp, device))) return;
     await this.exec.run(['losetup', '--detach', device]);
+    // On a device something still holds open (udev's probe, under load) the detach only marks it
+    // to clear at the last close. Wait for that, bounded: once Unmount returns nothing is left
+    // attached, and on NFS the image's lock is free for the next host. (Seen in two CI runs.)
+    for (let i = 0; i < DETACH_POLLS && (await this.isAttached(exp, device)); i++) await this.sleep(DETACH_POLL_MS);
   }
 
   /** Online resize2fs fails with EPERM on loop devices here: loop volumes grow at their next mount. */

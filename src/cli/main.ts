@@ -78,10 +78,12 @@ async function main(argv: string[]): Promise<number> {
       const { runWatchdog } = await import('./watchdog.js');
       await runWatchdog(config, createLogger(config.log.level, config.log.file).child({ process: 'fence-watchdog' }));
       return 0;
-    case 'config check':
-      process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+    case 'config check': {
+      const { maskSecrets } = await import('./config-check.js');
+      process.stdout.write(`${JSON.stringify(maskSecrets(config), null, 2)}\n`);
       for (const line of config.lease.derived) process.stderr.write(`ballast: derived lease.${line}\n`);
       return 0;
+    }
     case 'config packages': {
       const { packagesFor, transportsInUse, ALL_TRANSPORTS } = await import('../config/host-packages.js');
       const transports = values.all ? ALL_TRANSPORTS : transportsInUse(config);

@@ -2,13 +2,29 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { CommandRunner, Filesystem, MountTable } from '../attach/index.js';
 import type { Config } from '../config/schema.js';
-import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { monotonicSeconds } from '../ownership/host-lease.js';
-import { FenceFiles } from '../volumes/fence-files.js';
+import { FenceFiles, type Heartbeat } from '../volumes/fence-files.js';
+import { shutDownFenced } from '../volumes/lease-upkeep.js';
 import { MountStateStore } from '../volumes/mount-state.js';
 
 const POLL_MS = 500;
+
+/**
+ * Seconds since the daemon's last renewal as the watchdog can best tell: from the renewal's own
+ * start when the beat carries it (the daemon and the watchdog share CLOCK_MONOTONIC), else from
+ * when the watchdog saw the beat change (a beat of an older daemon), which is up to a poll late.
+ */
+export function quietSeconds(beat: Heartbeat | undefined, sawChangeAt: number, now: number): number {
+  // A renewedAt ahead of now is another boot's (the monotonic clock restarts at boot).
+  const renewedAt = beat?.renewedAt !== undefined && beat.renewedAt <= now ? beat.renewedAt : sawChangeAt;
+  return now - renewedAt;
+}
+
+/** How long to sleep before looking again: a poll, or less when the fence falls due sooner. */
+export function nextLookMs(quiet: number, fenceAfter: number): number {
+  return Math.min(POLL_MS, Math.max(20, Math.ceil((fenceAfter - quiet) * 1000) + 5));
+}
 
 function isRunningWatchdog(pid: number): boolean {
   try {
@@ -51,29 +67,35 @@ export async function runWatchdog(config: Config, log: Logger): Promise<void> {
   const filesystem = new Filesystem(exec, log, { slowMs: config.timeouts.filesystem_seconds * 1000 }, new MountTable());
   let lastBeat = await files.readBeat();
   let changedAt = monotonicSeconds();
+  let sleepMs = POLL_MS;
   log.info('fence watchdog running', { pid: process.pid, fenceAfter: config.lease.fence_after });
   for (;;) {
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await new Promise((r) => setTimeout(r, sleepMs));
     const beat = await files.readBeat();
-    if (beat !== lastBeat) {
+    if (beat?.seq !== lastBeat?.seq) {
       lastBeat = beat;
       changedAt = monotonicSeconds();
     }
     const mounted = await state.load().catch(() => undefined);
     if (mounted && mounted.size === 0) break;
-    const quiet = monotonicSeconds() - changedAt;
+    const quiet = quietSeconds(lastBeat, changedAt, monotonicSeconds());
+    sleepMs = nextLookMs(quiet, config.lease.fence_after);
     if (!mounted || quiet <= config.lease.fence_after) continue;
     const fenced = await files.readFenced();
-    let changed = false;
-    for (const [name, volume] of mounted) {
-      if (volume.fenced || fenced[name]) continue;
-      const reason = `the daemon renewed no lease for ${Math.round(quiet)} s (stopped, hung or cut off from the backend)`;
-      log.error('FENCING a volume: its filesystem is shut down, writes on this host now fail', { volume: name, reason });
-      await filesystem.shutdown(volume.mountpoint, volume.device).catch((err) => log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) }));
-      fenced[name] = { at: new Date().toISOString(), reason };
-      changed = true;
-    }
-    if (changed) await files.writeFenced(fenced);
+    const due = [...mounted].filter(([name, volume]) => !volume.fenced && !fenced[name]);
+    if (due.length === 0) continue;
+    const reason = `the daemon renewed no lease for ${Math.round(quiet)} s (stopped, hung or cut off from the backend)`;
+    // All at once: on storage that does not answer each shutdown may wait seconds, and the last must not come late.
+    await Promise.all(
+      due.map(async ([name, volume]) => {
+        await shutDownFenced(filesystem, log, { name, volume, reason });
+        fenced[name] = { at: new Date().toISOString(), reason };
+        // Other hosts may take the volume lease.seconds after the renewal: a fence after that came too late.
+        const late = quietSeconds(lastBeat, changedAt, monotonicSeconds()) - config.lease.seconds;
+        if (late > 0) log.error('fence came after the lease expired: another host may have taken the volume over meanwhile (this host was starved of CPU or the shutdown hung)', { volume: name, lateMs: Math.round(late * 1000) });
+      }),
+    );
+    await files.writeFenced(fenced);
   }
   log.info('fence watchdog exiting: nothing mounted');
   try {

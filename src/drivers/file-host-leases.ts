@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { BackendUnavailable, errorMessage } from '../errors.js';
-import type { HostLease, HostLeaseStore } from '../ownership/types.js';
+import { HostLeaseDamaged, type HostLease, type HostLeaseStore } from '../ownership/types.js';
 import { writeProblem, type FileStore } from './file-store.js';
 import { type Beacon, BeaconWriter, beaconsByHost, KnownHostLeases } from './host-beacons.js';
 
@@ -17,6 +17,18 @@ const hostLeaseSchema = z.object({
   renewEverySeconds: z.number().positive(),
   renewedAtWall: z.string(),
 });
+
+/** The record in `text`, or undefined when it is not one (empty, cut off mid-write, another shape). */
+function parseHostLease(text: string): HostLease | undefined {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const parsed = hostLeaseSchema.safeParse(json);
+  return parsed.success ? parsed.data : undefined;
+}
 
 /**
  * Host leases as files under a shared root's .hosts directory. Listing them costs one readdir
@@ -52,12 +64,7 @@ export class FileHostLeases implements HostLeaseStore {
   }
 
   async listHostLeases(): Promise<HostLease[]> {
-    let entries: string[];
-    try {
-      entries = (await this.files.readdir(this.dir)) ?? [];
-    } catch (err) {
-      throw new BackendUnavailable(`cannot list host leases under ${this.where}: ${errorMessage(err)}`);
-    }
+    const entries = await this.entries();
     const hostIds = entries.filter((e) => e.endsWith('.json') && !e.startsWith('.')).map((e) => e.slice(0, -5));
     this.known.keepOnly(new Set(hostIds));
     const beacons = beaconsByHost(entries);
@@ -94,35 +101,55 @@ export class FileHostLeases implements HostLeaseStore {
     return this.known.fromListing(lease, beacon);
   }
 
-  private async readRecord(hostId: string): Promise<HostLease | undefined> {
-    let text: string | undefined;
+  private async entries(): Promise<string[]> {
     try {
-      text = await this.files.readFile(this.path(hostId));
+      return (await this.files.readdir(this.dir)) ?? [];
     } catch (err) {
-      throw this.unreadable(hostId, `cannot be read (${errorMessage(err)})`);
+      throw new BackendUnavailable(`cannot list host leases under ${this.where}: ${errorMessage(err)}`);
     }
+  }
+
+  private async readRecord(hostId: string): Promise<HostLease | undefined> {
+    const text = await this.readText(hostId);
     if (text === undefined) return undefined;
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch {
-      json = undefined;
-    }
-    const parsed = hostLeaseSchema.safeParse(json);
-    if (!parsed.success) throw this.unreadable(hostId, `is damaged (${text.trim() ? 'not a host lease' : 'empty'})`);
-    return parsed.data;
+    const lease = parseHostLease(text);
+    if (!lease) throw await this.damaged(hostId, text);
+    return lease;
   }
 
   /**
-   * Nobody can tell whether such a host is alive, so it counts as alive: its volumes are never
-   * taken over (nor force-released) until the file is readable or gone.
+   * With the generation and renewSeq of the host's beacon, for the host itself to rewrite the
+   * record from: the beacon moves before every write of the record, so it got at least as far.
    */
-  private unreadable(hostId: string, problem: string): BackendUnavailable {
+  private async damaged(hostId: string, text: string): Promise<HostLeaseDamaged> {
+    const problem = `is damaged (${text.trim() ? 'not a host lease' : 'empty'})`;
+    const [beacon] = beaconsByHost(await this.entries()).get(hostId) ?? [];
+    return new HostLeaseDamaged(
+      this.unreadable(hostId, problem),
+      `${this.files.describe(this.path(hostId))} ${problem}`,
+      beacon && { generation: beacon.generation, renewSeq: beacon.renewSeq },
+    );
+  }
+
+  private async readText(hostId: string): Promise<string | undefined> {
+    try {
+      return await this.files.readFile(this.path(hostId));
+    } catch (err) {
+      throw new BackendUnavailable(this.unreadable(hostId, `cannot be read (${errorMessage(err)})`));
+    }
+  }
+
+  /**
+   * What to tell about a host whose record cannot be read. Nobody can tell whether such a host is
+   * alive, so it counts as alive: its volumes are never taken over (nor force-released) until the
+   * file is readable or gone.
+   */
+  private unreadable(hostId: string, problem: string): string {
     const file = this.files.describe(this.path(hostId));
-    return new BackendUnavailable(
+    return (
       `the host lease of ${hostId} (${file}) ${problem}, so ${hostId} counts as alive and none of its volumes is taken over: ` +
-        `if ${hostId} runs ballast, it rewrites the file at its next renewal (a directory there must be removed by hand); ` +
-        `if ${hostId} is down for good, remove ${file}, and its volumes can be taken over once its lease time has passed`,
+      `if ${hostId} runs ballast, it rewrites the file at its next renewal (a directory there must be removed by hand); ` +
+      `if ${hostId} is down for good, remove ${file}, and its volumes can be taken over once its lease time has passed`
     );
   }
 }

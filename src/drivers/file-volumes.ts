@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { BackendUnavailable, InvalidOption, StaleRevision, VolumeDamaged, VolumeInUse, VolumeNotFound, errorMessage } from '../errors.js';
+import { BackendUnavailable, errorMessage, InvalidOption, isErrno, StaleRevision, VolumeDamaged, VolumeInUse, VolumeNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import { formatSize } from '../config/size.js';
 import type { HostLease, HostLeaseStore, OwnershipRecord, Versioned } from '../ownership/types.js';
@@ -11,6 +11,7 @@ import { IMAGE, LogicalVolumes, SparseImages, type VolumeImages } from './images
 import type { Exec } from '../exec.js';
 import { MetadataGuard, type HeldGuard } from './metadata-guard.js';
 import { FileHostLeases } from './file-host-leases.js';
+import { ChangeMarkers } from './file-change-markers.js';
 import type { Export, Initiator, Transport } from '../export.js';
 import { VolumeAlreadyExists, type BackendDriver, type ChangeListing, type NewVolume, type VolumeRecord } from './types.js';
 
@@ -24,7 +25,6 @@ import { VolumeAlreadyExists, type BackendDriver, type ChangeListing, type NewVo
 //                              (local and NFS roots only; a rename over SSH or vSphere costs a round trip)
 const META = 'meta.json';
 const GUARD = 'meta.lock';
-const MARKERS = '.rev';
 
 const holderSchema = z.object({ hostId: z.string(), bootId: z.string(), hostname: z.string(), hostGeneration: z.number().int().default(0) });
 const ownershipSchema = z.discriminatedUnion('state', [
@@ -74,10 +74,6 @@ export function arrayPool(pool: string, arrayHost: { exec: Exec; files?: FileSto
   };
 }
 
-function isErrno(err: unknown, ...codes: string[]): boolean {
-  return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
-}
-
 /**
  * Volumes as sparse image files, one directory each, with their metadata beside them: the
  * storage and metadata half of the loop and iscsi drivers. Subclasses say how a host reaches
@@ -95,12 +91,12 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
   private readonly guard: MetadataGuard;
   private readonly hostLeases: FileHostLeases;
   /** Change markers are kept where a rename is a local syscall (a local or NFS root). */
-  private readonly markers: boolean;
+  private readonly markers: ChangeMarkers | undefined;
 
   constructor(options: FileVolumesOptions, protected readonly log: Logger) {
     this.root = options.root;
     this.files = options.files ?? new LocalFileStore();
-    this.markers = this.files instanceof LocalFileStore;
+    this.markers = this.files instanceof LocalFileStore ? new ChangeMarkers(this.root, this.files) : undefined;
     this.images = options.images ? options.images(this.root, this.files) : new SparseImages(this.root, this.files);
     this.scope = options.shared ? 'global' : 'local';
     this.guard = new MetadataGuard(this.files, log);
@@ -191,7 +187,7 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
       await this.withdraw(name);
       guard.assertFresh();
       await this.files.rename(dir, trash);
-      if (this.markers) await this.files.unlink(this.markerPath(name, current.revision)).catch(() => undefined);
+      await this.markers?.remove(name, current.revision);
       return true;
     }).catch((err: unknown) => {
       if (err instanceof VolumeNotFound) return false; // removed meanwhile
@@ -343,76 +339,19 @@ export abstract class FileVolumes implements BackendDriver, HostLeaseStore {
 
   /**
    * Names and change markers in two readdirs, for an index that re-reads only what changed; undefined
-   * where no markers are kept. A name may have no marker (a crash after create) or several (an
-   * aborted write, a reader's repair racing a writer): readers re-read such names.
+   * where no markers are kept.
    */
   async changes(): Promise<ChangeListing | undefined> {
-    if (!this.markers) return undefined;
-    let entries: string[];
-    let markers: string[];
-    try {
-      // Markers first: a create renames its directory into place before it writes its marker, so a
-      // marker listed here without a directory listed after it belongs to a volume that is gone.
-      markers = (await this.files.readdir(join(this.root, MARKERS))) ?? [];
-      entries = (await this.files.readdir(this.root)) ?? [];
-    } catch (err) {
-      throw new BackendUnavailable(`cannot list ${this.where}: ${errorMessage(err)}`);
-    }
-    const revisions = new Map<string, number[]>();
-    for (const marker of markers) {
-      const at = marker.lastIndexOf('@');
-      const revision = Number(marker.slice(at + 1));
-      if (at <= 0 || !Number.isSafeInteger(revision)) continue;
-      const name = marker.slice(0, at);
-      revisions.set(name, [...(revisions.get(name) ?? []), revision]);
-    }
-    const names = entries.filter((entry) => !entry.startsWith('.'));
-    const present = new Set(names);
-    for (const [name, seen] of revisions) {
-      if (present.has(name)) continue;
-      // Its directory was deleted by hand (or a destroy is finishing): drop the markers it left.
-      revisions.delete(name);
-      for (const revision of seen) await this.files.unlink(this.markerPath(name, revision)).catch(() => undefined);
-    }
-    return { names, revisions };
+    return this.markers?.list();
   }
 
-  /**
-   * After a reader read `revision` of a volume whose markers were `seen`: markers below it go (no
-   * writer can rename them any more: writers hold the guard and read at least that revision), and a
-   * missing one is put back.
-   */
   async repairMarkers(name: string, revision: number, seen: number[]): Promise<void> {
-    if (!this.markers) return;
-    for (const old of seen.filter((r) => r < revision)) await this.files.unlink(this.markerPath(name, old)).catch(() => undefined);
-    if (!seen.some((r) => r >= revision)) await this.markChange(name, undefined, revision);
+    await this.markers?.repair(name, revision, seen);
   }
 
-  private markerPath(name: string, revision: number): string {
-    return join(this.root, MARKERS, `${name}@${revision}`);
-  }
-
-  /** Moves the marker from `from` to `to` (or creates `to`); before the metadata write, so readers never miss a change. */
+  /** Moves the volume's change marker from `from` to `to` (or creates `to`), where markers are kept. */
   private async markChange(name: string, from: number | undefined, to: number): Promise<void> {
-    if (!this.markers) return;
-    if (from !== undefined) {
-      try {
-        await this.files.rename(this.markerPath(name, from), this.markerPath(name, to));
-        return;
-      } catch (err) {
-        if (!isErrno(err, 'ENOENT')) throw err;
-      }
-    }
-    try {
-      await this.files.writeNew(this.markerPath(name, to), '', { sync: false });
-    } catch (err) {
-      if (isErrno(err, 'EEXIST')) return; // an aborted write or a reader's repair made it already
-      if (!isErrno(err, 'ENOENT')) throw err;
-      await this.files.mkdir(join(this.root, MARKERS));
-      await this.files.writeNew(this.markerPath(name, to), '', { sync: false }).catch((e) => {
-        if (!isErrno(e, 'EEXIST')) throw e;
-      });
-    }
+    await this.markers?.move(name, from, to);
   }
 
   private withGuard<T>(name: string, body: (guard: HeldGuard) => Promise<T>): Promise<T> {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { BackendUnavailable, InvalidOption, SnapshotExists, SnapshotNotFound, VolumeNotFound, errorMessage } from '../errors.js';
+import { BackendUnavailable, errorMessage, InvalidOption, isErrno, SnapshotExists, SnapshotNotFound, VolumeNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Versioned } from '../ownership/types.js';
 import type { FileStore } from './file-store.js';
@@ -24,10 +24,6 @@ const snapshotSchema = z.object({
   fstype: z.enum(['ext4', 'xfs']),
   method: z.enum(['reflink', 'copy']),
 });
-
-function isErrno(err: unknown, ...codes: string[]): boolean {
-  return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
-}
 
 /**
  * The manager checks names first; this is the driver's own guard, as a snapshot name becomes a

@@ -113,7 +113,7 @@ function cinderDriverOf(config: Config, log: Logger): CinderDriver {
               kind: 'password',
               authUrl: auth.auth_url,
               username: auth.user,
-              password: readConfiguredFile(auth.password_file, 'backends.cinder.auth.password_file').split(/\r?\n/)[0]!,
+              password: readPasswordFile(auth.password_file, 'backends.cinder.auth.password_file'),
               userDomain: auth.user_domain,
               project: auth.project,
               projectDomain: auth.project_domain,
@@ -142,7 +142,7 @@ function firstIpv4(): string {
 /** An array's password (first line of password_file) and CA, read at start; a missing file stops the daemon with its key. */
 function secretsOf(backend: { password_file: string; ca_file?: string | undefined }, key: string): { password: string; caPem?: string } {
   return {
-    password: readConfiguredFile(backend.password_file, `${key}.password_file`).split(/\r?\n/)[0]!,
+    password: readPasswordFile(backend.password_file, `${key}.password_file`),
     ...(backend.ca_file ? { caPem: readConfiguredFile(backend.ca_file, `${key}.ca_file`) } : {}),
   };
 }
@@ -213,7 +213,7 @@ function vsphereOf(backend: VmdkBackendConfig, log: Logger): Vsphere {
     {
       url: vcenter.url,
       username: vcenter.user,
-      password: readConfiguredFile(vcenter.password_file, 'backends.vmdk.vcenter.password_file').split('\n')[0]!,
+      password: readPasswordFile(vcenter.password_file, 'backends.vmdk.vcenter.password_file'),
       ...(vcenter.ca_file ? { caPem: readConfiguredFile(vcenter.ca_file, 'backends.vmdk.vcenter.ca_file') } : {}),
       ...(vcenter.thumbprint ? { thumbprint: vcenter.thumbprint } : {}),
       timeoutMs: vcenter.timeout_seconds * 1000,
@@ -221,6 +221,11 @@ function vsphereOf(backend: VmdkBackendConfig, log: Logger): Vsphere {
     vlog,
   );
   return { client, inventory: new Inventory(client, backend.datacenter), disks: new VmDisks(client, vlog) };
+}
+
+/** A password_file's first line, without its line end (\r\n too: a file edited on Windows). */
+export function readPasswordFile(path: string, key: string): string {
+  return readConfiguredFile(path, key).split(/\r?\n/)[0]!;
 }
 
 /** A file named in the configuration, read at start: a missing one stops the daemon with its key. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname } from 'node:path';
-import { BackendUnavailable, StaleRevision, VolumeNotFound } from '../errors.js';
+import { BackendUnavailable, isErrno, StaleRevision, VolumeNotFound } from '../errors.js';
 import type { Logger } from '../log.js';
 import { monotonicSeconds } from '../ownership/host-lease.js';
 import { writeProblem, type FileStore } from './file-store.js';
@@ -76,10 +76,6 @@ function describeWriter(content: string | undefined): string {
     // an empty or partial guard: a writer that died while creating it
   }
   return 'an unknown writer';
-}
-
-function isErrno(err: unknown, ...codes: string[]): boolean {
-  return codes.includes((err as NodeJS.ErrnoException)?.code ?? '');
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

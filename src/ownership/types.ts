@@ -1,3 +1,5 @@
+import { BackendUnavailable } from '../errors.js';
+
 /** Who this daemon is: stable across restarts (hostId) and per kernel boot (bootId). */
 export interface HostIdentity {
   hostId: string;
@@ -31,9 +33,25 @@ export interface HostLease {
   renewedAtWall: string;
 }
 
+/**
+ * A host's lease record is there but cannot be parsed (empty, cut off mid-write: a crash on a
+ * full disk). Others count that host alive; the host itself rewrites its own record from
+ * `progress`, how far it had got by what survived beside the record (undefined: nothing did).
+ */
+export class HostLeaseDamaged extends BackendUnavailable {
+  constructor(
+    message: string,
+    /** The file and what is wrong with it. */
+    readonly damage: string,
+    readonly progress?: { generation: number; renewSeq: number },
+  ) {
+    super(message);
+  }
+}
+
 /** Where a backend keeps host leases: one record per host, written only by that host. */
 export interface HostLeaseStore {
-  /** The host's record as stored now: what a holder is judged by. */
+  /** The host's record as stored now: what a holder is judged by. Throws HostLeaseDamaged for a record that cannot be parsed. */
   readHostLease(hostId: string): Promise<HostLease | undefined>;
   /**
    * Every host's lease, its renewSeq current as of this call: called by every daemon every

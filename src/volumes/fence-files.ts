@@ -4,10 +4,17 @@ import { writeFileAtomic } from '../util/atomic-file.js';
 
 // The daemon and its fence watchdog (a separate process, so it acts even when the daemon is
 // stopped or hung) talk through two small files in the state dir:
-//   heartbeat.json  {seq}  advanced by the daemon after every successful lease renewal
+//   heartbeat.json  {seq, renewedAt}  advanced by the daemon after every successful lease renewal;
+//                   renewedAt is when the oldest of those renewals started (CLOCK_MONOTONIC)
 //   fenced.json     {name: {at, reason}}  volumes the watchdog shut down
 
 export type FencedVolumes = Record<string, { at: string; reason: string }>;
+
+/** renewedAt: monotonicSeconds() at which the renewal the beat stands for started. */
+export interface Heartbeat {
+  seq: number;
+  renewedAt?: number;
+}
 
 export class FenceFiles {
   readonly heartbeat: string;
@@ -21,13 +28,13 @@ export class FenceFiles {
   }
 
   /** Not fsynced: only the watchdog reads it, on this host, in this boot. */
-  async beat(seq: number): Promise<void> {
-    await writeFileAtomic(this.heartbeat, JSON.stringify({ seq }), { durable: false });
+  async beat(beat: Heartbeat): Promise<void> {
+    await writeFileAtomic(this.heartbeat, JSON.stringify(beat), { durable: false });
   }
 
-  async readBeat(): Promise<number | undefined> {
+  async readBeat(): Promise<Heartbeat | undefined> {
     try {
-      return (JSON.parse(await readFile(this.heartbeat, 'utf8')) as { seq: number }).seq;
+      return JSON.parse(await readFile(this.heartbeat, 'utf8')) as Heartbeat;
     } catch {
       return undefined;
     }

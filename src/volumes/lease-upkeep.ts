@@ -10,6 +10,19 @@ import type { HostIdentity } from '../ownership/types.js';
 import type { HostLiveness, OwnershipLease } from '../ownership/lease.js';
 import type { MountedVolume, MountStateStore } from './mount-state.js';
 
+/** A volume to fence, and why. */
+interface Fence {
+  name: string;
+  volume: MountedVolume;
+  reason: string;
+}
+
+/** The fence of one volume, as the daemon and its watchdog both do it: said loudly, never thrown. */
+export async function shutDownFenced(filesystem: Filesystem, log: Logger, { name, volume, reason }: Fence): Promise<void> {
+  log.error('FENCING a volume: its filesystem is shut down, writes on this host now fail', { volume: name, reason });
+  await filesystem.shutdown(volume.mountpoint, volume.device).catch((err: unknown) => log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) }));
+}
+
 /** What the upkeep needs of the volumes layer (the manager wires it, and this file imports none of it): the backends' liveness and this host's mounts. */
 export interface UpkeepHost {
   readonly liveness: ReadonlyMap<BackendDriver, HostLiveness>;
@@ -164,13 +177,18 @@ export class LeaseUpkeep {
 
   private async beatIfAllRenewed(): Promise<void> {
     const renewEvery = this.deps.config.lease.renew_every;
-    const all = [...this.host.liveness.values()].every(({ keeper }) => keeper.secondsSinceRenewal() < renewEvery);
-    if (!all) return;
+    const keepers = [...this.host.liveness.values()].map(({ keeper }) => keeper);
+    if (!keepers.every((keeper) => keeper.secondsSinceRenewal() < renewEvery)) return;
     this.beatSeq += 1;
-    await this.files.beat(this.beatSeq).catch((err) => this.log.error('cannot write the watchdog heartbeat', { error: errorMessage(err) }));
+    // The watchdog counts from the oldest renewal's start, as other hosts may: not from when it saw this beat.
+    const renewedAt = Math.min(...keepers.map((keeper) => keeper.lastRenewed));
+    await this.files.beat({ seq: this.beatSeq, renewedAt }).catch((err) => this.log.error('cannot write the watchdog heartbeat', { error: errorMessage(err) }));
   }
 
   private async checkMounted(): Promise<void> {
+    // Volumes of a backend this host could not renew: fenced all at once first (no storage read,
+    // no lock needed), not one after the other as the checks below would.
+    await this.fenceIfUnrenewed();
     for (const name of [...this.host.mountedVolumes().keys()]) {
       // Under the volume's lock: an Unmount frees the record before it forgets the mount,
       // and a check in between would take that for a loss. The watchdog's list is read
@@ -218,26 +236,28 @@ export class LeaseUpkeep {
    */
   private async fenceIfUnrenewed(): Promise<void> {
     const byWatchdog = await this.files.readFenced();
+    const due: Fence[] = [];
     for (const [name, volume] of this.host.mountedVolumes()) {
       if (volume.fenced) continue;
       const owner = await this.host.ownerOf(name).catch(() => undefined);
       const quiet = owner && this.host.liveness.get(owner.driver)?.keeper.secondsSinceRenewal();
       if (quiet !== undefined && quiet > this.deps.config.lease.fence_after) {
         const watchdog = byWatchdog[name];
-        await this.fence(name, volume, watchdog ? `fenced by the watchdog at ${watchdog.at}: ${watchdog.reason}` : `this host could not renew its lease for ${Math.round(quiet)} s`);
+        due.push({ name, volume, reason: watchdog ? `fenced by the watchdog at ${watchdog.at}: ${watchdog.reason}` : `this host could not renew its lease for ${Math.round(quiet)} s` });
       }
     }
+    await this.fenceAll(due);
   }
 
   /** Shuts the volume's filesystem down: every later write on this host fails, nothing reaches the device. */
-  async fence(name: string, volume: MountedVolume, reason: string): Promise<void> {
-    this.log.error('FENCING a volume: its filesystem is shut down, writes on this host now fail', { volume: name, reason });
-    try {
-      await this.deps.filesystem.shutdown(volume.mountpoint, volume.device);
-    } catch (err) {
-      this.log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) });
-    }
-    await this.markFenced(name, volume, reason);
+  fence(name: string, volume: MountedVolume, reason: string): Promise<void> {
+    return this.fenceAll([{ name, volume, reason }]);
+  }
+
+  /** All at once: on storage that does not answer each shutdown may wait seconds, and the last must not come late. */
+  private async fenceAll(fences: readonly Fence[]): Promise<void> {
+    await Promise.all(fences.map((fence) => shutDownFenced(this.deps.filesystem, this.log, fence)));
+    for (const { name, volume, reason } of fences) await this.markFenced(name, volume, reason);
   }
 
   private async markFenced(name: string, volume: MountedVolume, reason: string): Promise<void> {

@@ -87,7 +87,19 @@ export class Mounts {
       return;
     }
     await this.save();
-    if (totalRefs(volume) === 0) await this.tearDown(name, volume);
+    if (totalRefs(volume) === 0) {
+      try {
+        await this.tearDown(name, volume);
+      } catch (err) {
+        // Still mounted (umount refused: busy): the reference stays, so that a retried Unmount
+        // with the same ID tears it down instead of finding nothing to do and leaving it mounted.
+        if (err instanceof VolumeInUse) {
+          addRef(volume, id);
+          await this.save();
+        }
+        throw err;
+      }
+    }
   }
 
   /** Last reference gone: tear down, forget the mount, report what failed. */

@@ -22,6 +22,8 @@ export class FakeHost implements Exec {
   private nextLoop = 0;
   /** Mount points whose filesystem was shut down (xfs_io shutdown): the fence. */
   readonly shutDown = new Set<string>();
+  /** Commands (by prefix) that take this long before they answer: a slow storage. */
+  readonly delays: { prefix: string; ms: number }[] = [];
   /** Commands (by prefix) that fail with the given exit code and stderr. */
   readonly failures: { prefix: string; exitCode: number; stderr: string }[] = [];
 
@@ -80,6 +82,8 @@ export class FakeHost implements Exec {
   async run(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
     const line = argv.join(' ');
     this.calls.push(line);
+    const delay = this.delays.find((d) => line.startsWith(d.prefix));
+    if (delay) await new Promise((r) => setTimeout(r, delay.ms));
     const failure = this.failures.find((f) => line.startsWith(f.prefix));
     if (failure) throw new CommandFailed([...argv], failure.exitCode, failure.stderr, false);
     const result = this.execute([...argv], options.input);
@@ -136,6 +140,8 @@ export class FakeHost implements Exec {
       case 'xfs_io':
         this.shutDown.add(last);
         return ok();
+      case 'fsfreeze':
+        return ok(); // the fence freezes before its shutdown and thaws after
       case 'xfs_growfs': {
         const device = this.mounts.get(last) ?? '';
         const fs = this.formatted.get(this.fileOf(device));

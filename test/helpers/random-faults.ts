@@ -81,14 +81,19 @@ function node(args: string[], env: Record<string, string>, onLine?: (line: strin
   });
 }
 
+/** Starts the VMs vm1 and vm2 (and any others the lab needs), calling onStart with each qemu's PID. */
+export type FaultVms = (onStart: (vm: string, pid: number) => void) => Promise<unknown>;
+
 /**
- * Runs both VMs (the scenario script `${scenario}.sh`) and the coordinator, then the checker on
- * the images. `images` maps each volume to its image file as this host sees it. `hostFaults`
- * runs beside the coordinator (the array restart), until the returned promise's run ends.
+ * Runs both VMs (the scenario script `${scenario}.sh`, or `vms` when the lab has its own, as FC's
+ * three) and the coordinator, then the checker on the images. `images` maps each volume to its
+ * image file as this host sees it once the VMs ended. `arrayRestart` runs beside the coordinator
+ * when it asks for one.
  */
 export async function runFaultScenario(options: {
   scenario: string;
-  backend: 'nfs' | 'iscsi';
+  backend: 'nfs' | 'iscsi' | 'fc';
+  vms?: FaultVms;
   seed: number;
   steps: number;
   volumes: string[];
@@ -111,16 +116,16 @@ export async function runFaultScenario(options: {
     // no_timer_check: on a loaded host the emulated kernel's boot-time IO-APIC timer check can
     // fail and panic ("IO-APIC + timer doesn't work!"), seen with four VMs on two CPUs.
     const common = { shareDir: share, network: true, memoryMb: options.memoryMb, timeoutMs: options.vmTimeoutMs, env: options.env, kernelArgs: ['no_timer_check'] };
+    const onStart = (name: string, pid: number) => {
+      pids[name] = pid;
+      void writeFile(join(share, `${name}.qemu-pid`), String(pid));
+    };
     const vm = (name: string) =>
-      runScenario(scenarioScript(options.scenario), {
-        ...common,
-        name,
-        onStart: (pid) => {
-          pids[name] = pid;
-          void writeFile(join(share, `${name}.qemu-pid`), String(pid));
-        },
-      }).finally(() => (pids[name] = undefined));
-    const runs = Promise.all([vm('vm1'), vm('vm2')]);
+      runScenario(scenarioScript(options.scenario), { ...common, name, onStart: (pid) => onStart(name, pid) });
+    // Once they ended, their PIDs are no longer ours to signal.
+    const runs = (options.vms ? options.vms(onStart) : Promise.all([vm('vm1'), vm('vm2')])).finally(() => {
+      for (const name of Object.keys(pids)) pids[name] = undefined;
+    });
     runs.catch(() => undefined);
 
     const restartFile = join(share, 'array-restart');

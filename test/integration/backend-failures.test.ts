@@ -1,6 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, statfs, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { RemoteFileStore } from '../../src/drivers/array-host/exec-file-store.js';
+import { CommandRunner } from '../../src/exec.js';
+import { silentLogger } from '../../src/log.js';
 import type { BallastProcess } from '../lab/ballast.js';
 import { SharedRootHosts } from '../lab/shared-root.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
@@ -229,6 +233,41 @@ describe('backend failures on a shared loop root', () => {
     await callOk(a.socket, 'VolumeDriver.Unmount', { Name: 'v', ID: 'on-a' });
   });
 
+  it.each([
+    ['truncated to 0 bytes', ''],
+    ['cut off mid-write', '{"hostId":"a","bootId":"'],
+  ])(
+    "this host's own lease file %s when its daemon starts (a crash on a full disk): rewritten with a warning naming the file, same boot and generation, so a volume still mounted here stays its own; Mount works at once",
+    async (_fault, content) => {
+      await useRoot(calm);
+      const a = await hosts.host('a');
+      const b = await hosts.host('b');
+      await create(a, 'v');
+      await create(a, 'w');
+      await callOk(a.socket, 'VolumeDriver.Mount', { Name: 'v', ID: 'm1' });
+      const lease = join(root(), '.hosts', 'a.json');
+      const before = JSON.parse(await readFile(lease, 'utf8')) as { bootId: string; generation: number };
+      await a.stop('SIGKILL'); // v stays mounted: the daemon comes back in the same boot
+      await writeFile(lease, content);
+      await a.start();
+
+      const started = performance.now();
+      await callOk(a.socket, 'VolumeDriver.Mount', { Name: 'w', ID: 'm2' });
+      expect(performance.now() - started).toBeLessThan(5_000);
+      const warning = (await a.logs()).find((l) => l.message === "rewriting this host's damaged lease record");
+      expect(warning?.level).toBe('warn');
+      expect(warning?.damaged).toMatch(new RegExp(`^${lease} is damaged \\((empty|not a host lease)\\)$`));
+      expect(JSON.parse(await readFile(lease, 'utf8'))).toMatchObject({ hostId: 'a', bootId: before.bootId, generation: before.generation });
+      // b judges a alive (a new generation would make v b's to take at once), and a has not fenced v.
+      const held = (await errOf(b, 'VolumeDriver.Remove', { Name: 'v' })).match(/^remove v: volume v is in use on host a .*; it moves when a releases it or (\d+) s after a stops renewing$/);
+      expect(Number(held?.[1])).toBeGreaterThan(CALM.seconds - 5);
+      expect((await statusOf(a, 'v')).fenced).toBeUndefined();
+      await callOk(a.socket, 'VolumeDriver.Unmount', { Name: 'w', ID: 'm2' });
+      await callOk(a.socket, 'VolumeDriver.Unmount', { Name: 'v', ID: 'm1' });
+      expect(JSON.parse(await sidecar('v')).volume.ownership.state).toBe('free');
+    },
+  );
+
   it('a metadata guard left by a crashed writer on another host: Remove refused within 6 s naming that host and the fix; Mount gets through by breaking it within 30 s + 5 s of the first sighting; record and data intact', async () => {
     await useRoot(calm);
     const a = await hosts.host('a');
@@ -253,4 +292,58 @@ describe('backend failures on a shared loop root', () => {
     expect((await a.logs()).some((l) => l.message === 'breaking a stale metadata guard left by a dead writer' && l.volume === 'v')).toBe(true);
     await callOk(a.socket, 'VolumeDriver.Unmount', { Name: 'v', ID: 'm1' });
   }, 60_000);
+});
+
+// The array host's file store runs the same shell commands here, through the real Exec, as it
+// does over SSH: on a 64 KiB tmpfs, really full.
+describe('RemoteFileStore guard files on a full filesystem, through the real Exec', () => {
+  const files = new RemoteFileStore(Object.assign(new CommandRunner(silentLogger()), { settings: { username: 'root', host: 'localhost' }, target: 'this host' }));
+  let dir = '';
+  const guard = () => join(dir, 'meta.lock');
+  const fill = () => join(dir, 'fill');
+  const GUARD = `${JSON.stringify({ host: 'a', pid: 1 })}${' '.repeat(32 * 1024)}`; // larger than what is left
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'ballast-exec-files-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k,mode=0700', 'tmpfs', dir]);
+  });
+  afterAll(async () => {
+    if (!dir) return;
+    execFileSync('umount', [dir]);
+    await rm(dir, { recursive: true, force: true });
+  });
+  afterEach(async () => {
+    for (const entry of await readdir(dir)) await rm(join(dir, entry), { force: true });
+  });
+
+  /** Fills the tmpfs, then frees `bytes` of it. */
+  async function fillLeaving(bytes: number): Promise<void> {
+    try {
+      execFileSync('dd', ['if=/dev/zero', `of=${fill()}`, 'bs=4k'], { stdio: 'ignore' });
+    } catch {
+      // dd exits 1 at ENOSPC: that is the point
+    }
+    if (bytes > 0) execFileSync('truncate', ['-s', `-${bytes}`, fill()]);
+    expect((await statfs(dir)).bavail * 4096).toBe(bytes);
+  }
+
+  it.each([
+    ['full (the guard would be empty)', 0],
+    ['8 KiB short (the guard would be partial)', 8192],
+  ])('writeNew on a filesystem %s: ENOSPC, and the guard it created is gone; it is written once space is freed', async (_case, left) => {
+    await fillLeaving(left);
+    await expect(files.writeNew(guard(), GUARD)).rejects.toMatchObject({ code: 'ENOSPC', path: guard() });
+    expect(await readdir(dir)).toEqual(['fill']);
+
+    await rm(fill());
+    await files.writeNew(guard(), GUARD);
+    expect(await readFile(guard(), 'utf8')).toBe(GUARD);
+  });
+
+  it("writeNew onto another writer's guard on a full filesystem: EEXIST, and that guard is left whole", async () => {
+    await files.writeNew(guard(), 'the other writer');
+    await fillLeaving(0);
+    await expect(files.writeNew(guard(), GUARD)).rejects.toMatchObject({ code: 'EEXIST' });
+    expect(await readFile(guard(), 'utf8')).toBe('the other writer');
+  });
 });

@@ -55,7 +55,7 @@ describe('a crash between the steps of a Mount or an Unmount', () => {
     expect(loopDevicesUnder(dir)).toHaveLength(1);
     await callOk(daemon.socket, 'VolumeDriver.Unmount', { Name: name, ID: 'after' });
     expect(mountsUnder(dir)).toEqual([]);
-    expect(loopDevicesUnder(dir)).toEqual([]);
+    expect(loopDevicesUnder(dir)).toEqual([]); // Unmount waits for the kernel to release it (LoopAttacher.detach)
     expect(((await callOk(daemon.socket, 'VolumeDriver.Get', { Name: name })) as LeaseView).Volume?.Status?.lease?.state).toBe('free');
     await daemon.stop();
   }

@@ -1,5 +1,5 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DellScBackendConfig } from '../../src/config/schema.js';
@@ -15,6 +15,8 @@ import { managerFixture } from '../helpers/manager-fixture.js';
 import { inquiry, readCapacity, requireTgtTools, Tgtd } from '../lab/tgtd.js';
 import { DellScSim, type ScSimVolume } from '../simulators/dellsc.js';
 import { TgtScDataPlane } from '../simulators/sc-tgt-data-plane.js';
+import { samplesDigest, writeSamples } from '../helpers/sampled-data.js';
+import { snapshotsThroughManager } from '../helpers/manager-snapshots.js';
 
 // Snapshots and clones on the dellsc backend against the Dell Storage Manager simulator, whose
 // volumes are files served by this test's own tgtd: a replay is a sparse copy of the volume's
@@ -63,33 +65,9 @@ const scVolume = (name: string): ScSimVolume => {
   return found[0]!;
 };
 
-/** Writes 64 KiB of fresh random bytes at each offset of the volume's file, as a host's writes land there. */
-async function writeData(name: string): Promise<void> {
-  const file = await open(plane.file(scVolume(name)), 'r+');
-  try {
-    for (const offset of OFFSETS) await file.write(randomBytes(64 * 1024), 0, 64 * 1024, offset);
-  } finally {
-    await file.close();
-  }
-}
-
-/** A hash of the 64 KiB at each offset of a file. */
-async function digest(path: string): Promise<string> {
-  const file = await open(path, 'r');
-  const hash = createHash('sha256');
-  try {
-    for (const offset of OFFSETS) {
-      const buffer = Buffer.alloc(64 * 1024);
-      await file.read(buffer, 0, buffer.length, offset);
-      hash.update(buffer);
-    }
-  } finally {
-    await file.close();
-  }
-  return hash.digest('hex');
-}
-
-const dataOf = (name: string) => digest(plane.file(scVolume(name)));
+/** Fresh random bytes at each offset of the volume's file, as a host's writes land there. */
+const writeData = (name: string) => writeSamples(plane.file(scVolume(name)), OFFSETS);
+const dataOf = (name: string) => samplesDigest(plane.file(scVolume(name)), OFFSETS);
 const liveReplays = (name: string) => sim.liveReplays(scVolume(name).instanceId);
 
 beforeAll(async () => {
@@ -122,7 +100,7 @@ describe('dellsc snapshots (replays) and clones (view volumes) against the simul
     expect(replay).toMatchObject({ description: 'ballast snapshot s1', expireTime: 0 });
     await writeData(name); // the volume moves on; the replay keeps its data
     expect(await dataOf(name)).not.toBe(before);
-    expect(await digest(plane.replayFile(replay!))).toBe(before);
+    expect(await samplesDigest(plane.replayFile(replay!), OFFSETS)).toBe(before);
     expect((await stat(plane.replayFile(replay!))).blocks * 512).toBeLessThan(4 * MiB); // a sparse copy
 
     await expect(driver.snapshots!.createSnapshot(record, 's1')).rejects.toBeInstanceOf(SnapshotExists);
@@ -239,23 +217,15 @@ describe('dellsc snapshots (replays) and clones (view volumes) against the simul
       profiles: { default: { backend: 'loop' }, sc: { backend: 'dellsc' } },
     });
     try {
-      const { manager } = fixture;
-      const name = unique('mgr');
-      await manager.create(name, { profile: 'sc', size: '1G' });
-      await writeData(name);
-      const data = await dataOf(name);
-      await manager.snapshots.create(name, 'before');
-      expect((await manager.snapshots.list(name)).map((s) => s.name)).toEqual(['before']);
-      const clone = unique('mgr-c');
-      await manager.create(clone, { from: `${name}@before` });
-      expect(await dataOf(clone)).toBe(data);
-      await expect(manager.remove(name)).rejects.toThrow(/has 1 snapshot\(s\) \(before\)/);
-      expect(sim.volumesNamed(scName(name))).toHaveLength(1);
-      await manager.remove(name, true);
-      expect(sim.volumesNamed(scName(name))).toHaveLength(0);
-      expect([...sim.replays.values()].filter((r) => r.description === 'ballast snapshot before' && !r.markedForExpiration && !sim.volumes.has(r.volume))).toEqual([]);
-      await manager.remove(clone);
-      expect(sim.volumesNamed(scName(clone))).toHaveLength(0);
+      await snapshotsThroughManager(fixture.manager, unique, {
+        profile: 'sc',
+        writeData,
+        dataOf,
+        onArray: (name) => sim.volumesNamed(scName(name)).length === 1,
+        afterRemoveWithSnapshots: () => {
+          expect([...sim.replays.values()].filter((r) => r.description === 'ballast snapshot before' && !r.markedForExpiration && !sim.volumes.has(r.volume))).toEqual([]);
+        },
+      });
     } finally {
       await fixture.cleanup();
       await rm(dir, { recursive: true, force: true });

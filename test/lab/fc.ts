@@ -119,7 +119,8 @@ export async function runFcLab(options: FcLabOptions): Promise<Record<string, Fc
         timeoutMs: options.timeoutMs,
         memoryMb: options.memoryMb ?? 1024,
         links: plan.macs.map((mac, i) => ({ socket: socket(first + i), listen: plan.listen, mac })),
-        kernelArgs: plan.listen ? [] : ['scsi_mod.scan=manual'],
+        // no_timer_check: see random-faults.ts (a loaded host can fail the boot-time timer check).
+        kernelArgs: ['no_timer_check', ...(plan.listen ? [] : ['scsi_mod.scan=manual'])],
         env: { ...common, ...plan.env, FC_ROLE: plan.name, FC_MACS: plan.macs.join(' '), FC_LINK_IPS: plan.ips.join(' ') },
         onStart: (pid) => {
           pids.set(plan.name, pid);

@@ -41,7 +41,7 @@ export class IscsiAttacher implements Attacher {
     private readonly options: IscsiAttacherOptions,
   ) {
     this.sleep = options.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)));
-    this.iscsiadm = new Iscsiadm(exec, { timeoutMs: options.commandTimeoutMs, sleep: this.sleep });
+    this.iscsiadm = new Iscsiadm(exec, { timeoutMs: options.commandTimeoutMs, root: options.root, sleep: this.sleep });
     this.sysfs = new ScsiSysfs(options.root ?? '/', options.commandTimeoutMs);
     this.multipath = new Multipath(exec, this.sysfs, { timeoutMs: options.commandTimeoutMs, pollMs: options.pollMs, sleep: this.sleep });
     this.reservations = new ScsiReservations(exec, log, options.commandTimeoutMs);
@@ -144,7 +144,7 @@ export class IscsiAttacher implements Attacher {
     if (target.chap) {
       await this.iscsiadm.updateNode(iqn, portal, 'node.session.auth.authmethod', 'CHAP');
       await this.iscsiadm.updateNode(iqn, portal, 'node.session.auth.username', target.chap.username);
-      await this.iscsiadm.updateNode(iqn, portal, 'node.session.auth.password', target.chap.password, true);
+      await this.iscsiadm.updateNodeSecret(iqn, portal, 'node.session.auth.password', target.chap.password);
     }
     const existing = (await this.iscsiadm.sessions()).find((s) => s.iqn === iqn && s.portal === portal);
     if (existing) return; // a duplicate login makes iscsiadm fail (os-brick)

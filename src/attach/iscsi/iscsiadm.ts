@@ -1,5 +1,6 @@
-import { CommandFailed } from '../../errors.js';
+import { AttachFailed, CommandFailed } from '../../errors.js';
 import type { Exec, ExecOptions } from '../../exec.js';
+import { nodeRecordFile, parseRecord, setRecordValue } from './node-record.js';
 
 /** One logged-in iSCSI session, as `iscsiadm -m session` lists it. */
 export interface IscsiSession {
@@ -10,6 +11,8 @@ export interface IscsiSession {
 
 export interface IscsiadmOptions {
   timeoutMs: number;
+  /** Where open-iscsi's node records are found (a temp tree in tests). Default /. */
+  root?: string;
   /** Attempts for a call that fails with exit code 6 ("iSCSI database failure", concurrent writers). */
   attempts?: number;
   retryDelayMs?: number;
@@ -57,8 +60,27 @@ export class Iscsiadm {
     await this.run([...this.node(iqn, portal), '--interface', 'default', '--op', 'new']);
   }
 
-  async updateNode(iqn: string, portal: string, key: string, value: string, secret = false): Promise<void> {
-    await this.run([...this.node(iqn, portal), '--op', 'update', '-n', key, '-v', value], secret ? { redact: [value] } : {});
+  /** Never for a secret: every user of the host sees a command line in the process list. */
+  async updateNode(iqn: string, portal: string, key: string, value: string): Promise<void> {
+    await this.run([...this.node(iqn, portal), '--op', 'update', '-n', key, '-v', value]);
+  }
+
+  /** The node record, key by key as iscsiadm prints it (a secret that is set shows as ********). */
+  async showNode(iqn: string, portal: string): Promise<Map<string, string>> {
+    return parseRecord((await this.run([...this.node(iqn, portal), '--op', 'show'])).stdout);
+  }
+
+  /**
+   * Sets a secret (node.session.auth.password) in the node record without any command line: it is
+   * written into the record's file, which iscsiadm reads at login, then iscsiadm's own reading of
+   * the record must show it set.
+   */
+  async updateNodeSecret(iqn: string, portal: string, key: string, secret: string): Promise<void> {
+    const file = await nodeRecordFile(this.options.root ?? '/', await this.showNode(iqn, portal));
+    await setRecordValue(file, key, secret);
+    if ((await this.showNode(iqn, portal)).get(key) !== '********') {
+      throw new AttachFailed(`iscsiadm does not see the ${key} ballast wrote into ${file}: is that where this open-iscsi keeps its node records?`);
+    }
   }
 
   async login(iqn: string, portal: string): Promise<void> {

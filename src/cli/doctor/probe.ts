@@ -5,6 +5,7 @@ import { basename, join } from 'node:path';
 import { CommandFailed, errorMessage } from '../../errors.js';
 import type { Exec } from '../../exec.js';
 import { socketIsLive } from '../../plugin/listen.js';
+import { settledWithin } from '../../util/settled-within.js';
 
 /**
  * loaded: a module inserted with modprobe; builtin: compiled into the kernel; available: not
@@ -52,9 +53,7 @@ export interface Probe {
 const LOCAL_READ_MS = 2_000;
 
 async function bounded<T>(work: Promise<T>, fallback: T, ms = LOCAL_READ_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<T>((resolve) => (timer = setTimeout(() => resolve(fallback), ms)));
-  return Promise.race([work.catch(() => fallback), late]).finally(() => clearTimeout(timer));
+  return (await settledWithin(work.catch(() => fallback), ms)) ?? fallback;
 }
 
 // Run as `node -e WRITE_TEST DIR`: prints one JSON WriteTest. In a child process so that a hung

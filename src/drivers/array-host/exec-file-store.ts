@@ -1,8 +1,9 @@
 import { posix } from 'node:path';
 import { CommandFailed } from '../../errors.js';
+import type { Exec } from '../../exec.js';
 import type { FileStore } from '../file-store.js';
 import { siblingTempPath } from '../../util/atomic-file.js';
-import type { SshExec } from './ssh-exec.js';
+import type { SshSettings } from './ssh-exec.js';
 
 // Remote commands print strerror(3) texts (LC_ALL=C); these give back the errno codes callers
 // judge. dash says "Directory nonexistent" where bash says "No such file or directory".
@@ -51,8 +52,12 @@ export class RemoteFileError extends Error {
 // positional parameters ("$1"), never spliced into the script. Each is one round trip, which
 // keeps a compare-and-swap (guard, read, replace, unguard) at four.
 
-/** `set -C` (noclobber) makes the shell create with O_EXCL: the exclusive create. */
-const WRITE_NEW = 'set -C && cat > "$1" && sync -- "$1"';
+/**
+ * `set -C` (noclobber) makes the shell create with O_EXCL: the exclusive create. Once it
+ * succeeded the file is ours, so a failed write (a full disk) removes it, as LocalFileStore's
+ * does: an empty or partial guard file would lock its volume until judged stale.
+ */
+const WRITE_NEW = 'set -C && exec 3> "$1" || exit; { cat >&3 && sync -- "$1"; } || { s=$?; rm -f -- "$1"; exit $s; }';
 /** $1 target, $2 temp sibling, $3 directory. */
 const WRITE_ATOMIC = 'set -C && cat > "$2" && sync -- "$2" && mv -T -- "$2" "$1" && sync -- "$3" || { s=$?; rm -f -- "$2"; exit $s; }';
 const CREATE_SPARSE = 'umask 077 && set -C && : > "$1" && truncate -s "$2" -- "$1" && sync -- "$1"';
@@ -68,12 +73,19 @@ const sh = (script: string, ...args: string[]) => ['sh', '-c', script, 'sh', ...
 
 const isMissing = (err: unknown) => err instanceof RemoteFileError && (err.code === 'ENOENT' || err.code === 'ENOTDIR');
 
+/** Where the files are: SshExec, or any Exec (this host's own runs the same commands locally). */
+export interface FileHost extends Exec {
+  readonly settings: Pick<SshSettings, 'username' | 'host'>;
+  /** For messages: "user@host:port". */
+  readonly target: string;
+}
+
 /**
  * Files on an array host, through SSH and coreutils there, with LocalFileStore's semantics:
  * the same exclusive creates, atomic replaces and renames, and the same errno codes.
  */
 export class RemoteFileStore implements FileStore {
-  constructor(private readonly ssh: SshExec) {}
+  constructor(private readonly ssh: FileHost) {}
 
   describe(path: string): string {
     return `${this.ssh.settings.username}@${this.ssh.settings.host}:${path}`;
@@ -152,8 +164,7 @@ export class RemoteFileStore implements FileStore {
   /** stdout of the command; a failure naming an errno becomes a RemoteFileError with that code. */
   private async run(path: string, argv: string[], input?: string): Promise<string> {
     try {
-      const result = input === undefined ? await this.ssh.run(argv) : await this.ssh.runWithInput(argv, input);
-      return result.stdout;
+      return (await this.ssh.run(argv, input === undefined ? {} : { input })).stdout;
     } catch (err) {
       // 125-127: the tool itself could not be run (timeout failed, not executable, not found):
       // never a file's errno, or a host without `cat` would look like one without volumes.

@@ -104,7 +104,7 @@ export class CinderClient {
         continue;
       }
       if (reply.status >= 200 && reply.status < 300) return { status: reply.status, data: reply.data as T, headers: reply.headers };
-      const detail = this.said(reply.data);
+      const detail = this.said(reply.data, session.token);
       if (reply.status >= 400 && reply.status < 500) throw new CinderRefusal(reply.status, what, detail);
       throw new BackendUnavailable(`Cinder at ${this.endpoint} failed to ${what} (HTTP ${reply.status}): ${detail}`);
     }
@@ -152,10 +152,10 @@ export class CinderClient {
     return { token, projectId, renewAfterMs: performance.now() + renewInMs };
   }
 
-  /** What Cinder or Keystone said, the password masked (a server could echo the login request). */
-  private said(body: unknown): string {
+  /** What Cinder or Keystone said, the password and the call's token masked (a server could echo the request). */
+  private said(body: unknown, token?: string): string {
     const auth = this.options.auth;
-    return auth.kind === 'password' ? redact(faultMessage(body), secretForms(auth.username, auth.password)) : faultMessage(body);
+    return auth.kind === 'password' ? redact(faultMessage(body), [...secretForms(auth.username, auth.password), ...(token ? [token] : [])]) : faultMessage(body);
   }
 
   private unreachable(what: string, err: unknown): BackendUnavailable {

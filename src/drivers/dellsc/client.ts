@@ -100,7 +100,7 @@ export class DellScClient {
 
   private async awaitTask<T>(task: AsyncTask, what: string, deadline: number): Promise<T> {
     for (let pause = 100; ; pause = Math.min(pause * 2, 1_000)) {
-      if (task.status === 'Error') throw new DellScRefusal(400, what, redact(task.message ?? 'the task failed', this.secrets));
+      if (task.status === 'Error') throw new DellScRefusal(400, what, redact(task.message ?? 'the task failed', this.masked));
       if (performance.now() > deadline) throw new BackendUnavailable(`Dell Storage Manager at ${this.endpoint} did not ${what} within ${this.options.timeoutMs / 1000} s (task ${task.returnValue} still running)`);
       await sleep(pause);
       const reply = await this.send('GET', task.returnValue.replace(/^\/?(api\/rest\/)?/, ''), what, undefined, { Cookie: await this.session() });
@@ -128,7 +128,12 @@ export class DellScClient {
   }
 
   private said(body: unknown): string {
-    return redact(faultMessage(body), this.secrets);
+    return redact(faultMessage(body), this.masked);
+  }
+
+  /** The password's forms and the session cookie's values: what a server that quotes the request would show. */
+  private get masked(): string[] {
+    return [...this.secrets, ...(this.cookie?.split('; ').map((c) => c.slice(c.indexOf('=') + 1)) ?? [])];
   }
 
   private async session(): Promise<string> {

@@ -65,6 +65,11 @@ export class Tgtadm {
     });
   }
 
+  /**
+   * tgtadm takes the password only as --password (usr/tgtadm.c reads no stdin or file for it), so
+   * the array host's users can see it in the process list while the command runs; ballast's logs
+   * and errors show it masked.
+   */
   async newAccount(username: string, password: string): Promise<void> {
     await this.run(['--mode', 'account', '--op', 'new', '--user', username, '--password', password], { redact: [password] });
   }

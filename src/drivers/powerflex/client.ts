@@ -99,7 +99,9 @@ export class PowerFlexClient {
 
   private refusal(reply: AxiosResponse, what: string): Error {
     const body = reply.data as { message?: unknown; errorCode?: unknown } | undefined;
-    const detail = redact(typeof body?.message === 'string' ? body.message : typeof reply.data === 'string' && reply.data ? reply.data.slice(0, 300) : 'no message', this.secrets);
+    // A server may quote the request: the session token too (3.x sends it as Basic user:token).
+    const secrets = [...this.secrets, ...(this.token ? secretForms(this.options.username, this.token) : [])];
+    const detail = redact(typeof body?.message === 'string' ? body.message : typeof reply.data === 'string' && reply.data ? reply.data.slice(0, 300) : 'no message', secrets);
     const errorCode = typeof body?.errorCode === 'number' ? body.errorCode : undefined;
     if (errorCode !== undefined || (reply.status >= 400 && reply.status < 500)) return new PowerFlexRefusal(reply.status, errorCode, what, detail);
     return new BackendUnavailable(`the PowerFlex gateway at ${this.endpoint} failed to ${what} (HTTP ${reply.status}): ${detail}`);

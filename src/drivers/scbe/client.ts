@@ -76,7 +76,7 @@ export class ScbeClient {
         continue;
       }
       if (reply.status >= 200 && reply.status < 300) return reply.data as T;
-      const detail = redact(faultMessage(reply.data), this.secrets);
+      const detail = redact(faultMessage(reply.data), [...this.secrets, token]); // a server may quote the request
       if (reply.status >= 400 && reply.status < 500) throw new ScbeRefusal(reply.status, what, detail);
       throw new BackendUnavailable(`Spectrum Connect at ${this.endpoint} failed to ${what} (HTTP ${reply.status}): ${detail}`);
     }

@@ -309,7 +309,14 @@ export class VsphereClient {
     if (response.status >= 400 && !/Fault>/.test(response.data)) {
       throw new BackendUnavailable(`vCenter ${this.options.url} answered ${method} with HTTP ${response.status}; is this the vSphere API URL (…/sdk)?`);
     }
-    return parseResponse(method, response.data);
+    try {
+      return parseResponse(method, response.data);
+    } catch (err) {
+      // A server that quotes the request would show the session cookie in its fault.
+      const session = this.cookie?.slice(this.cookie.indexOf('=') + 1).replace(/^"|"$/g, '');
+      if (err instanceof VsphereFault && session) throw new VsphereFault(err.faultType, redact(err.faultString, [session]), err.detail);
+      throw err;
+    }
   }
 
   /** One HTTP exchange, with network and certificate failures turned into what to check. */

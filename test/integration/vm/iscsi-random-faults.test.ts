@@ -24,7 +24,7 @@ import { describeRun, faultSeed, faultSteps, itHeldUnderFaults, runFaultScenario
 // Needs root, the VM lab, tgt and openssh-server.
 
 const SEED = faultSeed(20261206);
-const STEPS = faultSteps(50);
+const STEPS = faultSteps(20);
 const VOLUMES = ['a', 'b'];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

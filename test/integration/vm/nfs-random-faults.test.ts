@@ -17,7 +17,7 @@ import { requireVmLab } from '../../lab/vm.js';
 // Needs root, the VM lab, nfs-ganesha (+ -vfs) and nfs-common.
 
 const SEED = faultSeed(20261205);
-const STEPS = faultSteps(50);
+const STEPS = faultSteps(68);
 const VOLUMES = ['a', 'b'];
 
 describe(`NFS loop root, two VMs: ${STEPS} random fault steps (seed ${SEED})`, () => {

@@ -6,6 +6,7 @@ import { cleanExt4, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET } from '../../../src/att
 import { Filesystem, parseBlkidExport, parseDumpe2fs, parseXfsSize } from '../../../src/attach/filesystem.js';
 import { MountTable } from '../../../src/util/mountinfo.js';
 import { silentLogger } from '../../../src/log.js';
+import type { Exec } from '../../../src/exec.js';
 import { FakeExec } from '../../helpers/fake-exec.js';
 
 const fs = (exec: FakeExec) => new Filesystem(exec, silentLogger(), { slowMs: 1000 });
@@ -64,10 +65,74 @@ describe('Filesystem', () => {
       const exec = new FakeExec();
       const filesystem = new Filesystem(exec, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo));
       await filesystem.shutdown('/m/v', '/dev/loop3');
-      expect(exec.commands).toEqual(['xfs_io -x -c shutdown /m/v']);
+      expect(exec.commands).toEqual(['fsfreeze --freeze /m/v', 'xfs_io -x -c shutdown /m/v', 'fsfreeze --unfreeze /m/v']);
       await expect(filesystem.shutdown('/m/w', '/dev/loop4')).rejects.toThrow(/refusing to shut down \/m\/w: it is not a mount of \/dev\/loop4 \(found no mount\)/);
       await expect(filesystem.shutdown('/m/v', '/dev/loop9')).rejects.toThrow(/found \/dev\/loop3/);
-      expect(exec.commands).toHaveLength(1);
+      expect(exec.commands).toHaveLength(3);
+      // A freeze that fails (already frozen by someone else: busy) does not hold up the shutdown, and is not undone.
+      const busy = new FakeExec().reply({ match: 'fsfreeze --freeze', exitCode: 1, stderr: 'fsfreeze: /m/v: freeze failed: Device or resource busy' });
+      await new Filesystem(busy, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo)).shutdown('/m/v', '/dev/loop3');
+      expect(busy.commands).toEqual(['fsfreeze --freeze /m/v', 'xfs_io -x -c shutdown /m/v']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('fences even when the freeze hangs on dead storage: shuts down after waiting for it, and thaws only once it finishes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ballast-fs-'));
+    try {
+      const mountinfo = join(dir, 'mountinfo');
+      writeFileSync(mountinfo, '100 22 7:0 / /m/v rw - ext4 /dev/loop3 rw\n');
+      let finishFreeze: () => void = () => undefined;
+      const exec = new FakeExec();
+      const hanging: Exec = {
+        run: (argv, options) => {
+          if (argv.join(' ') !== 'fsfreeze --freeze /m/v') return exec.run(argv, options);
+          exec.calls.push([...argv]);
+          return new Promise((resolve) => (finishFreeze = () => resolve({ stdout: '', stderr: '', exitCode: 0 })));
+        },
+      };
+      const started = Date.now();
+      await new Filesystem(hanging, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo)).shutdown('/m/v', '/dev/loop3');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
+      // No thaw yet: it would wait on the superblock as long as the freeze does.
+      expect(exec.commands).toEqual(['fsfreeze --freeze /m/v', 'xfs_io -x -c shutdown /m/v']);
+      finishFreeze(); // the storage answered and the freeze went through after all: thawed then
+      await new Promise((r) => setTimeout(r, 20));
+      expect(exec.commands.slice(2)).toEqual(['fsfreeze --unfreeze /m/v']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('when the freeze hangs, fails the I/O queued in the multipath map beneath (under LUKS) before the shutdown', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ballast-fs-'));
+    try {
+      const mountinfo = join(dir, 'mountinfo');
+      writeFileSync(mountinfo, '100 22 253:5 / /m/v rw - ext4 /dev/mapper/luks-v rw\n');
+      const dm = (kname: string, name: string, uuid: string, slaves: string[]) => {
+        mkdirSync(join(dir, 'sys/block', kname, 'dm'), { recursive: true });
+        writeFileSync(join(dir, 'sys/block', kname, 'dm/name'), `${name}\n`);
+        writeFileSync(join(dir, 'sys/block', kname, 'dm/uuid'), `${uuid}\n`);
+        for (const slave of slaves) mkdirSync(join(dir, 'sys/block', kname, 'slaves', slave), { recursive: true });
+      };
+      dm('dm-5', 'luks-v', 'CRYPT-LUKS2-abc-luks-v', ['dm-3']);
+      dm('dm-3', 'mpatha', 'mpath-36001405abc', ['sdb', 'sdc']);
+      const exec = new FakeExec();
+      const hanging: Exec = {
+        run: (argv, options) => {
+          if (argv.join(' ') !== 'fsfreeze --freeze /m/v') return exec.run(argv, options);
+          exec.calls.push([...argv]);
+          return new Promise(() => undefined); // the storage never answers
+        },
+      };
+      await new Filesystem(hanging, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo), dir).shutdown('/m/v', '/dev/mapper/luks-v');
+      expect(exec.commands).toEqual(['fsfreeze --freeze /m/v', 'dmsetup message mpatha 0 fail_if_no_path', 'xfs_io -x -c shutdown /m/v']);
+      // A device whose kernel name cannot be found (a dangling link): no map to fail, the shutdown still runs.
+      exec.calls.length = 0;
+      writeFileSync(mountinfo, '100 22 253:5 / /m/v rw - ext4 /dev/disk/by-id/gone rw\n');
+      await new Filesystem(hanging, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo), dir).shutdown('/m/v', '/dev/disk/by-id/gone');
+      expect(exec.commands).toEqual(['fsfreeze --freeze /m/v', 'xfs_io -x -c shutdown /m/v']);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

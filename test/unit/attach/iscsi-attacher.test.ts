@@ -1,9 +1,10 @@
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { IscsiAttacher } from '../../../src/attach/iscsi/iscsi-attacher.js';
 import { reservationKey } from '../../../src/attach/iscsi/reservations.js';
-import { AttachFailed } from '../../../src/errors.js';
+import { AttachFailed, CommandFailed } from '../../../src/errors.js';
+import type { ExecOptions, ExecResult } from '../../../src/exec.js';
 import type { IscsiExport } from '../../../src/export.js';
 import { silentLogger } from '../../../src/log.js';
 import { FakeIscsiHost } from '../../helpers/fake-iscsi-host.js';
@@ -14,15 +15,58 @@ const P1 = '10.0.0.5:3260';
 const P2 = '10.0.1.5:3260';
 const CTX = { hostId: 'host1', generation: 7 };
 
+/**
+ * FakeIscsiHost that also keeps each node record where open-iscsi does, in a file under root
+ * (etc/iscsi/nodes/IQN/ADDRESS,PORT): `--op show` prints it with a set password masked, and a
+ * login uses the password the file holds.
+ */
+class RecordFileHost extends FakeIscsiHost {
+  /** An open-iscsi that keeps its records elsewhere: show never sees what ballast wrote. */
+  recordsElsewhere = false;
+
+  recordFile(iqn: string, portal: string): string {
+    const [address, port] = portal.split(':');
+    return join(this.root, 'etc', 'iscsi', 'nodes', iqn, `${address},${port}`);
+  }
+
+  override async run(argv: readonly string[], options?: ExecOptions): Promise<ExecResult> {
+    const opt = (flag: string) => argv[argv.indexOf(flag) + 1]!;
+    if (argv[0] !== 'iscsiadm' || opt('-m') !== 'node') return super.run(argv, options);
+    const [iqn, portal] = [opt('-T'), opt('-p')];
+    const file = this.recordFile(iqn, portal);
+    const password = async () => (this.recordsElsewhere ? undefined : /^node\.session\.auth\.password = (.*)$/m.exec(await readFile(file, 'utf8'))?.[1]);
+    if (argv.includes('show')) {
+      this.calls.push([...argv]);
+      const text = await readFile(file, 'utf8').catch(() => undefined);
+      if (text === undefined) throw new CommandFailed([...argv], 21, 'No records found', false);
+      const shown = text.replace(/^node\.session\.auth\.password = .*\n/m, '');
+      return { stdout: (await password()) ? shown.replace('# END RECORD', 'node.session.auth.password = ********\n# END RECORD') : shown, stderr: '', exitCode: 0 };
+    }
+    if (argv.includes('--login') && this.nodes.has(`${iqn} ${portal}`)) {
+      const secret = await password();
+      if (secret) this.nodes.get(`${iqn} ${portal}`)!.set('node.session.auth.password', secret);
+    }
+    const result = await super.run(argv, options);
+    if (argv.includes('new')) {
+      const [address, port] = portal.split(':');
+      await mkdir(dirname(file), { recursive: true });
+      const fields = [`node.name = ${iqn}`, 'node.tpgt = -1', 'iface.iscsi_ifacename = default', `node.conn[0].address = ${address}`, `node.conn[0].port = ${port}`];
+      await writeFile(file, ['# BEGIN RECORD 2.1.8', ...fields, '# END RECORD', ''].join('\n'), { mode: 0o600 });
+    }
+    if (argv.includes('delete')) await rm(file, { force: true });
+    return result;
+  }
+}
+
 describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a real kernel)', () => {
   let root: string;
-  let host: FakeIscsiHost;
+  let host: RecordFileHost;
   let attacher: IscsiAttacher;
   const exp = (over: Partial<IscsiExport> = {}): IscsiExport => ({ transport: 'iscsi', iqn: IQN, portals: [P1], lun: 1, multipath: false, reservations: false, ...over });
 
   beforeEach(async () => {
     root = await mkdtemp(join(tmpdir(), 'ballast-iscsi-'));
-    host = new FakeIscsiHost(root);
+    host = new RecordFileHost(root);
     await host.init();
     host.portals = new Set([P1, P2]);
     host.targets.set(IQN, [{ lun: 1, wwid: WWID }]);
@@ -119,15 +163,30 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
     expect(host.commands.filter((c) => c.startsWith('multipath'))).toEqual(['multipath -a /dev/sda', 'multipathd add path /dev/sda', 'multipathd add path /dev/sdb']);
   });
 
-  it('sets CHAP on the node record and keeps the secret out of what it logs', async () => {
+  it('sets CHAP on the node record, the secret written into its file (0600) and on no command line', async () => {
     host.autoMultipath = false;
     host.chap = { username: 'ballast', password: 'secret-secret-12' };
     await attacher.attach(exp({ chap: { ...host.chap } }), CTX);
-    expect(host.commands.filter((c) => c.includes('auth'))).toEqual([
+    expect(host.commands.filter((c) => c.includes('auth') || c.endsWith('show'))).toEqual([
       `${nodeCmd(P1)} --op update -n node.session.auth.authmethod -v CHAP`,
       `${nodeCmd(P1)} --op update -n node.session.auth.username -v ballast`,
-      `${nodeCmd(P1)} --op update -n node.session.auth.password -v secret-secret-12`,
+      `${nodeCmd(P1)} --op show`, // where the record is
+      `${nodeCmd(P1)} --op show`, // iscsiadm reads the secret back
     ]);
+    expect(host.commands.filter((c) => c.includes('secret-secret-12'))).toEqual([]);
+    const file = host.recordFile(IQN, P1);
+    expect(await readFile(file, 'utf8')).toMatch(/\nnode\.session\.auth\.password = secret-secret-12\n# END RECORD\n$/);
+    expect((await stat(file)).mode & 0o777).toBe(0o600);
+    expect(host.sessions).toHaveLength(1);
+  });
+
+  it('does not log in when iscsiadm does not read the secret where ballast wrote it, and leaves no node record', async () => {
+    host.chap = { username: 'ballast', password: 'secret-secret-12' };
+    host.recordsElsewhere = true;
+    const err = await attacher.attach(exp({ chap: { ...host.chap } }), CTX).catch((e: unknown) => e);
+    expect((err as Error).message).toBe(`iscsiadm does not see the node.session.auth.password ballast wrote into ${host.recordFile(IQN, P1)}: is that where this open-iscsi keeps its node records?`);
+    expect(host.commands.filter((c) => c.endsWith('--login'))).toEqual([]);
+    expect(host.nodes.size).toBe(0);
   });
 
   it('a wrong CHAP secret fails with a clear error and leaves no node record, session or disk', async () => {

@@ -58,12 +58,30 @@ describe('LoopAttacher', () => {
     bind(3, `${FILE}.other`);
     bind(4, FILE);
     const exec = new FakeExec();
-    const attacher = new LoopAttacher(exec, new LoopSysfs(root));
+    const attacher = new LoopAttacher(exec, new LoopSysfs(root), undefined, async () => undefined); // the fixture keeps loop4 bound
     await attacher.detach({ transport: 'loop', file: FILE }, '/dev/loop3');
     await attacher.detach({ transport: 'loop', file: FILE }, '/dev/loop0');
     expect(exec.commands).toEqual([]);
     await attacher.detach({ transport: 'loop', file: FILE }, '/dev/loop4');
     expect(exec.commands).toEqual(['losetup --detach /dev/loop4']);
+  });
+
+  it('after losetup --detach, waits (bounded) until the kernel has released a device still held open', async () => {
+    bind(4, FILE);
+    const naps: number[] = [];
+    const exec = new FakeExec();
+    // The binding goes at the third poll, as when udev closes the device a moment later.
+    const sleep = async (ms: number) => {
+      naps.push(ms);
+      if (naps.length === 3) rmSync(join(root, 'sys', 'block', 'loop4', 'loop'), { recursive: true });
+    };
+    await new LoopAttacher(exec, new LoopSysfs(root), undefined, sleep).detach({ transport: 'loop', file: FILE }, '/dev/loop4');
+    expect(naps).toEqual([100, 100, 100]);
+    // One that never goes: the detach still returns, after 50 polls.
+    bind(5, FILE);
+    naps.length = 0;
+    await new LoopAttacher(exec, new LoopSysfs(root), undefined, async (ms) => void naps.push(ms)).detach({ transport: 'loop', file: FILE }, '/dev/loop5');
+    expect(naps).toHaveLength(50);
   });
 });
 

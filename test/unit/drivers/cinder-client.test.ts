@@ -38,6 +38,8 @@ async function startEdge(): Promise<Edge> {
     }
     if (!token || !edge.valid.has(token)) return res.writeHead(401).end(JSON.stringify({ error: { message: 'unauthorized' } }));
     if (req.url?.startsWith('/volume/v3/f00d/volumes/missing')) return res.writeHead(404).end(JSON.stringify({ itemNotFound: { message: 'Volume missing could not be found.', code: 404 } }));
+    // A broken server that quotes the request, its token included.
+    if (req.url?.startsWith('/volume/v3/f00d/volumes/echo')) return res.writeHead(req.url.endsWith('400') ? 400 : 500).end(JSON.stringify({ error: { message: `bad request with X-Auth-Token ${token}` } }));
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ volumes: [] }));
   });
   await new Promise<void>((resolve) => edge.server.listen(0, '127.0.0.1', resolve));
@@ -86,6 +88,12 @@ describe('CinderClient with Keystone', () => {
     expect(err).toBeInstanceOf(CinderRefusal);
     expect((err as CinderRefusal).status).toBe(404);
     expect((err as Error).message).toBe('Cinder refused to read volume missing (HTTP 404): Volume missing could not be found.');
+  });
+
+  it.each(['500', '400'])('an error quoting the request (HTTP %s) shows the token masked', async (status) => {
+    const err = await client().call('GET', `/volumes/echo${status}`, 'read volume echo').catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(new RegExp(`\\(HTTP ${status}\\): bad request with X-Auth-Token \\*\\*\\*$`));
+    expect((err as Error).message).not.toContain('tok-1');
   });
 
   it('wrong credentials: names user, domain and project and what to check, never the password', async () => {

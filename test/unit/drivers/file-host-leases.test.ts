@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FileHostLeases } from '../../../src/drivers/file-host-leases.js';
@@ -171,6 +171,37 @@ describe('host leases on a file root, observed through beacons', () => {
     expect([...(await observer().round()).seen.keys()]).toEqual([]);
     await expect(obs.store.readHostLease('a')).rejects.toThrow('is damaged');
     expect(await obs.store.readHostLease('b')).toBeUndefined();
+  });
+
+  it.each([
+    ['the same boot (a daemon crash): its volumes stay its own', 'boot-a', false],
+    ['a new boot: what the old boot held is dead', 'boot-a-2', true],
+  ])('a host whose own record is damaged rewrites it when it registers, with the generation and past the renewSeq of its beacon; after %s', async (_case, bootId, oldHoldsDead) => {
+    const a = await host('a');
+    for (let i = 0; i < 3; i += 1) await a.renew();
+    const obs = observer();
+    const before = (await obs.round()).seen.get('a')!;
+    await writeFile(join(hostsDir(), 'a.json'), '{"hostId":"a","bootId":"bo'); // a crash mid-write
+    await rm(join(hostsDir(), beaconName('a', 1, 4)));
+    await writeFile(join(hostsDir(), beaconName('a', 1, 6)), ''); // the beacon had got further than the record
+
+    const again = await host('a', bootId);
+    expect(again.generation).toBe(1);
+    const record = await obs.store.readHostLease('a');
+    expect(record).toMatchObject({ hostId: 'a', bootId, generation: 1, renewSeq: 7 });
+    expect(await readdir(hostsDir())).toEqual(expect.arrayContaining([beaconName('a', 1, 7)]));
+    obs.monitor.observe('a', record);
+    expect(obs.monitor.assess(holderOf(before)).dead).toBe(oldHoldsDead);
+  });
+
+  it("refuses to guess a host's generation when its own record is damaged and no beacon is left, naming the file and the fix", async () => {
+    await mkdir(hostsDir());
+    await writeFile(join(hostsDir(), 'a.json'), ''); // left by a daemon from before beacons
+    await expect(host('a')).rejects.toThrow(
+      `this host's lease ${join(hostsDir(), 'a.json')} is damaged (empty) and nothing beside it tells the generation it had, so ballast does not rewrite it`,
+    );
+    await rm(join(hostsDir(), 'a.json')); // the fix
+    expect((await host('a')).generation).toBe(1);
   });
 
   it('lists nothing, without failing, before any host registered', async () => {

@@ -140,4 +140,25 @@ describe('host leases and takeover over a shared loop root', () => {
     await b.lease.forceRelease('v'); // the operator's step
     expect(await b.lease.acquire('v')).toMatchObject({ holder: { hostId: 'b' }, generation: 3 });
   });
+
+  it('a host counts its lease from when a renewal write started, not from when a slow one returned', async () => {
+    // Another host may see the write land at once and count from there: a self-fence counted
+    // from the write's return would come that much later than the others' takeover.
+    const clock = new FakeClock(100);
+    const s = store();
+    const slowWrites = Object.assign(Object.create(s) as typeof s, {
+      writeHostLease: async (lease: Parameters<typeof s.writeHostLease>[0]) => {
+        await s.writeHostLease(lease);
+        clock.now += 5; // the write returns 5 s after it landed
+      },
+    });
+    const keeper = new HostLeaseKeeper(slowWrites, host('a'), timing, silentLogger(), clock.read);
+    await keeper.register();
+    expect(keeper.lastRenewed).toBe(100);
+    expect(keeper.secondsSinceRenewal()).toBe(5);
+    clock.now += 1;
+    expect(await keeper.renew()).toBe(true);
+    expect(keeper.lastRenewed).toBe(106);
+    expect(keeper.secondsSinceRenewal()).toBe(5);
+  });
 });

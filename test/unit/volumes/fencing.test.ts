@@ -1,4 +1,4 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LoopDriver } from '../../../src/drivers/loop-driver.js';
 import { silentLogger } from '../../../src/log.js';
@@ -70,22 +70,53 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
     expect((await f.manager.get('v')).status.fenced).toBeUndefined();
   });
 
+  /**
+   * Replaces the host-lease directory with a file: renewals fail from then on. Moved aside and
+   * replaced by rename, since the upkeep's renewal (every 50 ms) may write into it or recreate it
+   * meanwhile (an rm -r of it failed with ENOTEMPTY in CI).
+   */
+  async function breakHostLeases(): Promise<void> {
+    const hosts = join(root(), '.hosts');
+    for (let attempt = 0; attempt < 20; attempt++) {
+      await rename(hosts, `${hosts}-away-${attempt}`).catch(() => undefined);
+      await writeFile(`${hosts}-file`, 'not a directory');
+      if (await rename(`${hosts}-file`, hosts).then(() => true, () => false)) return;
+    }
+    throw new Error(`${hosts} kept coming back as a directory`);
+  }
+
   it('fences its own volumes and refuses mounts when it cannot renew for fence_after', async () => {
     await f.manager.create('v', {});
     const mp = await f.manager.mount('v', 'c1');
     await f.manager.create('w', {});
     // Break the host-lease directory: renewals now fail.
-    await rm(join(root(), '.hosts'), { recursive: true });
-    await writeFile(join(root(), '.hosts'), 'not a directory');
+    await breakHostLeases();
     await sleep(LEASE.fence_after * 1000 + 200);
     await f.manager.upkeep.tick();
     expect(f.host.shutDown.has(mp)).toBe(true);
     await expect(f.manager.mount('w', 'x')).rejects.toThrow(/this host has not renewed its lease for \d+ s .*refusing to mount w/);
     // The backend comes back: new mounts work again.
     await rm(join(root(), '.hosts'));
-    await mkdir(join(root(), '.hosts'));
+    await mkdir(join(root(), '.hosts'), { recursive: true }); // a renewal may have made it already
     await f.manager.upkeep.tick();
     await f.manager.mount('w', 'x');
+  });
+
+  it('fences all its volumes at once: a slow storage does not make the last fence late', async () => {
+    await f.manager.create('v', {});
+    await f.manager.create('w', {});
+    const mounts = [await f.manager.mount('v', 'c1'), await f.manager.mount('w', 'c2')];
+    f.host.delays.push({ prefix: 'fsfreeze --freeze', ms: 500 });
+    f.host.calls.length = 0;
+    await breakHostLeases();
+    await sleep(LEASE.fence_after * 1000 + 200);
+    await f.manager.upkeep.tick();
+    expect(mounts.filter((mp) => f.host.shutDown.has(mp))).toEqual(mounts);
+    // Both freezes were asked for before either shutdown: one after the other, each waits on the last.
+    const fence = f.host.calls.filter((c) => /^(fsfreeze|xfs_io)/.test(c)).map((c) => c.split(' ').slice(0, -1).join(' '));
+    expect(fence.slice(0, 2)).toEqual(['fsfreeze --freeze', 'fsfreeze --freeze']);
+    await rm(join(root(), '.hosts'));
+    await mkdir(join(root(), '.hosts'), { recursive: true });
   });
 
   /** Volume v, held by node-b, which keeps renewing until the returned timer is cleared. */

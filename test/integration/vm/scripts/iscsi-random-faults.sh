@@ -21,6 +21,6 @@ backends:
 profiles: {default: {backend: iscsi}}
 YAML
 } > "$BALLAST_RUN/config.yml"
-node "$BALLAST_SRC/test/integration/vm/scripts/random-faults.mjs" agent 2>>"$BALLAST_VM_LOGS/agent.log" || { tail -n 30 "$BALLAST_VM_LOGS/agent.log"; die "the agent failed"; }
+fault_agent
 iptables -F 2>/dev/null
 exit 0

@@ -81,3 +81,9 @@ dm_kname() { lsblk -ndo KNAME "$1"; }
 sessions() { iscsiadm -m session 2>/dev/null | wc -l; }
 scsi_disks() { ls /sys/block | grep -c '^sd' || true; }
 dm_maps() { ls /sys/block | grep -c '^dm-' || true; }
+
+# fault_agent: random-faults.mjs's agent on $BALLAST_RUN/config.yml, until the coordinator says exit
+# (the last step of the *-random-faults scenarios).
+fault_agent() {
+  node "$BALLAST_SRC/test/integration/vm/scripts/random-faults.mjs" agent 2>>"$BALLAST_VM_LOGS/agent.log" || { tail -n 30 "$BALLAST_VM_LOGS/agent.log"; die "the agent failed"; }
+}

@@ -16,7 +16,7 @@ backends: {loop: {root: /mnt/nfs/loop, shared: true${LOOP_FENCE:+, fence: $LOOP_
 profiles: {default: {backend: loop}}
 YAML
 } > "$BALLAST_RUN/config.yml"
-node "$BALLAST_SRC/test/integration/vm/scripts/random-faults.mjs" agent 2>>"$BALLAST_VM_LOGS/agent.log" || { tail -n 30 "$BALLAST_VM_LOGS/agent.log"; die "the agent failed"; }
+fault_agent
 # A healed host whose NFS mount is fine can sync at power-off; a still-cut one must not try.
 iptables -F 2>/dev/null
 umount -l /mnt/nfs 2>/dev/null

@@ -1,7 +1,8 @@
 # Host 1 of nfs-takeover.test.ts: the holder. Part A: its daemon is killed (-9) while it holds
-# volume k9, then stopped (SIGSTOP) while it holds st; its kernel and network stay up. Part B: it
-# holds v and this whole VM is cut off from the NFS server, then healed. The host test times the
-# steps and takes the image's sha256 on the server between them (signal files in $SHARE).
+# volume k9; its kernel and network stay up (daemon_case also takes `stop`, SIGSTOP, which
+# nfs-random-faults draws). Part B: it holds v and this whole VM is cut off from the NFS server,
+# then healed. The host test times the steps and takes the image's sha256 on the server between
+# them (signal files in $SHARE).
 set -u
 . "$BALLAST_SRC/test/integration/vm/scripts/nfs-takeover-lib.sh"
 CUT=no
@@ -73,7 +74,6 @@ daemon_case() { # VOLUME kill|stop
   wait_for "$v-done" 240
 }
 daemon_case k9 kill
-daemon_case st stop
 
 # ---------- Part B: the whole host is cut off from the NFS server while it writes to v.
 expect_ok VolumeDriver.Create '{"Name":"v","Opts":{"size":"64M"}}' >/dev/null

