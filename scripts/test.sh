@@ -5,8 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-reports=$(mktemp -d /tmp/ballast-jest-XXXXXX)
-trap 'rm -rf "$reports"' EXIT
+# BALLAST_TEST_REPORTS=<dir> keeps jest's JSON reports there (per-suite start and end times).
+if [ -n "${BALLAST_TEST_REPORTS:-}" ]; then
+  reports=$BALLAST_TEST_REPORTS && mkdir -p "$reports"
+else
+  reports=$(mktemp -d /tmp/ballast-jest-XXXXXX) && trap 'rm -rf "$reports"' EXIT
+fi
 status=0
 jest() { NODE_OPTIONS=--experimental-vm-modules npx jest --ci --json "$@" || status=$?; }
 if [ $# -gt 0 ]; then

@@ -5,7 +5,8 @@
 #   ballast     ballast's own fence: `ballast fence-watchdog` finds the volume's daemon silent
 #   nologflush  the bare shutdown ballast's fence used before (xfs_io shutdown); by hand only
 #               (FENCE_FSYNC_NOLOGFLUSH_TRIALS=n): it loses in a few trials, too few for every CI run
-#   logflush    xfs_io shutdown -f, which loses most often: shows the check can see a loss
+#   logflush    xfs_io shutdown -f, which loses most often: shows the check can see a loss (its
+#               trials stop at the first loss)
 #   unreachable ballast's fence on a multipath map (queue_if_no_path) whose one path failed just
 #               before: the freeze cannot finish; the path comes back after the fence, as an FC
 #               host cut off from the array and healed does (FC random faults lost a line so)
@@ -88,7 +89,7 @@ trial() { # $1: fence_xfs_io ARGS | fence_ballast | fence_unreachable; prints ac
   losetup -d "$la"
 }
 
-run_mode() { # $1: mode name, $2: trials, then the fence
+run_mode() { # $1: mode name, $2: trials, then the fence; UNTIL_LOST=1: stop at the first loss
   local mode=$1 trials=$2 lost=0 unfrozen=0 held=0 i acked found said; shift 2
   for i in $(seq 1 "$trials"); do
     read -r acked found said <<< "$(trial "$@")"
@@ -96,11 +97,12 @@ run_mode() { # $1: mode name, $2: trials, then the fence
     [ "$found" -ge "$acked" ] || lost=$((lost + 1))
     [ -z "$said" ] || unfrozen=$((unfrozen + 1))
     case $said in *'before the path returned: no'*) held=$((held + 1)) ;; esac
+    if [ "${UNTIL_LOST:-0}" = 1 ] && [ "$lost" -gt 0 ]; then trials=$i; break; fi
   done
   result "${mode}_trials=$trials" "${mode}_lost=$lost" "${mode}_without_freeze=$unfrozen" "${mode}_writer_held=$held"
 }
 
-run_mode logflush "${FENCE_FSYNC_BASELINE_TRIALS:-4}" fence_xfs_io 'shutdown -f'
+UNTIL_LOST=1 run_mode logflush "${FENCE_FSYNC_BASELINE_TRIALS:-6}" fence_xfs_io 'shutdown -f'
 run_mode nologflush "${FENCE_FSYNC_NOLOGFLUSH_TRIALS:-0}" fence_xfs_io shutdown
 run_mode ballast "${FENCE_FSYNC_TRIALS:-5}" fence_ballast
 run_mode unreachable "${FENCE_FSYNC_UNREACHABLE_TRIALS:-3}" fence_unreachable
