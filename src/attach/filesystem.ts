@@ -148,8 +148,8 @@ const MKFS_ARGS: Record<Fstype, readonly string[]> = {
 
 /** How long a fence waits for its shutdown command before leaving it to finish on its own. */
 const SHUTDOWN_WAIT_MS = 3_000;
-/** How long a fence waits for the freeze that makes in-flight fsyncs durable before shutting down without it. */
-const FREEZE_WAIT_MS = 2_000;
+/** How long a fence waits, unless told otherwise, for the freeze that makes in-flight fsyncs durable before shutting down without it. */
+export const FREEZE_WAIT_MS = 2_000;
 
 /** blkid, mkfs, fsck, mount, umount and grow: the filesystem steps every transport shares. */
 export class Filesystem {
@@ -225,11 +225,11 @@ export class Filesystem {
    * ended (by the abort) and returns 0, and the line it wrote is gone (fence-fsync.test.ts shows
    * it in Debian's kernel). A freeze commits everything in flight and holds new writes, so the
    * shutdown aborts an empty journal; the thaw then lets the held writes fail. On storage that
-   * does not answer the freeze cannot finish: after FREEZE_WAIT_MS the I/O queued in multipath
+   * does not answer the freeze cannot finish: after `freezeWaitMs` the I/O queued in multipath
    * maps beneath is failed, then the shutdown goes ahead. New writes stay held (not failed) until
    * the freeze fails on its own once the storage answers (a shut-down filesystem cannot sync).
    */
-  async shutdown(target: string, device: string): Promise<void> {
+  async shutdown(target: string, device: string, freezeWaitMs = FREEZE_WAIT_MS): Promise<void> {
     // The ioctl acts on whatever filesystem holds `target`: on a bare directory that would be
     // the host's own. Only ever shut down a mount of the volume's device.
     const entry = await this.mounts.find(target);
@@ -243,10 +243,10 @@ export class Filesystem {
         return false;
       },
     );
-    const frozen = await settledWithin(freeze, FREEZE_WAIT_MS);
+    const frozen = await settledWithin(freeze, freezeWaitMs);
     if (frozen === undefined) {
       // A thaw now would wait as long as the freeze (both need the superblock): thaw when it ends.
-      this.log.warn('fence: the freeze waits on the storage; shutting down without it', { target, device, waitedMs: FREEZE_WAIT_MS });
+      this.log.warn('fence: the freeze waits on the storage; shutting down without it', { target, device, waitedMs: freezeWaitMs });
       void freeze.then((late) => (late ? this.thawFenced(target) : undefined));
       await this.failQueuedIo(target, device);
     }

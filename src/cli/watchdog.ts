@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { monotonicSeconds } from '../ownership/host-lease.js';
 import { FenceFiles, type Heartbeat } from '../volumes/fence-files.js';
-import { shutDownFenced } from '../volumes/lease-upkeep.js';
+import { freezeWaitFor, shutDownFenced } from '../volumes/lease-upkeep.js';
 import { MountStateStore } from '../volumes/mount-state.js';
 
 const POLL_MS = 500;
@@ -88,7 +88,7 @@ export async function runWatchdog(config: Config, log: Logger): Promise<void> {
     // All at once: on storage that does not answer each shutdown may wait seconds, and the last must not come late.
     await Promise.all(
       due.map(async ([name, volume]) => {
-        await shutDownFenced(filesystem, log, { name, volume, reason });
+        await shutDownFenced(filesystem, log, { name, volume, reason, freezeWaitMs: freezeWaitFor(volume, config.lease.seconds, quiet) });
         fenced[name] = { at: new Date().toISOString(), reason };
         // Other hosts may take the volume lease.seconds after the renewal: a fence after that came too late.
         const late = quietSeconds(lastBeat, changedAt, monotonicSeconds()) - config.lease.seconds;

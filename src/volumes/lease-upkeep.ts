@@ -4,23 +4,43 @@ import { describeHolder } from '../ownership/lease.js';
 import { metrics } from '../metrics/registry.js';
 import { FenceFiles } from './fence-files.js';
 import type { Config } from '../config/schema.js';
-import type { Filesystem } from '../attach/filesystem.js';
+import { FREEZE_WAIT_MS, type Filesystem } from '../attach/filesystem.js';
 import type { Logger } from '../log.js';
 import type { HostIdentity } from '../ownership/types.js';
 import type { HostLiveness, OwnershipLease } from '../ownership/lease.js';
 import type { MountedVolume, MountStateStore } from './mount-state.js';
 
-/** A volume to fence, and why. */
+/** A volume to fence, why, and how long its freeze may take (FREEZE_WAIT_MS unless said). */
 interface Fence {
   name: string;
   volume: MountedVolume;
   reason: string;
+  freezeWaitMs?: number;
 }
 
+/**
+ * How long a fence may wait for its freeze (FREEZE_WAIT_MS at least). A freeze cut short falls
+ * back to the shutdown without it, which can lose an fsync-acknowledged line while a data write
+ * is still in flight (a loaded host, a path being failed over: iSCSI random faults lost one so).
+ * - Storage that fences at the array (iSCSI and FC with reservations): ARRAY_FENCED_FREEZE_WAIT_MS,
+ *   past the lease if need be. A host taking the volume over preempts this host's registration
+ *   and aborts its commands (PREEMPT AND ABORT), so what is still in flight then fails.
+ * - Otherwise until a second before other hosts may take the volume (lease.seconds after the last
+ *   renewal, `quietSeconds` ago): the lease is still this host's until then.
+ * New writes wait meanwhile: the freeze holds them from its start.
+ */
+export function freezeWaitFor(volume: MountedVolume, leaseSeconds: number, quietSeconds: number): number {
+  const fencedAtArray = (volume.export.transport === 'iscsi' || volume.export.transport === 'fc') && volume.export.reservations === true;
+  if (fencedAtArray) return ARRAY_FENCED_FREEZE_WAIT_MS;
+  return Math.max(FREEZE_WAIT_MS, Math.floor((leaseSeconds - quietSeconds - 1) * 1000));
+}
+/** Long enough for a multipath path to fail over (open-iscsi's NOP-Out timeouts, multipathd's fast_io_fail_tmo). */
+const ARRAY_FENCED_FREEZE_WAIT_MS = 30_000;
+
 /** The fence of one volume, as the daemon and its watchdog both do it: said loudly, never thrown. */
-export async function shutDownFenced(filesystem: Filesystem, log: Logger, { name, volume, reason }: Fence): Promise<void> {
-  log.error('FENCING a volume: its filesystem is shut down, writes on this host now fail', { volume: name, reason });
-  await filesystem.shutdown(volume.mountpoint, volume.device).catch((err: unknown) => log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) }));
+export async function shutDownFenced(filesystem: Filesystem, log: Logger, { name, volume, reason, freezeWaitMs }: Fence): Promise<void> {
+  log.error('FENCING a volume: its filesystem is shut down, writes on this host now fail', { volume: name, reason, freezeWaitMs: freezeWaitMs ?? FREEZE_WAIT_MS });
+  await filesystem.shutdown(volume.mountpoint, volume.device, freezeWaitMs).catch((err: unknown) => log.error('fence: filesystem shutdown failed', { volume: name, error: errorMessage(err) }));
 }
 
 /** What the upkeep needs of the volumes layer (the manager wires it, and this file imports none of it): the backends' liveness and this host's mounts. */
@@ -217,7 +237,7 @@ export class LeaseUpkeep {
     if (!owner || !liveness) return false;
     const quiet = liveness.keeper.secondsSinceRenewal();
     if (quiet > this.deps.config.lease.fence_after) {
-      await this.fence(name, volume, `this host could not renew its lease for ${Math.round(quiet)} s`);
+      await this.fence(name, volume, `this host could not renew its lease for ${Math.round(quiet)} s`, quiet);
       return true;
     }
     const ownership = (await owner.driver.readOwnership(name).catch(() => undefined))?.value;
@@ -243,15 +263,16 @@ export class LeaseUpkeep {
       const quiet = owner && this.host.liveness.get(owner.driver)?.keeper.secondsSinceRenewal();
       if (quiet !== undefined && quiet > this.deps.config.lease.fence_after) {
         const watchdog = byWatchdog[name];
-        due.push({ name, volume, reason: watchdog ? `fenced by the watchdog at ${watchdog.at}: ${watchdog.reason}` : `this host could not renew its lease for ${Math.round(quiet)} s` });
+        const reason = watchdog ? `fenced by the watchdog at ${watchdog.at}: ${watchdog.reason}` : `this host could not renew its lease for ${Math.round(quiet)} s`;
+        due.push({ name, volume, reason, freezeWaitMs: freezeWaitFor(volume, this.deps.config.lease.seconds, quiet) });
       }
     }
     await this.fenceAll(due);
   }
 
-  /** Shuts the volume's filesystem down: every later write on this host fails, nothing reaches the device. */
-  fence(name: string, volume: MountedVolume, reason: string): Promise<void> {
-    return this.fenceAll([{ name, volume, reason }]);
+  /** Shuts the volume's filesystem down: every later write on this host fails, nothing reaches the device. `quietSeconds`: since this host last renewed (unknown: the lease is taken to be gone). */
+  fence(name: string, volume: MountedVolume, reason: string, quietSeconds = Infinity): Promise<void> {
+    return this.fenceAll([{ name, volume, reason, freezeWaitMs: freezeWaitFor(volume, this.deps.config.lease.seconds, quietSeconds) }]);
   }
 
   /** All at once: on storage that does not answer each shutdown may wait seconds, and the last must not come late. */

@@ -105,6 +105,27 @@ describe('Filesystem', () => {
     }
   });
 
+  it('waits for a slow freeze as long as it is told (the lease left), and shuts down frozen', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ballast-fs-'));
+    try {
+      const mountinfo = join(dir, 'mountinfo');
+      writeFileSync(mountinfo, '100 22 7:0 / /m/v rw - ext4 /dev/loop3 rw\n');
+      const exec = new FakeExec();
+      const slow: Exec = {
+        run: (argv, options) => {
+          if (argv.join(' ') !== 'fsfreeze --freeze /m/v') return exec.run(argv, options);
+          exec.calls.push([...argv]);
+          return new Promise((resolve) => setTimeout(() => resolve({ stdout: '', stderr: '', exitCode: 0 }), 2_500));
+        },
+      };
+      await new Filesystem(slow, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo)).shutdown('/m/v', '/dev/loop3', 4_000);
+      // The freeze (2.5 s, longer than the default wait) finished first: the shutdown came after it, then the thaw.
+      expect(exec.commands).toEqual(['fsfreeze --freeze /m/v', 'xfs_io -x -c shutdown /m/v', 'fsfreeze --unfreeze /m/v']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('when the freeze hangs, fails the I/O queued in the multipath map beneath (under LUKS) before the shutdown', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ballast-fs-'));
     try {

@@ -6,11 +6,29 @@ import { HostLeaseKeeper } from '../../../src/ownership/host-lease.js';
 import { HostMonitor } from '../../../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../../../src/ownership/lease.js';
 import { managerFixture, type ManagerFixture } from '../../helpers/manager-fixture.js';
+import { freezeWaitFor } from '../../../src/volumes/lease-upkeep.js';
 
 // A shared loop root with a very short lease, so that real time (not a fake clock) passes it.
 const LEASE = { seconds: 1.4, renew_every: 0.05, fence_after: 0.3, mount_wait: 0 };
 const sharedConfig = (dir: string) => ({ backends: { loop: { root: join(dir, 'loop'), shared: true } }, lease: LEASE });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('how long a fence waits for its freeze', () => {
+  const loop = { device: '/dev/loop3', mountpoint: '/m/v', export: { transport: 'loop' as const, file: '/i' }, refs: {}, staleIds: [], generation: 1 };
+  const iscsi = (reservations: boolean) => ({ ...loop, export: { transport: 'iscsi' as const, iqn: 'iqn.x', portals: ['p:3260'], lun: 1, multipath: true, reservations } });
+
+  it('until a second before other hosts may take the volume, at least 2 s', () => {
+    expect(freezeWaitFor(loop, 12, 6.2)).toBe(4_800); // fenced at 6 s of a 12 s lease
+    expect(freezeWaitFor(iscsi(false), 20, 12.5)).toBe(6_500);
+    expect(freezeWaitFor(loop, 2, 1.1)).toBe(2_000); // a lease too short to wait longer: the default
+    expect(freezeWaitFor(loop, 12, Infinity)).toBe(2_000); // taken over already
+  });
+
+  it('past the lease when the array fences (reservations): a path failing over may hold the freeze longer', () => {
+    expect(freezeWaitFor(iscsi(true), 12, 6.2)).toBe(30_000);
+    expect(freezeWaitFor(iscsi(true), 12, Infinity)).toBe(30_000);
+  });
+});
 
 describe('fencing on a shared root (real loop driver, FakeHost commands)', () => {
   let f: ManagerFixture;

@@ -57,6 +57,8 @@ while :; do
 done
 `;
 
+const FENCE_LOG = `cat "$BALLAST_VM_LOGS"/*.log 2>/dev/null | jq -R -r 'fromjson? | select((.message // "") | test("^(FENCING|fence)")) | [.timestamp, .volume, .message, (.waitedMs // .freezeWaitMs // ""), (.reason // "")] | map(tostring) | join(" ")' | tail -40`;
+
 async function agent() {
   const name = env.BALLAST_VM_NAME;
   const run = env.BALLAST_RUN;
@@ -155,7 +157,7 @@ async function agent() {
     },
     async sh({ command, timeoutMs = 60_000 }) {
       const r = spawnSync('bash', ['-c', command], { encoding: 'utf8', timeout: timeoutMs });
-      return { rc: r.status, out: `${r.stdout}${r.stderr}`.trim().slice(-400) };
+      return { rc: r.status, out: `${r.stdout}${r.stderr}`.trim().slice(-2000) };
     },
     async finish() {
       const stuck = [];
@@ -505,6 +507,9 @@ async function coordinate() {
     const res = await send(vm, { op: 'sh', command: 'echo "$(grep -c " $BALLAST_RUN/mounts" /proc/mounts) $(losetup -a | wc -l) $(iscsiadm -m session 2>/dev/null | wc -l) $(ls /sys/block | grep -c ^dm-)"' });
     attachedAtEnd[vm] = res.out;
     log(`${vm} at the end: ${res.out} (ballast mounts, loop devices, iSCSI sessions, dm maps)`);
+    // Each fence this host's daemon and watchdog logged (when, volume, what, how long the freeze waited): read when a line is lost.
+    const fences = await send(vm, { op: 'sh', command: FENCE_LOG });
+    for (const line of fences.out.split('\n').filter(Boolean)) log(`${vm} fence log: ${line}`);
     await send(vm, { op: 'stop' });
     await send(vm, { op: 'exit' });
   }

@@ -12,7 +12,7 @@ signal() { touch "$SHARE/$1"; }
 start_two_hosts_ballast() {
   { base_config $BALLAST_VM_NAME; cat <<YAML
 log: {level: debug}
-lease: {seconds: 12, renew_every: 1, fence_after: 6, mount_wait: 100}
+lease: {seconds: 20, renew_every: 1, fence_after: 12, mount_wait: 100}
 backends:
   iscsi:
     portals: ["10.0.2.2:$ISCSI_PORT"]
