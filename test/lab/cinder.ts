@@ -44,6 +44,7 @@ export interface CinderLab {
   stopApi(): Promise<void>; // cinder-api only; scheduler and volume service keep running
   startApi(): Promise<void>; // cinder-api again, on its port; resolves once it answers
   diagnostics(): Promise<string>; // the tail of every service's logs
+  apiErrors(): string; // cinder-api's ERROR lines and tracebacks (its HTTP 500s), the last 60 lines of them
   stop(): Promise<void>; // every process of the lab (by process group, never by name); then removes stateDir
 }
 
@@ -239,6 +240,14 @@ exec tgtd -f -C 0 --iscsi portal=${this.iscsiPortal}`;
     const dir = join(this.stateDir, 'logs');
     const tail = (f: string) => readFileSync(join(dir, f), 'utf8').trimEnd().split('\n').slice(-30).join('\n');
     return (existsSync(dir) ? readdirSync(dir) : []).map((f) => `--- ${f} (last 30 lines)\n${tail(f)}`).join('\n');
+  }
+
+  apiErrors(): string {
+    const file = join(this.stateDir, 'logs', 'cinder-api.out');
+    if (!existsSync(file)) return '';
+    const lines = readFileSync(file, 'utf8').split('\n');
+    // An ERROR line and the traceback lines Cinder logs under it (they start with the same timestamp and pid and ERROR).
+    return lines.filter((l) => / ERROR /.test(l)).slice(-60).join('\n');
   }
 
   async stop(): Promise<void> {
