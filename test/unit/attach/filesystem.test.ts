@@ -6,8 +6,17 @@ import { cleanExt4, SUPERBLOCK_BYTES, SUPERBLOCK_OFFSET } from '../../../src/att
 import { Filesystem, parseBlkidExport, parseDumpe2fs, parseXfsSize } from '../../../src/attach/filesystem.js';
 import { MountTable } from '../../../src/util/mountinfo.js';
 import { silentLogger } from '../../../src/log.js';
-import type { Exec } from '../../../src/exec.js';
+import type { Exec, ExecResult } from '../../../src/exec.js';
 import { FakeExec } from '../../helpers/fake-exec.js';
+
+/** `exec`, except that `fsfreeze --freeze /m/v` is recorded and answered by `freeze` (a hang, a slow reply). */
+const withFreeze = (exec: FakeExec, freeze: () => Promise<ExecResult>): Exec => ({
+  run: (argv, options) => {
+    if (argv.join(' ') !== 'fsfreeze --freeze /m/v') return exec.run(argv, options);
+    exec.calls.push([...argv]);
+    return freeze();
+  },
+});
 
 const fs = (exec: FakeExec) => new Filesystem(exec, silentLogger(), { slowMs: 1000 });
 
@@ -85,13 +94,7 @@ describe('Filesystem', () => {
       writeFileSync(mountinfo, '100 22 7:0 / /m/v rw - ext4 /dev/loop3 rw\n');
       let finishFreeze: () => void = () => undefined;
       const exec = new FakeExec();
-      const hanging: Exec = {
-        run: (argv, options) => {
-          if (argv.join(' ') !== 'fsfreeze --freeze /m/v') return exec.run(argv, options);
-          exec.calls.push([...argv]);
-          return new Promise((resolve) => (finishFreeze = () => resolve({ stdout: '', stderr: '', exitCode: 0 })));
-        },
-      };
+      const hanging = withFreeze(exec, () => new Promise((resolve) => (finishFreeze = () => resolve({ stdout: '', stderr: '', exitCode: 0 }))));
       const started = Date.now();
       await new Filesystem(hanging, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo)).shutdown('/m/v', '/dev/loop3');
       expect(Date.now() - started).toBeGreaterThanOrEqual(1_900);
@@ -111,13 +114,7 @@ describe('Filesystem', () => {
       const mountinfo = join(dir, 'mountinfo');
       writeFileSync(mountinfo, '100 22 7:0 / /m/v rw - ext4 /dev/loop3 rw\n');
       const exec = new FakeExec();
-      const slow: Exec = {
-        run: (argv, options) => {
-          if (argv.join(' ') !== 'fsfreeze --freeze /m/v') return exec.run(argv, options);
-          exec.calls.push([...argv]);
-          return new Promise((resolve) => setTimeout(() => resolve({ stdout: '', stderr: '', exitCode: 0 }), 2_500));
-        },
-      };
+      const slow = withFreeze(exec, () => new Promise((resolve) => setTimeout(() => resolve({ stdout: '', stderr: '', exitCode: 0 }), 2_500)));
       await new Filesystem(slow, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo)).shutdown('/m/v', '/dev/loop3', 4_000);
       // The freeze (2.5 s, longer than the default wait) finished first: the shutdown came after it, then the thaw.
       expect(exec.commands).toEqual(['fsfreeze --freeze /m/v', 'xfs_io -x -c shutdown /m/v', 'fsfreeze --unfreeze /m/v']);
@@ -140,13 +137,7 @@ describe('Filesystem', () => {
       dm('dm-5', 'luks-v', 'CRYPT-LUKS2-abc-luks-v', ['dm-3']);
       dm('dm-3', 'mpatha', 'mpath-36001405abc', ['sdb', 'sdc']);
       const exec = new FakeExec();
-      const hanging: Exec = {
-        run: (argv, options) => {
-          if (argv.join(' ') !== 'fsfreeze --freeze /m/v') return exec.run(argv, options);
-          exec.calls.push([...argv]);
-          return new Promise(() => undefined); // the storage never answers
-        },
-      };
+      const hanging = withFreeze(exec, () => new Promise(() => undefined)); // the storage never answers
       await new Filesystem(hanging, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo), dir).shutdown('/m/v', '/dev/mapper/luks-v');
       expect(exec.commands).toEqual(['fsfreeze --freeze /m/v', 'dmsetup message mpatha 0 fail_if_no_path', 'xfs_io -x -c shutdown /m/v']);
       // A device whose kernel name cannot be found (a dangling link): no map to fail, the shutdown still runs.
