@@ -150,6 +150,12 @@ const MKFS_ARGS: Record<Fstype, readonly string[]> = {
 const SHUTDOWN_WAIT_MS = 3_000;
 /** How long a fence waits, unless told otherwise, for the freeze that makes in-flight fsyncs durable before shutting down without it. */
 export const FREEZE_WAIT_MS = 2_000;
+/**
+ * The bound on a fence's own fsfreeze command, far past the fence's wait for it. Killing it would
+ * not stop the freeze (the kernel finishes it once the storage answers, and the filesystem then
+ * stays frozen with writers stuck in it): ballast keeps the command so that it can thaw then.
+ */
+const FENCE_FREEZE_COMMAND_MS = 15 * 60_000;
 
 /** blkid, mkfs, fsck, mount, umount and grow: the filesystem steps every transport shares. */
 export class Filesystem {
@@ -191,8 +197,8 @@ export class Filesystem {
   }
 
   /** Suspends writes to the filesystem at `target` and flushes it to its device (fsfreeze -f). */
-  async freeze(target: string): Promise<void> {
-    await this.exec.run(['fsfreeze', '--freeze', target]);
+  async freeze(target: string, timeoutMs?: number): Promise<void> {
+    await this.exec.run(['fsfreeze', '--freeze', target], { timeoutMs });
   }
 
   /** Lets writes through again; a filesystem that is not frozen counts as thawed. */
@@ -236,7 +242,7 @@ export class Filesystem {
     if (entry?.source !== device) {
       throw new Error(`refusing to shut down ${target}: it is not a mount of ${device} (found ${entry ? entry.source : 'no mount'})`);
     }
-    const freeze = this.freeze(target).then(
+    const freeze = this.freeze(target, FENCE_FREEZE_COMMAND_MS).then(
       () => true,
       (err: unknown) => {
         this.log.warn('fence: freeze failed; shutting down without it', { target, device, error: errorMessage(err) });

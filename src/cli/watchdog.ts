@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import { monotonicSeconds } from '../ownership/host-lease.js';
 import { FenceFiles, type Heartbeat } from '../volumes/fence-files.js';
-import { freezeWaitFor, shutDownFenced } from '../volumes/lease-upkeep.js';
+import { fencedAtArray, freezeWaitFor, shutDownFenced } from '../volumes/lease-upkeep.js';
 import { MountStateStore } from '../volumes/mount-state.js';
 
 const POLL_MS = 500;
@@ -92,7 +92,7 @@ export async function runWatchdog(config: Config, log: Logger): Promise<void> {
         fenced[name] = { at: new Date().toISOString(), reason };
         // Other hosts may take the volume lease.seconds after the renewal: a fence after that came too late.
         const late = quietSeconds(lastBeat, changedAt, monotonicSeconds()) - config.lease.seconds;
-        if (late > 0) log.error('fence came after the lease expired: another host may have taken the volume over meanwhile (this host was starved of CPU or the shutdown hung)', { volume: name, lateMs: Math.round(late * 1000) });
+        if (late > 0 && !fencedAtArray(volume)) log.error('fence came after the lease expired: another host may have taken the volume over meanwhile (this host was starved of CPU or the shutdown hung)', { volume: name, lateMs: Math.round(late * 1000) });
       }),
     );
     await files.writeFenced(fenced);

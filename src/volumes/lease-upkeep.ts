@@ -30,9 +30,12 @@ interface Fence {
  * New writes wait meanwhile: the freeze holds them from its start.
  */
 export function freezeWaitFor(volume: MountedVolume, leaseSeconds: number, quietSeconds: number): number {
-  const fencedAtArray = (volume.export.transport === 'iscsi' || volume.export.transport === 'fc') && volume.export.reservations === true;
-  if (fencedAtArray) return ARRAY_FENCED_FREEZE_WAIT_MS;
+  if (fencedAtArray(volume)) return ARRAY_FENCED_FREEZE_WAIT_MS;
   return Math.max(FREEZE_WAIT_MS, Math.floor((leaseSeconds - quietSeconds - 1) * 1000));
+}
+/** The array stops this host's I/O once another host takes the volume (SCSI reservations): a fence after the lease is not a danger there. */
+export function fencedAtArray(volume: MountedVolume): boolean {
+  return (volume.export.transport === 'iscsi' || volume.export.transport === 'fc') && volume.export.reservations === true;
 }
 /** Long enough for a multipath path to fail over (open-iscsi's NOP-Out timeouts, multipathd's fast_io_fail_tmo). */
 const ARRAY_FENCED_FREEZE_WAIT_MS = 30_000;
@@ -76,6 +79,12 @@ export class LeaseUpkeep {
   private beatSeq = 0;
   /** The check of mounted volumes in flight: rounds share it rather than pile up. */
   private checking?: Promise<void>;
+  /**
+   * Shutdowns under way, by volume. A fence can wait 30 s for its freeze while the renewal is
+   * stuck and every tick looks for volumes to fence: a second fence of the same volume joins the
+   * first (two freezes of one filesystem fail or queue behind each other).
+   */
+  private readonly fencing = new Map<string, Promise<void>>();
   private readonly files: FenceFiles;
 
   constructor(
@@ -195,13 +204,18 @@ export class LeaseUpkeep {
     }
   }
 
+  /**
+   * A beat after every round, once each backend's lease was renewed at least once. It carries
+   * the oldest renewal's start, and the watchdog counts from that, as other hosts may: a round
+   * that failed repeats the old start. (A beat only when every renewal was younger than
+   * renew_every stopped for good on a loaded host, where one renewal over SSH takes longer than
+   * that: the watchdog then fenced volumes whose leases were being renewed.)
+   */
   private async beatIfAllRenewed(): Promise<void> {
-    const renewEvery = this.deps.config.lease.renew_every;
     const keepers = [...this.host.liveness.values()].map(({ keeper }) => keeper);
-    if (!keepers.every((keeper) => keeper.secondsSinceRenewal() < renewEvery)) return;
-    this.beatSeq += 1;
-    // The watchdog counts from the oldest renewal's start, as other hosts may: not from when it saw this beat.
     const renewedAt = Math.min(...keepers.map((keeper) => keeper.lastRenewed));
+    if (!Number.isFinite(renewedAt)) return;
+    this.beatSeq += 1;
     await this.files.beat({ seq: this.beatSeq, renewedAt }).catch((err) => this.log.error('cannot write the watchdog heartbeat', { error: errorMessage(err) }));
   }
 
@@ -277,6 +291,14 @@ export class LeaseUpkeep {
 
   /** All at once: on storage that does not answer each shutdown may wait seconds, and the last must not come late. */
   private async fenceAll(fences: readonly Fence[]): Promise<void> {
+    const underWay = fences.flatMap(({ name }) => this.fencing.get(name) ?? []);
+    const fresh = fences.filter(({ name }) => !this.fencing.has(name));
+    const done = this.shutDownAndMark(fresh).finally(() => fresh.forEach(({ name }) => this.fencing.delete(name)));
+    for (const { name } of fresh) this.fencing.set(name, done);
+    await Promise.all([done, ...underWay]);
+  }
+
+  private async shutDownAndMark(fences: readonly Fence[]): Promise<void> {
     await Promise.all(fences.map((fence) => shutDownFenced(this.deps.filesystem, this.log, fence)));
     for (const { name, volume, reason } of fences) await this.markFenced(name, volume, reason);
   }

@@ -7,7 +7,7 @@ import { Filesystem, parseBlkidExport, parseDumpe2fs, parseXfsSize } from '../..
 import { MountTable } from '../../../src/util/mountinfo.js';
 import { silentLogger } from '../../../src/log.js';
 import type { Exec, ExecResult } from '../../../src/exec.js';
-import { FakeExec } from '../../helpers/fake-exec.js';
+import { FakeExec, TimedExec } from '../../helpers/fake-exec.js';
 
 /** `exec`, except that `fsfreeze --freeze /m/v` is recorded and answered by `freeze` (a hang, a slow reply). */
 const withFreeze = (exec: FakeExec, freeze: () => Promise<ExecResult>): Exec => ({
@@ -118,6 +118,20 @@ describe('Filesystem', () => {
       await new Filesystem(slow, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo)).shutdown('/m/v', '/dev/loop3', 4_000);
       // The freeze (2.5 s, longer than the default wait) finished first: the shutdown came after it, then the thaw.
       expect(exec.commands).toEqual(['fsfreeze --freeze /m/v', 'xfs_io -x -c shutdown /m/v', 'fsfreeze --unfreeze /m/v']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("bounds the fence's own freeze command far past the fence's wait: killed, the kernel would finish the freeze unseen and nothing would thaw it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ballast-fs-'));
+    try {
+      const mountinfo = join(dir, 'mountinfo');
+      writeFileSync(mountinfo, '100 22 7:0 / /m/v rw - ext4 /dev/loop3 rw\n');
+      const exec = new TimedExec();
+      await new Filesystem(exec, silentLogger(), { slowMs: 1000 }, new MountTable(mountinfo)).shutdown('/m/v', '/dev/loop3', 30_000);
+      expect(exec.commands[0]).toBe('fsfreeze --freeze /m/v');
+      expect(exec.timeouts[0]).toBeGreaterThanOrEqual(10 * 60_000);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -7,6 +7,8 @@ import { HostMonitor } from '../../../src/ownership/host-monitor.js';
 import { OwnershipLease } from '../../../src/ownership/lease.js';
 import { managerFixture, type ManagerFixture } from '../../helpers/manager-fixture.js';
 import { freezeWaitFor } from '../../../src/volumes/lease-upkeep.js';
+import { FenceFiles } from '../../../src/volumes/fence-files.js';
+import { jest } from '@jest/globals';
 
 // A shared loop root with a very short lease, so that real time (not a fake clock) passes it.
 const LEASE = { seconds: 1.4, renew_every: 0.05, fence_after: 0.3, mount_wait: 0 };
@@ -135,6 +137,41 @@ describe('fencing on a shared root (real loop driver, FakeHost commands)', () =>
     expect(fence.slice(0, 2)).toEqual(['fsfreeze --freeze', 'fsfreeze --freeze']);
     await rm(join(root(), '.hosts'));
     await mkdir(join(root(), '.hosts'), { recursive: true });
+  });
+
+  it('starts one fence of a volume while its freeze is still waited for, however many rounds ask', async () => {
+    await f.manager.create('v', {});
+    const mp = await f.manager.mount('v', 'c1');
+    f.host.delays.push({ prefix: 'fsfreeze --freeze', ms: 600 });
+    await breakHostLeases();
+    await sleep(LEASE.fence_after * 1000 + 200);
+    // Rounds overlap as they do while a renewal hangs on the storage: each one looks for volumes to fence.
+    await Promise.all([f.manager.upkeep.tick(), f.manager.upkeep.tick(), f.manager.upkeep.tick()]);
+    expect(f.host.shutDown.has(mp)).toBe(true);
+    expect(f.host.calls.filter((c) => c === `fsfreeze --freeze ${mp}`)).toHaveLength(1);
+    expect(f.host.calls.filter((c) => c === `xfs_io -x -c shutdown ${mp}`)).toHaveLength(1);
+    await rm(join(root(), '.hosts'));
+    await mkdir(join(root(), '.hosts'), { recursive: true });
+  });
+
+  it("beats the watchdog's heartbeat after each renewal, also when a renewal takes longer than renew_every", async () => {
+    const files = new FenceFiles(f.config.state_dir);
+    const write = LoopDriver.prototype.writeHostLease;
+    const slow = jest.spyOn(LoopDriver.prototype, 'writeHostLease').mockImplementation(async function (this: LoopDriver, lease) {
+      await sleep(LEASE.renew_every * 1000 * 3);
+      return write.call(this, lease);
+    });
+    try {
+      await sleep(300); // a renewal under way when the spy came is done by now
+      const before = (await files.readBeat())!;
+      await sleep(600);
+      const after = (await files.readBeat())!;
+      expect(after.seq).toBeGreaterThan(before.seq + 1);
+      // The watchdog counts from the renewal's start: at most one renewal and a round back.
+      expect(after.renewedAt).toBeGreaterThan(before.renewedAt! + 0.3);
+    } finally {
+      slow.mockRestore();
+    }
   });
 
   /** Volume v, held by node-b, which keeps renewing until the returned timer is cleared. */

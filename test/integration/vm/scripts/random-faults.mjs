@@ -57,7 +57,7 @@ while :; do
 done
 `;
 
-const FENCE_LOG = `cat "$BALLAST_VM_LOGS"/*.log 2>/dev/null | jq -R -r 'fromjson? | select((.message // "") | test("^(FENCING|fence)")) | [.timestamp, .volume, .message, (.waitedMs // .freezeWaitMs // ""), (.reason // "")] | map(tostring) | join(" ")' | tail -40`;
+const FENCE_LOG = `cat "$BALLAST_VM_LOGS"/*.log 2>/dev/null | jq -R -r 'fromjson? | select((.message // "") | test("^(FENCING|fence)")) | [.timestamp[11:23], (.volume // .target), .message, (.waitedMs // .freezeWaitMs // ""), (.reason // .error // "")] | map(tostring) | join(" ")' | tail -60`;
 
 async function agent() {
   const name = env.BALLAST_VM_NAME;
@@ -155,9 +155,9 @@ async function agent() {
       daemon.kill('SIGCONT');
       return {};
     },
-    async sh({ command, timeoutMs = 60_000 }) {
+    async sh({ command, timeoutMs = 60_000, keepChars = 2000 }) {
       const r = spawnSync('bash', ['-c', command], { encoding: 'utf8', timeout: timeoutMs });
-      return { rc: r.status, out: `${r.stdout}${r.stderr}`.trim().slice(-2000) };
+      return { rc: r.status, out: `${r.stdout}${r.stderr}`.trim().slice(-keepChars) };
     },
     async finish() {
       const stuck = [];
@@ -508,7 +508,7 @@ async function coordinate() {
     attachedAtEnd[vm] = res.out;
     log(`${vm} at the end: ${res.out} (ballast mounts, loop devices, iSCSI sessions, dm maps)`);
     // Each fence this host's daemon and watchdog logged (when, volume, what, how long the freeze waited): read when a line is lost.
-    const fences = await send(vm, { op: 'sh', command: FENCE_LOG });
+    const fences = await send(vm, { op: 'sh', command: FENCE_LOG, keepChars: 12_000 });
     for (const line of fences.out.split('\n').filter(Boolean)) log(`${vm} fence log: ${line}`);
     await send(vm, { op: 'stop' });
     await send(vm, { op: 'exit' });
