@@ -84,7 +84,7 @@ describe('the ballast daemon on iSCSI with dm-multipath, in a real kernel (VM la
         expect(results.clone_snapshot_raw_equal).toBe('yes');
         expect(results.clone_snapshot_a).toBe('snapshot');
         expect(results.clone_snapshot_b).toBe('absent');
-        // Blocks of zeros copied too: the clone's extents held 0xff before.
+        // Blocks of zeros copied too.
         expect(results.clone_snapshot_zeros).toBe('zero');
       });
 
