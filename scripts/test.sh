@@ -19,7 +19,8 @@ else
   # Two workers on a 2-CPU machine (jest's default is one fewer than the CPUs): most suites wait
   # on dockerd, leases and VMs rather than compute, and each VM test's qemu uses one CPU. The
   # suites whose short leases leave the fence a margin of 1 to 1.5 s, and the real Cinder's sqlite,
-  # run afterwards, alone, as they always have. The longest suites start first: test/long-suites-first.mjs.
+  # run afterwards, alone, as they always have. (The FC fault run, which needs the CPUs too, is
+  # ordered last in the parallel phase: test/long-suites-first.mjs.)
   alone=(test/integration/lease-takeover.test.ts test/integration/lease-property.test.ts test/integration/cinder-snapshots.test.ts test/integration/cinder.test.ts)
   ignore=$(IFS='|'; echo "${alone[*]}")
   jest --maxWorkers=2 --testPathIgnorePatterns "$ignore" --outputFile="$reports/parallel.json"

@@ -11,7 +11,6 @@ const SECONDS = {
   'test/integration/vm/fc-fabric.test.ts': 353,
   'test/integration/vm/nfs-takeover.test.ts': 388,
   'test/integration/vm/iscsi-random-faults.test.ts': 300,
-  'test/integration/vm/fc-random-faults.test.ts': 302,
   'test/integration/vm/fence-fsync.test.ts': 207,
   'test/integration/vm/nfs-random-faults.test.ts': 311,
   'test/integration/vm/iscsi-two-hosts.test.ts': 262,
@@ -32,16 +31,17 @@ const SECONDS = {
   'test/integration/secrets-logs.test.ts': 78,
 };
 
-// The FC fault run used to start last and then ran alone for five minutes: beside another suite's
-// VMs its hosts' watchdogs fenced volumes whose leases were being renewed. That was the heartbeat
-// missing every renewal slower than renew_every (fixed in src/volumes/lease-upkeep.ts); beside
-// iSCSI random faults it then passed (both 568 s, one after the other 665 s).
+// Started last: the FC fault run's three emulated VMs renew leases over SSH to one of them, and
+// beside another suite's VMs those renewals missed fence_after. Last, it overlaps only the short
+// suites at the end of the run (no VMs), and then runs alone. (Run beside the short-lease, Cinder
+// and array simulator suites instead, it took 451 s instead of 314 and the real Cinder failed.)
+const LAST = new Set(['test/integration/vm/fc-random-faults.test.ts']);
 
 export default class LongSuitesFirst extends TestSequencer {
   sort(tests) {
     const seconds = (test) => {
       const path = relative(test.context.config.rootDir, test.path);
-      return SECONDS[path] ?? 0;
+      return LAST.has(path) ? -1 : (SECONDS[path] ?? 0);
     };
     // Jest's order (cached durations, else file size) among the suites not listed.
     const jestOrder = new Map(super.sort([...tests]).map((test, i) => [test.path, i]));
