@@ -87,11 +87,9 @@ beforeAll(async () => {
 
 // Cinder's own account of any HTTP 500 it answered (full runs got one on the first create), after
 // each test while the lab still runs (the last test stops it and removes its logs).
-let errorsSeen = '';
 afterEach(() => {
-  const errors = stopped ? '' : (lab?.apiErrors() ?? '');
-  if (errors !== errorsSeen) console.log(`cinder-api ERROR lines:\n${errors}`);
-  errorsSeen = errors;
+  const errors = lab?.newApiErrors();
+  if (errors) console.log(`cinder-api ERROR lines:\n${errors}`);
 });
 
 afterAll(async () => {

@@ -45,6 +45,7 @@ export interface CinderLab {
   startApi(): Promise<void>; // cinder-api again, on its port; resolves once it answers
   diagnostics(): Promise<string>; // the tail of every service's logs
   apiErrors(): string; // cinder-api's ERROR lines and tracebacks (its HTTP 500s), the last 60 lines of them
+  newApiErrors(): string; // apiErrors() when they changed since the last call, else ''
   stop(): Promise<void>; // every process of the lab (by process group, never by name); then removes stateDir
 }
 
@@ -240,6 +241,14 @@ exec tgtd -f -C 0 --iscsi portal=${this.iscsiPortal}`;
     const dir = join(this.stateDir, 'logs');
     const tail = (f: string) => readFileSync(join(dir, f), 'utf8').trimEnd().split('\n').slice(-30).join('\n');
     return (existsSync(dir) ? readdirSync(dir) : []).map((f) => `--- ${f} (last 30 lines)\n${tail(f)}`).join('\n');
+  }
+
+  private apiErrorsSeen = '';
+  newApiErrors(): string {
+    const errors = this.apiErrors();
+    if (errors === this.apiErrorsSeen) return '';
+    this.apiErrorsSeen = errors;
+    return errors;
   }
 
   apiErrors(): string {
