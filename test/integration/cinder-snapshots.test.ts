@@ -19,6 +19,7 @@ import { startCinderLab, type CinderLab } from '../lab/cinder.js';
 import { BALLAST_BIN, BallastProcess } from '../lab/ballast.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { readCapacity } from '../lab/tgtd.js';
+import { runInPriorityLane } from '../lab/priority-lane.js';
 
 // Snapshots and clones on the cinder backend against a real Cinder (test/lab/cinder.ts).
 // The lab's volume driver keeps each volume's data in a sparse file, volumes/volume-<id>, and
@@ -131,6 +132,8 @@ async function statusProxy(status: string): Promise<{ url: string; server: Serve
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v3`, server, stop: () => (server.closeAllConnections(), server.close()) };
 }
+
+runInPriorityLane();
 
 beforeAll(async () => {
   lab = await startCinderLab();

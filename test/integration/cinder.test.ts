@@ -16,6 +16,7 @@ import { labProcesses, startCinderLab, type CinderLab } from '../lab/cinder.js';
 import { BallastProcess } from '../lab/ballast.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { inquiry, readCapacity } from '../lab/tgtd.js';
+import { runInPriorityLane } from '../lab/priority-lane.js';
 
 // The cinder backend against a real Cinder (Debian's cinder-api, -scheduler, -volume and
 // RabbitMQ on loopback, test/lab/cinder.ts): volumes, metadata, attachments and their
@@ -80,6 +81,8 @@ async function edge(status: number): Promise<{ url: string; server: Server; requ
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v3`, server, requests: () => requests };
 }
+
+runInPriorityLane();
 
 beforeAll(async () => {
   lab = await startCinderLab();

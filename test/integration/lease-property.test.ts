@@ -7,6 +7,7 @@ import { cleanUpUnder } from '../helpers/cleanup.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';
 import { Writer } from '../helpers/writer.js';
+import { runInPriorityLane } from '../lab/priority-lane.js';
 
 // A randomized, seeded sequence of mounts, unmounts, crashes (kill -9), restarts and pauses
 // across 3 daemons sharing one loop root, with real loop devices and filesystems. While a host
@@ -17,6 +18,7 @@ import { Writer } from '../helpers/writer.js';
 // which is what "never two hosts writing one volume" means on disk. Reproduce a failure with
 // BALLAST_PROPERTY_SEED=<seed printed in the test name>.
 requireRootAndTools('losetup', 'mkfs.ext4', 'mount', 'xfs_io', 'e2fsck');
+runInPriorityLane();
 
 const SEED = Number(process.env.BALLAST_PROPERTY_SEED ?? 20261122);
 const STEPS = Number(process.env.BALLAST_PROPERTY_STEPS ?? 120);

@@ -8,11 +8,13 @@ import { cleanUpUnder } from '../helpers/cleanup.js';
 import { callOk, callPlugin } from '../helpers/plugin-client.js';
 import { requireRootAndTools } from '../helpers/root.js';
 import { Writer } from '../helpers/writer.js';
+import { runInPriorityLane } from '../lab/priority-lane.js';
 
 // Two ballast daemons ("hosts" a and b, no dockerd) share one loop root, with a short lease.
 // Real loop devices, real filesystems, real process kills: the host-lease takeover and the
 // fence (filesystem shutdown by the daemon or its watchdog) for real.
 requireRootAndTools('losetup', 'mkfs.ext4', 'mount', 'xfs_io');
+runInPriorityLane();
 
 const LEASE = { seconds: 4, renew_every: 0.5, fence_after: 2.5, mount_wait: 20 };
 

@@ -120,7 +120,9 @@ ip link set lo up
 ip addr add 127.0.0.2/8 dev lo
 t0=$(up)
 /lib/systemd/systemd-udevd --daemon 2>$logs/udevd.log
-udevadm trigger
+# Coldplug only what the scenarios use. All subsystems loaded no other module and took 2.5 s of
+# the emulated CPU at boot instead of 0.9 (2026-12-06): ttys, memory blocks, ACPI, input.
+udevadm trigger --subsystem-match=block --subsystem-match=net --subsystem-match=scsi --subsystem-match=scsi_disk --subsystem-match=virtio --subsystem-match=pci
 udevadm settle
 t1=$(up)
 modprobe -a iscsi_tcp dm_multipath dm_mod sg || echo "ballast-vm: modprobe failed"

@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { arraySshKeys, requireFcLab, runFcLab } from '../../lab/fc.js';
 import { scenarioScript } from '../../lab/vm-scenario.js';
+import { runInPriorityLane } from '../../lab/priority-lane.js';
 import { describeRun, faultSeed, faultSteps, itHeldUnderFaults, runFaultScenario, type FaultRun } from '../../helpers/random-faults.js';
 
 // Randomized faults on Fibre Channel, fenced by SCSI-3 persistent reservations: a real FC fabric
@@ -24,6 +25,8 @@ import { describeRun, faultSeed, faultSteps, itHeldUnderFaults, runFaultScenario
 const SEED = faultSeed(20261207);
 const STEPS = faultSteps(12);
 const VOLUMES = ['a', 'b'];
+
+runInPriorityLane();
 
 describe(`FC (FCoE), an array and two host VMs over two paths each: ${STEPS} random fault steps (seed ${SEED})`, () => {
   let run: FaultRun;
