@@ -64,8 +64,11 @@ export class IscsiAttacher implements Attacher {
   async attach(exp: Export, context: AttachContext): Promise<string> {
     const target = exportOf(exp, 'iscsi');
     try {
-      for (const portal of target.portals) await this.login(target, portal);
-      const paths = await this.waitForDisks(target);
+      // `iscsiadm -m session` once before the logins and once after: each run costs a fork and
+      // a round trip to iscsid, and an attach in a loaded VM ran it up to 6 times.
+      const before = await this.iscsiadm.sessions();
+      for (const portal of target.portals) await this.login(target, portal, before);
+      const paths = await this.waitForDisks(target, await this.iscsiadm.sessions());
       await this.checkSameLun(target, paths);
       const disks = paths.map((p) => p.disk!);
       // Before anything reads or writes the volume: from here on the former holder cannot write.
@@ -83,7 +86,8 @@ export class IscsiAttacher implements Attacher {
   /** Finds the LUN's paths again from the sessions, so a detach after a restart cleans up as well. */
   async detach(exp: Export, _device: string, context: AttachContext): Promise<void> {
     const target = exportOf(exp, 'iscsi');
-    const disks = (await this.paths(target)).map((p) => p.disk).filter((d): d is string => d !== undefined);
+    const sessions = await this.iscsiadm.sessions();
+    const disks = (await this.paths(target, sessions)).map((p) => p.disk).filter((d): d is string => d !== undefined);
     const map = await this.multipath.findMap(disks);
     if (target.reservations && disks.length) await this.reservations.drop(disks, reservationKey(context.hostId, context.generation));
     if (map) {
@@ -96,8 +100,9 @@ export class IscsiAttacher implements Attacher {
       await this.sysfs.delete(disk);
     }
     await waitDisksGone(this.sysfs, disks, this.sleep, this.options.pollMs);
+    // Logging out of one portal leaves the other portals' sessions as they were.
     for (const portal of target.portals) {
-      const session = (await this.iscsiadm.sessions()).find((s) => s.iqn === target.iqn && s.portal === portal);
+      const session = sessions.find((s) => s.iqn === target.iqn && s.portal === portal);
       if (session && (await this.otherLuns(session, target.lun)).length > 0) {
         this.log.info('keeping an iSCSI session other LUNs use', { target: target.iqn, portal });
         continue;
@@ -132,7 +137,7 @@ export class IscsiAttacher implements Attacher {
     return disks.some((d) => `/dev/${d}` === device);
   }
 
-  private async login(target: IscsiExport, portal: string): Promise<void> {
+  private async login(target: IscsiExport, portal: string, sessions: IscsiSession[]): Promise<void> {
     const { iqn } = target;
     await this.iscsiadm.createNode(iqn, portal);
     // Only the LUN we ask for appears (open-iscsi PR #40), and nothing logs in at boot:
@@ -146,15 +151,15 @@ export class IscsiAttacher implements Attacher {
       await this.iscsiadm.updateNode(iqn, portal, 'node.session.auth.username', target.chap.username);
       await this.iscsiadm.updateNodeSecret(iqn, portal, 'node.session.auth.password', target.chap.password);
     }
-    const existing = (await this.iscsiadm.sessions()).find((s) => s.iqn === iqn && s.portal === portal);
+    const existing = sessions.find((s) => s.iqn === iqn && s.portal === portal);
     if (existing) return; // a duplicate login makes iscsiadm fail (os-brick)
     await this.iscsiadm.login(iqn, portal);
   }
 
   /** The LUN's address (and disk, once the kernel made it) under every session to the target. */
-  private async paths(target: IscsiExport): Promise<LunPath[]> {
+  private async paths(target: IscsiExport, sessions?: IscsiSession[]): Promise<LunPath[]> {
     const paths: LunPath[] = [];
-    for (const session of await this.iscsiadm.sessions()) {
+    for (const session of sessions ?? (await this.iscsiadm.sessions())) {
       if (session.iqn !== target.iqn || !target.portals.includes(session.portal)) continue;
       const scsiTarget = await this.sysfs.sessionTarget(session.id);
       if (!scsiTarget) continue;
@@ -164,12 +169,13 @@ export class IscsiAttacher implements Attacher {
     return paths;
   }
 
-  private async waitForDisks(target: IscsiExport): Promise<LunPath[]> {
+  /** Polls sysfs only: the sessions, just logged in, stay as they are meanwhile. */
+  private async waitForDisks(target: IscsiExport, sessions: IscsiSession[]): Promise<LunPath[]> {
     const waitMs = this.options.deviceWaitMs ?? 20_000;
     const started = Date.now();
     const rescans = [0, ...RESCAN_AT_MS];
     for (;;) {
-      const paths = await this.paths(target);
+      const paths = await this.paths(target, sessions);
       if (paths.length === target.portals.length && paths.every((p) => p.disk)) return paths;
       const elapsed = Date.now() - started;
       if (rescans.length > 0 && elapsed >= rescans[0]!) {

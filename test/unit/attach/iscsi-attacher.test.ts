@@ -85,13 +85,12 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
     const device = await attacher.attach(exp(), CTX);
     expect(device).toBe('/dev/sda');
     expect(host.commands).toEqual([
+      'iscsiadm -m session', // an existing session would be reused
       `${nodeCmd(P1)} --interface default --op new`,
       `${nodeCmd(P1)} --op update -n node.session.scan -v manual`,
       `${nodeCmd(P1)} --op update -n node.startup -v manual`,
-      'iscsiadm -m session',
       `${nodeCmd(P1)} --login`,
-      'iscsiadm -m session', // no disk yet: scan 0 0 1 on the session's SCSI host
-      'iscsiadm -m session', // there it is
+      'iscsiadm -m session', // then only sysfs: no disk yet, scan 0 0 1 on the session's SCSI host, there it is
     ]);
     expect(host.sessions).toHaveLength(1);
     expect(await attacher.isAttached(exp(), '/dev/sda')).toBe(true);
@@ -106,7 +105,6 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
     expect(host.commands).toEqual([
       'iscsiadm -m session',
       'blockdev --flushbufs /dev/sda',
-      'iscsiadm -m session',
       `${nodeCmd(P1)} --logout`,
       `${nodeCmd(P1)} --op delete`,
     ]);
@@ -127,10 +125,8 @@ describe('IscsiAttacher (fake iscsiadm and sysfs; the VM lab runs it against a r
     expect(host.commands).toEqual([
       'iscsiadm -m session',
       'multipath -f 360000000000000000e00000000010001',
-      'iscsiadm -m session',
       `${nodeCmd(P1)} --logout`,
       `${nodeCmd(P1)} --op delete`,
-      'iscsiadm -m session',
       `${nodeCmd(P2)} --logout`,
       `${nodeCmd(P2)} --op delete`,
     ]);
