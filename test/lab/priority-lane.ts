@@ -8,12 +8,15 @@ import { sleep } from './command.js';
 // emulated VMs); these suites used to run alone after it, leaving a CPU idle. In the lane they
 // run beside the others and get the CPU first: the test process takes a lower nice value
 // before the suite starts anything, and every process the suite spawns (daemons, qemu,
-// Cinder's services) inherits it. One lane suite at a time, so that two never squeeze each
+// Cinder's services) inherits it. (Nice orders processes within one session's autogroup, the
+// kernel's sched_autogroup: one the suite starts in a session of its own, detached, has a group
+// and its CPU share to itself anyway. So has anything run beside CI from another shell: it takes
+// half the CPUs from the whole run.) One lane suite at a time, so that two never squeeze each
 // other: the lane is a lock file naming the holder's PID.
 
 const LOCK = '/run/ballast-test-priority-lane.pid';
 /** Lower is sooner; -10 gives a process about 9 times the CPU share of one at 0. */
-export const LANE_NICE = -10;
+const LANE_NICE = -10;
 
 function holderAlive(): boolean {
   try {
