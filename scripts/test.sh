@@ -16,24 +16,12 @@ jest() { NODE_OPTIONS=--experimental-vm-modules npx jest --ci --json "$@" || sta
 if [ $# -gt 0 ]; then
   jest --outputFile="$reports/given.json" "$@"
 else
-  # Two jest runs side by side. The heavy one, two workers: the VM suites (qemu without KVM) and
-  # the package builds keep both CPUs busy. The light one, one worker: every other suite, mostly
-  # waiting on dockerd, daemons and leases. Run after the heavy suites, they left the CPUs a third
-  # idle for the last 15 minutes (the run of 06fbd26); beside them they use what the VMs leave.
-  # The suites whose margins are a second or two (short leases, the FC fault run, the real Cinder)
-  # run in the priority lane (test/lab/priority-lane.ts), one at a time, ahead of everything else.
-  # Order: test/long-suites-first.mjs. The light run's output follows the heavy run's.
-  heavy=(test/integration/vm/ test/integration/plugin-dockerfile.test.ts test/integration/deb-package.test.ts test/integration/managed-plugin.test.ts)
-  light_log=$(mktemp /tmp/ballast-jest-light-XXXXXX)
-  (
-    status=0
-    jest --maxWorkers=1 --testPathIgnorePatterns "$(IFS='|'; echo "${heavy[*]}")" --outputFile="$reports/light.json"
-    exit "$status"
-  ) >"$light_log" 2>&1 &
-  light=$!
-  jest --maxWorkers=2 --outputFile="$reports/heavy.json" "${heavy[@]}"
-  wait "$light" || status=$?
-  cat "$light_log" && rm -f "$light_log"
+  # Two workers on a 2-CPU machine (jest's default is one fewer than the CPUs); the CPUs are then
+  # busy nearly all the run, mostly with emulated VMs (qemu without KVM), so more would not help. The
+  # suites whose margins are a second or two (short leases, the FC fault run, the real Cinder)
+  # run in the priority lane (test/lab/priority-lane.ts): beside the others, but ahead of them
+  # for the CPU. Order: test/long-suites-first.mjs.
+  jest --maxWorkers=2 --outputFile="$reports/all.json"
 fi
 node -e '
   const fs = require("fs");

@@ -2,7 +2,7 @@
 // finish together. Jest's own order does that only from its cache of earlier runs; on a fresh
 // machine it orders by file size, and a short file that drives VMs for ten minutes (the random
 // fault runs) started last and ran alone at the end. Seconds as measured in a full CI run on
-// 2 CPUs (2026-12-06, fresh clone of d4314a8); refresh them from a run's "PASS ... (N s)" lines when a suite's length changes much.
+// 2 CPUs (2026-12-06, fresh clone of d4314a8; the four suites that then ran alone afterwards as measured there); refresh them from a run's "PASS ... (N s)" lines when a suite's length changes much.
 import { relative } from 'node:path';
 import TestSequencer from '@jest/test-sequencer';
 
@@ -24,13 +24,17 @@ const SECONDS = {
   'test/integration/vm/nvme-tcp.test.ts': 106,
   'test/integration/vm/iscsi-faults.test.ts': 103,
   'test/integration/backend-failures.test.ts': 77,
+  'test/integration/lease-property.test.ts': 75,
   'test/integration/docker/volumes.test.ts': 68,
   'test/integration/vm/vm-lab.test.ts': 63,
   'test/integration/crash-between-steps.test.ts': 58,
   'test/integration/secrets-logs.test.ts': 55,
   'test/integration/iscsi-snapshots.test.ts': 54,
+  'test/integration/cinder.test.ts': 51,
+  'test/integration/cinder-snapshots.test.ts': 46,
   'test/integration/vm/vmdk-guest.test.ts': 45,
   'test/integration/multihost/move.test.ts': 43,
+  'test/integration/lease-takeover.test.ts': 41,
   'test/integration/multihost/crash.test.ts': 34,
   'test/integration/vsphere/vmdk-daemon.test.ts': 33,
   'test/integration/multihost/partition.test.ts': 33,
@@ -47,22 +51,11 @@ const FIRST = [
   'test/integration/deb-package.test.ts',
 ];
 
-// Started last: the lane suites of the light run (scripts/test.sh), so that they do not wait for
-// the lane while the FC fault run holds it at the start.
-const LAST = [
-  'test/integration/lease-property.test.ts',
-  'test/integration/lease-takeover.test.ts',
-  'test/integration/cinder.test.ts',
-  'test/integration/cinder-snapshots.test.ts',
-];
-
 export default class LongSuitesFirst extends TestSequencer {
   sort(tests) {
     const seconds = (test) => {
       const path = relative(test.context.config.rootDir, test.path);
-      if (FIRST.includes(path)) return 1e6 - FIRST.indexOf(path);
-      if (LAST.includes(path)) return -1 - LAST.indexOf(path);
-      return SECONDS[path] ?? 0;
+      return FIRST.includes(path) ? 1e6 - FIRST.indexOf(path) : (SECONDS[path] ?? 0);
     };
     // Jest's order (cached durations, else file size) among the suites not listed.
     const jestOrder = new Map(super.sort([...tests]).map((test, i) => [test.path, i]));
