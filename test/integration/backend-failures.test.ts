@@ -150,7 +150,9 @@ describe('backend failures on a shared loop root', () => {
     expect(refused.value).toMatch(/^mount w: this host has not renewed its lease for \d+ s .*refusing to mount w until it can$/);
     // The self-fence: v, mounted here, is cut off before another host may take it (lease.seconds).
     const fenced = await within((QUICK.fence_after + 2 * QUICK.renew_every) * 1000 + 1_000, 'v fenced', async () => (await statusOf(a, 'v')).fenced);
-    expect(fenced.value).toMatch(/could not renew its lease/);
+    // By the daemon ("could not renew") or by its watchdog, which sees no beat for as long: both
+    // fall due at fence_after, and under load either comes first (the watchdog did in one CI run).
+    expect(fenced.value).toMatch(/could not renew its lease|the daemon renewed no lease/);
     expect(JSON.parse(await readFile(join(root(), '.hosts', 'a.json'), 'utf8')).hostId).toBe('a');
     expect(JSON.parse(await sidecar('v')).volume.ownership.holder.hostId).toBe('a'); // nothing lost: v is still a's
     expect(JSON.parse(await sidecar('w')).volume.ownership.state).toBe('free');
