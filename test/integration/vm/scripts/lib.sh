@@ -65,7 +65,9 @@ YAML
 
 start_ballast() { # with $BALLAST_RUN/config.yml written
   local t0; t0=$(date +%s.%N)
-  ballast serve >"$BALLAST_VM_LOGS/ballast.log" 2>&1 &
+  # node itself in the background, not the ballast function: $! would be the function's subshell,
+  # and `kill $BALLAST_PID` then left the daemon running (a "restart" ran two daemons at once).
+  node "$BALLAST_CLI" --config "$BALLAST_RUN/config.yml" serve >"$BALLAST_VM_LOGS/ballast.log" 2>&1 &
   BALLAST_PID=$!
   for _ in $(seq 600); do [ -S "$BALLAST_RUN/ballast.sock" ] && break; nap 0.1; done
   [ -S "$BALLAST_RUN/ballast.sock" ] || die "ballast did not start"
