@@ -15,6 +15,13 @@ export default {
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/test/unit/**/*.test.ts'] },
     { ...common, displayName: 'plugin', testMatch: ['<rootDir>/test/plugin/**/*.test.ts'] },
-    { ...common, displayName: 'integration', testMatch: ['<rootDir>/test/integration/**/*.test.ts'], testTimeout: 180_000 },
+    {
+      ...common,
+      displayName: 'integration',
+      testMatch: ['<rootDir>/test/integration/**/*.test.ts'],
+      testTimeout: 180_000,
+      // At most two heavy suites (VMs, package builds) at a time: test/lab/heavy-slots.ts.
+      setupFilesAfterEnv: ['<rootDir>/test/lab/heavy-slots-setup.ts'],
+    },
   ],
 };

@@ -16,12 +16,13 @@ jest() { NODE_OPTIONS=--experimental-vm-modules npx jest --ci --json "$@" || sta
 if [ $# -gt 0 ]; then
   jest --outputFile="$reports/given.json" "$@"
 else
-  # Two workers on a 2-CPU machine (jest's default is one fewer than the CPUs); the CPUs are then
-  # busy nearly all the run, mostly with emulated VMs (qemu without KVM), so more would not help. The
-  # suites whose margins are a second or two (short leases, the FC fault run, the real Cinder)
-  # run in the priority lane (test/lab/priority-lane.ts): beside the others, but ahead of them
-  # for the CPU. Order: test/long-suites-first.mjs.
-  jest --maxWorkers=2 --outputFile="$reports/all.json"
+  # Three workers on a 2-CPU machine, but never more than two heavy suites at once (emulated VMs,
+  # package builds: test/lab/heavy-slots.ts), which start first (test/long-suites-first.mjs): the
+  # CPUs are then busy nearly all the run, and the short suites that mostly wait (dockerd, daemons,
+  # leases) run three at a time at the end. The suites whose margins are a second or two (short
+  # leases, the FC fault run, the real Cinder) run in the priority lane (test/lab/priority-lane.ts):
+  # beside the others, but ahead of them for the CPU.
+  jest --maxWorkers=3 --outputFile="$reports/all.json"
 fi
 node -e '
   const fs = require("fs");

@@ -1,6 +1,6 @@
 import { getPriority, setPriority } from 'node:os';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { sleep } from './command.js';
+import { releasePidLock, tryPidLock } from './pid-lock.js';
 
 // The priority lane: the suites whose margins are a second or two (short leases and fence
 // deadlines, three emulated VMs renewing leases over SSH, the real Cinder's services) run
@@ -12,35 +12,17 @@ import { sleep } from './command.js';
 // kernel's sched_autogroup: one the suite starts in a session of its own, detached, has a group
 // and its CPU share to itself anyway. So has anything run beside CI from another shell: it takes
 // half the CPUs from the whole run.) One lane suite at a time, so that two never squeeze each
-// other: the lane is a lock file naming the holder's PID.
+// other: the lane is a lock file naming the holder's PID (pid-lock.ts).
 
 const LOCK = '/run/ballast-test-priority-lane.pid';
 /** Lower is sooner; -10 gives a process about 9 times the CPU share of one at 0. */
 const LANE_NICE = -10;
 
-function holderAlive(): boolean {
-  try {
-    const pid = Number(readFileSync(LOCK, 'utf8'));
-    if (!Number.isInteger(pid) || pid <= 0) return false;
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 async function takeLane(waitMs: number): Promise<void> {
   const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      writeFileSync(LOCK, String(process.pid), { flag: 'wx' });
-      return;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    if (!holderAlive()) rmSync(LOCK, { force: true }); // left by a killed jest worker
-    else if (Date.now() > deadline) throw new Error(`the priority lane (${LOCK}) stayed taken for ${waitMs / 1000} s`);
-    else await sleep(1_000);
+  while (!tryPidLock(LOCK)) {
+    if (Date.now() > deadline) throw new Error(`the priority lane (${LOCK}) stayed taken for ${waitMs / 1000} s`);
+    await sleep(1_000);
   }
 }
 
@@ -58,6 +40,6 @@ export function runInPriorityLane(waitMs = 900_000): void {
   afterAll(() => {
     if (before === undefined) return; // never took the lane
     setPriority(before);
-    rmSync(LOCK, { force: true });
+    releasePidLock(LOCK);
   });
 }

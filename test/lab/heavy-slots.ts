@@ -1,0 +1,75 @@
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { REPO_ROOT } from './ballast.js';
+import { sleep } from './command.js';
+import { pidLockHeld, releasePidLock, tryPidLock } from './pid-lock.js';
+
+// At most two heavy suites at a time (test/heavy-suites.json: the emulated VMs, qemu without KVM,
+// and the package builds). Each keeps a CPU busy, so two fill the 2-CPU CI machine and a third
+// would only slow all three down. The other suites mostly wait (on dockerd, daemons, leases):
+// at the end of a run, when only they were left, two at a time left the CPUs 20-40% idle. So jest
+// runs three workers (scripts/test.sh) with the heavy suites first (test/long-suites-first.mjs):
+// a heavy suite takes one of two slots (lock files naming the holder's PID) before its own hooks,
+// in the order the heavy suites began to wait, and a light one starts only once a slot is free and
+// no heavy suite waits, i.e. beside at most one heavy suite. Both hooks are registered for every
+// integration suite by jest.config.js (setupFilesAfterEnv).
+
+const SLOTS = ['/run/ballast-test-heavy-slot-0.pid', '/run/ballast-test-heavy-slot-1.pid'];
+/**
+ * Heavy suites waiting for a slot, first come first served: one file each, named by when it began
+ * to wait. (Without it, the suite a worker had just started took a freed slot before one that
+ * had waited for minutes polled again, and a long suite kept waiting until the end of the run.)
+ */
+const QUEUE = '/run/ballast-test-heavy-queue';
+const HEAVY = (JSON.parse(readFileSync(join(REPO_ROOT, 'test/heavy-suites.json'), 'utf8')) as { paths: string[] }).paths;
+
+export function isHeavySuite(testPath: string): boolean {
+  const path = relative(REPO_ROOT, testPath);
+  return HEAVY.some((heavy) => (heavy.endsWith('/') ? path.startsWith(heavy) : path === heavy));
+}
+
+async function waitFor(what: string, waitMs: number, ready: () => boolean): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  while (!ready()) {
+    if (Date.now() > deadline) throw new Error(`${what} (${SLOTS.join(', ')}) within ${waitMs / 1000} s`);
+    await sleep(1_000);
+  }
+}
+
+/** The waiting heavy suites' files in the order they came, without those of dead processes. */
+function waiting(): string[] {
+  mkdirSync(QUEUE, { recursive: true });
+  return readdirSync(QUEUE).sort().filter((name) => {
+    const pid = Number(name.split('-')[1]);
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      rmSync(join(QUEUE, name), { force: true });
+      return false;
+    }
+  });
+}
+
+/** A heavy suite: holds a slot from before its own hooks until its end. */
+export function holdHeavySlot(waitMs = 1_800_000): void {
+  let held: string | undefined;
+  beforeAll(async () => {
+    mkdirSync(QUEUE, { recursive: true });
+    const ticket = `${String(Date.now()).padStart(15, '0')}-${process.pid}`;
+    writeFileSync(join(QUEUE, ticket), '');
+    try {
+      await waitFor('no heavy-suite slot came free', waitMs, () => waiting()[0] === ticket && (held = SLOTS.find((slot) => tryPidLock(slot))) !== undefined);
+    } finally {
+      rmSync(join(QUEUE, ticket), { force: true });
+    }
+  }, waitMs + 10_000);
+  afterAll(() => {
+    if (held) releasePidLock(held);
+  });
+}
+
+/** A light suite: starts once at most one heavy suite runs and none waits; takes nothing. */
+export function waitForFreeSlot(waitMs = 1_800_000): void {
+  beforeAll(() => waitFor('heavy suites kept both slots', waitMs, () => waiting().length === 0 && SLOTS.some((slot) => !pidLockHeld(slot))), waitMs + 10_000);
+}
