@@ -46,6 +46,32 @@ missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
+
+npm_and_build() {
+  # `npm ci` installs exactly the committed lock file, and fails when package.json and the lock
+  # disagree. When node_modules is already current, a dry run still checks that the two agree, so
+  # a lock that `npm ci` (and the Dockerfile) would refuse fails here too, in CI.
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  else
+    npm ci --dry-run --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+  fi
+  npm run --silent build
+}
+# npm ci and the build need nothing from apt (Node, python3, make and g++ come with the machine):
+# with packages to install, they run meanwhile. On a fresh machine the apt install took 5.5
+# minutes, mostly downloads and dpkg, before npm ci's own downloads and tsc's CPU even started.
+npm_pid=
+if [ "$mode" != --packages ] && [ "${#missing[@]}" -gt 0 ]; then
+  npm_and_build &
+  npm_pid=$!
+fi
+
+apt_install() {
+  # Without an fsync per unpacked file: a fresh machine installs some 600 packages, and an install
+  # cut short is simply run again.
+  apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-unsafe-io "$@" >/dev/null
+}
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -56,21 +82,26 @@ if [ "${#missing[@]}" -gt 0 ]; then
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
   apt-get update -qq
-  # Without an fsync per unpacked file: a fresh machine installs some 600 packages, and an install
-  # cut short is simply run again.
-  apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-unsafe-io "${missing[@]}" >/dev/null
+  # The kernel (the VM lab's) last and alone. Installed with the rest, its initramfs was made twice
+  # (about 70 s each here): by the kernel's own hook, then again when the packages with initramfs
+  # hooks (lvm2, open-iscsi, multipath-tools, busybox) fired initramfs-tools' trigger at the end.
+  # Installed before the kernel, that trigger finds no initramfs to update.
+  kernel=()
+  rest=()
+  for pkg in "${missing[@]}"; do
+    if [ "$pkg" = linux-image-amd64 ]; then kernel=("$pkg"); else rest+=("$pkg"); fi
+  done
+  [ "${#kernel[@]}" -eq 0 ] || rest+=(initramfs-tools linux-base kmod)
+  apt_install "${rest[@]}"
+  [ "${#kernel[@]}" -eq 0 ] || apt_install "${kernel[@]}"
 fi
 
 [ "$mode" = --packages ] && exit 0
 
-# `npm ci` installs exactly the committed lock file, and fails when package.json and the lock
-# disagree. When node_modules is already current, a dry run still checks that the two agree, so a
-# lock that `npm ci` (and the Dockerfile) would refuse fails here too, in CI.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ] || [ package.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund --loglevel=error
+if [ -n "$npm_pid" ]; then
+  wait "$npm_pid" || { echo "install-deps: npm ci or the build failed (see above)" >&2; exit 1; }
 else
-  npm ci --dry-run --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null
+  npm_and_build
 fi
-npm run --silent build
 # The VM lab runs the CLI bundled into one file (test/lab/vm-scenario.ts also builds it when stale).
 [ "$mode" = --runtime ] || npm run --silent build:bundle
