@@ -67,6 +67,21 @@ if [ "$mode" != --packages ] && [ "${#missing[@]}" -gt 0 ]; then
   npm_pid=$!
 fi
 
+# The package tests' root filesystems (scripts/debian-rootfs.sh: debootstrap, cached per package
+# set): the node base image's (none), build-plugin.sh's, and deb-package.test.ts's chroot's. Uncached,
+# they took the package tests 3-4 minutes, beside the VM suites; built here, they take the CPU apt
+# leaves idle. In the background, one at a time; a test that needs one still being built waits for
+# it (the script's lock), and a set not listed here (or changed there) is only built by its test.
+warmed=
+warm_rootfs() {
+  local log=/var/tmp/ballast-rootfs-warm.log
+  warmed=yes
+  echo "install-deps: building the tests' Debian root filesystems in the background (log: $log)"
+  ( for packages in '' util-linux,mount,e2fsprogs,xfsprogs util-linux,mount,e2fsprogs,xfsprogs,systemd; do
+      bash scripts/debian-rootfs.sh --cache "$packages"
+    done ) >"$log" 2>&1 &
+}
+
 apt_install() {
   # Without an fsync per unpacked file: a fresh machine installs some 600 packages, and an install
   # cut short is simply run again.
@@ -92,11 +107,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$pkg" = linux-image-amd64 ]; then kernel=("$pkg"); else rest+=("$pkg"); fi
   done
   [ "${#kernel[@]}" -eq 0 ] || rest+=(initramfs-tools linux-base kmod)
+  if [ "$mode" = lab ] && [[ " ${rest[*]} " == *" debootstrap "* ]]; then
+    apt_install debootstrap
+    warm_rootfs
+  fi
   apt_install "${rest[@]}"
   [ "${#kernel[@]}" -eq 0 ] || apt_install "${kernel[@]}"
 fi
 
 [ "$mode" = --packages ] && exit 0
+# debootstrap already there: the caches all the same (a set already cached takes no time).
+if [ "$mode" = lab ] && [ -z "$warmed" ]; then warm_rootfs; fi
 
 if [ -n "$npm_pid" ]; then
   wait "$npm_pid" || { echo "install-deps: npm ci or the build failed (see above)" >&2; exit 1; }
