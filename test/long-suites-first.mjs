@@ -3,7 +3,7 @@
 // machine it orders by file size, and a short file that drives VMs for ten minutes (the random
 // fault runs) started last and ran alone at the end. Seconds as measured in a full CI run on
 // 2 CPUs (2026-12-06, fresh clone of d4314a8; the four suites that then ran alone afterwards as measured there); refresh them from a run's "PASS ... (N s)" lines when a suite's length changes much.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import TestSequencer from '@jest/test-sequencer';
 
@@ -11,6 +11,8 @@ import TestSequencer from '@jest/test-sequencer';
 // once and a light suite waits for a free slot (test/lab/heavy-slots.ts), so a light suite queued
 // among them would hold the third worker idle.
 const HEAVY = JSON.parse(readFileSync(new URL('./heavy-suites.json', import.meta.url), 'utf8')).paths;
+/** Read by test/lab/heavy-slots.ts. */
+const ORDER_FILE = '/run/ballast-test-order.json';
 const isHeavy = (path) => HEAVY.some((heavy) => (heavy.endsWith('/') ? path.startsWith(heavy) : path === heavy));
 
 const SECONDS = {
@@ -66,6 +68,10 @@ export default class LongSuitesFirst extends TestSequencer {
     };
     // Jest's order (cached durations, else file size) among the suites not listed.
     const jestOrder = new Map(super.sort([...tests]).map((test, i) => [test.path, i]));
-    return [...tests].sort((a, b) => seconds(b) - seconds(a) || jestOrder.get(a.path) - jestOrder.get(b.path));
+    const sorted = [...tests].sort((a, b) => seconds(b) - seconds(a) || jestOrder.get(a.path) - jestOrder.get(b.path));
+    // The heavy suites wait for their slots in this order, not in the order the workers happened to
+    // start them (test/lab/heavy-slots.ts).
+    writeFileSync(ORDER_FILE, JSON.stringify(sorted.map((test) => test.path)));
+    return sorted;
   }
 }
