@@ -2,18 +2,18 @@
 // finish together. Jest's own order does that only from its cache of earlier runs; on a fresh
 // machine it orders by file size, and a short file that drives VMs for ten minutes (the random
 // fault runs) started last and ran alone at the end. Seconds as measured in a full CI run on
-// 2 CPUs (2026-12-06, fresh clone of d4314a8; the four suites that then ran alone afterwards as measured there); refresh them from a run's "PASS ... (N s)" lines when a suite's length changes much.
-import { readFileSync, writeFileSync } from 'node:fs';
+// 2 CPUs (2026-12-06, fresh clone of d4314a8); refresh them from a run's "PASS ... (N s)" lines
+// when a suite's length changes much.
+import { writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import TestSequencer from '@jest/test-sequencer';
+import { isHeavySuite } from './heavy-suites.mjs';
 
 // The heavy suites (emulated VMs, package builds) before every other: at most two of them run at
 // once and a light suite waits for a free slot (test/lab/heavy-slots.ts), so a light suite queued
 // among them would hold the third worker idle.
-const HEAVY = JSON.parse(readFileSync(new URL('./heavy-suites.json', import.meta.url), 'utf8')).paths;
 /** Read by test/lab/heavy-slots.ts. */
 const ORDER_FILE = '/run/ballast-test-order.json';
-const isHeavy = (path) => HEAVY.some((heavy) => (heavy.endsWith('/') ? path.startsWith(heavy) : path === heavy));
 
 const SECONDS = {
   'test/integration/vm/iscsi-daemon.test.ts': 580,
@@ -64,7 +64,7 @@ export default class LongSuitesFirst extends TestSequencer {
   sort(tests) {
     const seconds = (test) => {
       const path = relative(test.context.config.rootDir, test.path);
-      return FIRST.includes(path) ? 1e7 - FIRST.indexOf(path) : (isHeavy(path) ? 1e6 : 0) + (SECONDS[path] ?? 0);
+      return FIRST.includes(path) ? 1e7 - FIRST.indexOf(path) : (isHeavySuite(path) ? 1e6 : 0) + (SECONDS[path] ?? 0);
     };
     // Jest's order (cached durations, else file size) among the suites not listed.
     const jestOrder = new Map(super.sort([...tests]).map((test, i) => [test.path, i]));

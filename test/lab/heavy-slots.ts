@@ -1,5 +1,6 @@
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
+import { isHeavySuite as isHeavyPath } from '../heavy-suites.mjs';
 import { REPO_ROOT } from './ballast.js';
 import { sleep } from './command.js';
 import { pidLockHeld, releasePidLock, tryPidLock } from './pid-lock.js';
@@ -26,12 +27,9 @@ const QUEUE = '/run/ballast-test-heavy-queue';
 const ORDER = '/run/ballast-test-order.json';
 /** The workers start their first suites within a second or two: at the start of a run, all of them queue first. */
 const START_SETTLE_MS = 3_000;
-const HEAVY = (JSON.parse(readFileSync(join(REPO_ROOT, 'test/heavy-suites.json'), 'utf8')) as { paths: string[] }).paths;
+mkdirSync(QUEUE, { recursive: true });
 
-export function isHeavySuite(testPath: string): boolean {
-  const path = relative(REPO_ROOT, testPath);
-  return HEAVY.some((heavy) => (heavy.endsWith('/') ? path.startsWith(heavy) : path === heavy));
-}
+export const isHeavySuite = (testPath: string): boolean => isHeavyPath(relative(REPO_ROOT, testPath));
 
 async function waitFor(what: string, waitMs: number, ready: () => boolean): Promise<void> {
   const deadline = Date.now() + waitMs;
@@ -43,7 +41,6 @@ async function waitFor(what: string, waitMs: number, ready: () => boolean): Prom
 
 /** The waiting heavy suites' files, first first, without those of dead processes. */
 function waiting(): string[] {
-  mkdirSync(QUEUE, { recursive: true });
   return readdirSync(QUEUE).sort().filter((name) => {
     const pid = Number(name.split('-')[2]);
     try {
@@ -73,7 +70,6 @@ export function holdHeavySlot(testPath: string, waitMs = 1_800_000): void {
   beforeAll(async () => {
     const { place, starting } = placeInRun(testPath);
     const ticket = `${String(place).padStart(5, '0')}-${String(Date.now()).padStart(15, '0')}-${process.pid}`;
-    mkdirSync(QUEUE, { recursive: true });
     writeFileSync(join(QUEUE, ticket), '');
     try {
       if (starting) await sleep(START_SETTLE_MS);

@@ -1,0 +1,2 @@
+/** `path`: relative to the repository root. */
+export function isHeavySuite(path: string): boolean;
