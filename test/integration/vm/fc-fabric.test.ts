@@ -58,7 +58,7 @@ describe('a real FC fabric (FCoE VN2VN, two VMs, two paths) and the FC attacher 
           `  LUN 7 (unmapped): failed in ${host.lun7_ms} ms: ${out['lun7-error']}`,
           `  unknown WWPN: failed in ${host.bogus_ms} ms: ${out['bogus-error']}`,
           `  daemon over FC (LIO over SSH): started in ${host.ballast_start_s} s; Mount new ${host.d_mount_new_ms} ms, on one path ${host.d_mount_one_path_ms} ms; ` +
-            `write through a path loss ${host.d_fault_write_s} s; Mount with the ports gone failed in ${host.d_ports_gone_ms} ms: ${out['d-ports-gone-error']}`,
+            `write through a path loss ${host.d_fault_write_s} s (the lost path drained in ${host.d_fault_drain_s} s); Mount with the ports gone failed in ${host.d_ports_gone_ms} ms: ${out['d-ports-gone-error']}`,
         ].join('\n'),
       );
     } finally {

@@ -19,6 +19,10 @@ path_wwid() { local s; s=$(ls "/sys/block/$(dm_of "$1")/slaves" | head -n1); cat
 # paths_in STATE DEV: the map's paths that dm counts as A(ctive) or F(ailed), from its status
 # ("... 8:0 A 0 0 1 ... 8:16 F 1 0 1"): the kernel's view, without running path checkers.
 paths_in() { dmsetup status "$(cat "/sys/block/$(dm_of "$2")/dm/name")" 2>/dev/null | grep -oE "[0-9]+:[0-9]+ $1 " | wc -l; }
+# path_disks_via DEV NIC: DEV's path disks (sdX) reached through NIC's FCoE port.
+path_disks_via() { local s; for s in $(ls "/sys/block/$(dm_of "$1")/slaves"); do readlink -f "/sys/block/$s" | grep -q "/net/$2/" && echo "$s"; done; }
+# idle_within DISK SECONDS: until DISK has no request in flight.
+idle_within() { local r w; for _ in $(seq $(( $2 * 10 ))); do read -r r w < "/sys/block/$1/inflight"; [ $((r + w)) -eq 0 ] && return 0; sleep 0.1; done; return 1; }
 rports_online() {
   local n=0 w
   for w in $FC_ARRAY_WWPNS; do rport_ready "$w" && n=$((n + 1)); done
@@ -160,14 +164,23 @@ result "d_reservation=$(sg_persist -n -i -r "/dev/$vs" | grep -o 'type: .*' | tr
 result "d_array_luns=$(array_luns | tr ' ' ,) d_array_acl_maps=$(on_array "ls -d /sys/kernel/config/target/fc/*/tpgt_1/acls/*/lun_2 2>/dev/null | wc -l")"
 cp "$DATA" "$mp/a" && sync || die "daemon: write a"
 
-# One path lost during a write: the host's FCoE port on the second fabric goes down (not up again:
-# a re-login racing dev_loss_tmo hung the array's LIO under load once).
+# One path lost during a write: the second fabric's path disk goes offline under the writer, then,
+# once no command of it is in flight, the host's FCoE port on that fabric goes down (not up again:
+# a re-login racing dev_loss_tmo hung the array's LIO under load once). Not the port alone: the
+# lab's array (tcm_fc in Debian 12's kernel) never ends a write whose data its initiator took
+# away, and its session teardown waits for that write: its kworker hung and the array kept the
+# port Online, once in a CI run. A real array aborts such an exchange.
 head -c 24M /dev/urandom > /tmp/fc-data-b
 B_SHA=$(sha256sum < /tmp/fc-data-b | cut -d' ' -f1)
 nics=($FC_NICS)
+lost=$(path_disks_via "$VDEV" "${nics[1]}")
+[ -n "$lost" ] || die "no path of $VDEV through ${nics[1]}"
 dd if=/tmp/fc-data-b of="$mp/b" bs=1M oflag=direct 2>/tmp/fault-dd.err & WRITER=$!
 nap 1
 t0=$(now)
+for s in $lost; do echo offline > "/sys/block/$s/device/state" || die "set $s offline"; done
+for s in $lost; do idle_within "$s" 60 || die "$s still has commands in flight 60 s after going offline"; done
+result "d_fault_drain_s=$(since "$t0")"
 fcoe_set "${nics[1]}" 0 || die "take the second path down"
 if wait $WRITER; then rc=0; else rc=$?; fi
 sync
