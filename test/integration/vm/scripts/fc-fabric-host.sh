@@ -166,10 +166,11 @@ cp "$DATA" "$mp/a" && sync || die "daemon: write a"
 
 # One path lost during a write: the second fabric's path disk goes offline under the writer, then,
 # once no command of it is in flight, the host's FCoE port on that fabric goes down (not up again:
-# a re-login racing dev_loss_tmo hung the array's LIO under load once). Not the port alone: the
-# lab's array (tcm_fc in Debian 12's kernel) never ends a write whose data its initiator took
-# away, and its session teardown waits for that write: its kworker hung and the array kept the
-# port Online, once in a CI run. A real array aborts such an exchange.
+# a re-login racing dev_loss_tmo hung the array's LIO under load once). Not the port alone: when
+# it went down under a 1 MiB write in a CI run, the array kept it Online and a kworker of its hung.
+# tcm_fc (drivers/target/tcm_fc/tfc_cmd.c, ft_recv_seq) only marks a write whose exchange failed
+# as aborted, "XXX need to find cmd if queued", and the session's teardown waits for every
+# command. A real array aborts such a write; the lab's cannot.
 head -c 24M /dev/urandom > /tmp/fc-data-b
 B_SHA=$(sha256sum < /tmp/fc-data-b | cut -d' ' -f1)
 nics=($FC_NICS)
