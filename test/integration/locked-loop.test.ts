@@ -70,11 +70,12 @@ describe('attaching a loop device through the file that holds the image lock', (
   });
 
   it('an idle device this host left bound to the image (a crash between attach and mount) is detached, not waited for', async () => {
-    const leftover = await attacher.attach(locked(1));
+    await attacher.attach(locked(1)); // left bound and never mounted: the leftover
     const device = await attacher.attach(locked(1));
+    // The leftover holds the image no more. Not "its name is gone from losetup --list": another
+    // suite may already have its own file on that name (a CI run saw /dev/loop0 reused so).
     expect(loopDevicesUnder(dir)).toEqual([device]);
     expect(flockHolders()).toHaveLength(1);
-    if (device !== leftover) expect(execFileSync('losetup', ['--list', '--noheadings', '--output', 'NAME'], { encoding: 'utf8' })).not.toContain(`${leftover}\n`);
     await attacher.detach(locked(1), device);
   });
 
