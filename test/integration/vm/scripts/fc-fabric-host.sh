@@ -139,10 +139,12 @@ attacher_stop # fc-attach.mjs is done: its memory and CPU to the daemon
 # The array VM's configuration above stays (LUN 0, 1, 7 on the ports, 3 and 300 in the ACLs), as a
 # SAN administrator's would: ballast takes the first LUN number nobody uses (2).
 # The default lease and command bound with room for TCG on a shared machine (one SSH command has
-# taken over 30 s there); neither changes what a Mount or Unmount does.
+# taken over 30 s there); neither changes what a Mount or Unmount does. Renewed every 30 s: one
+# renewal is five SSH commands to the array, ~1 s each under emulation, so every 2 s kept both
+# VMs busy renewing, back to back, for the whole scenario.
 { base_config host; cat <<YAML
 log: {level: debug}
-lease: {seconds: 180, renew_every: 2, fence_after: 150}
+lease: {seconds: 180, renew_every: 30, fence_after: 150}
 timeouts: {command_seconds: 90}
 YAML
 lio_array_yaml /tmp/fc-pool; cat <<YAML
