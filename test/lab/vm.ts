@@ -119,7 +119,7 @@ hostname ${q(name)}
 ip link set lo up
 ip addr add 127.0.0.2/8 dev lo
 t0=$(up)
-# Rules whose programs this lab needs not, masked in this VM's /etc (the overlay): each exec costs
+# Rules whose programs this lab does not need, masked in this VM's /etc (the overlay): each exec costs
 # ~0.1 s of the emulated CPU, per device event. sg3-utils' three sg_inq per SCSI disk event (207
 # runs in one iSCSI scenario; 60-persistent-storage's scsi_id then sets the same ID_SERIAL for
 # multipath) and nfs-common's nfsrahead on every new block device (49 runs there).
