@@ -14,6 +14,7 @@ const LOCK_POLL_MS = 1_000;
 const DETACH_POLLS = 50;
 const DETACH_POLL_MS = 100;
 const LOOP_DEVICE = /^loop\d+$/;
+const UNBOUND_MEANWHILE = new Set(['ENOENT', 'ENODEV', 'ENXIO']);
 
 /**
  * Loop devices' bindings as sysfs shows them: `/sys/block/loopN/loop/backing_file` exists
@@ -22,7 +23,10 @@ const LOOP_DEVICE = /^loop\d+$/;
  * fixture tree in unit tests (test/helpers/fake-host.ts), as for ScsiSysfs.
  */
 export class LoopSysfs {
-  constructor(readonly root = '/') {}
+  constructor(
+    readonly root = '/',
+    private readonly readText: (path: string) => Promise<string> = (path) => readFile(path, 'utf8'),
+  ) {}
 
   /** The file bound to `device` (/dev/loopN); undefined when it is unbound or not a loop device. */
   async backingFile(device: string): Promise<string | undefined> {
@@ -39,10 +43,12 @@ export class LoopSysfs {
 
   private async read(name: string): Promise<string | undefined> {
     try {
-      const text = await readFile(join(this.root, 'sys', 'block', name, 'loop', 'backing_file'), 'utf8');
+      const text = await this.readText(join(this.root, 'sys', 'block', name, 'loop', 'backing_file'));
       return text.replace(/\n$/, '').replace(/ \(deleted\)$/, '');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // unbound (or gone meanwhile)
+      // Unbound, or unbound while we read: another process's device being detached reads as
+      // ENODEV (a CI run's Mount failed so, scanning every loop device for its image).
+      if (UNBOUND_MEANWHILE.has((err as NodeJS.ErrnoException).code ?? '')) return undefined;
       throw err;
     }
   }

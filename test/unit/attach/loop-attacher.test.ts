@@ -36,6 +36,19 @@ describe('LoopSysfs', () => {
     expect(await sysfs.backingFile('/dev/loop0')).toBeUndefined();
     expect(await sysfs.backingFile('/dev/sda')).toBeUndefined();
   });
+
+  it('skips a device detached while it is read (ENODEV), and still fails on any other read error', async () => {
+    bind(2, FILE);
+    bind(5, FILE);
+    bind(7, FILE);
+    const failing = (code: string) => async (path: string) => {
+      if (path.includes('/loop5/')) throw Object.assign(new Error(`${code}: read`), { code });
+      const { readFile } = await import('node:fs/promises');
+      return readFile(path, 'utf8');
+    };
+    expect(await new LoopSysfs(root, failing('ENODEV')).devicesFor(FILE)).toEqual(['/dev/loop2', '/dev/loop7']);
+    await expect(new LoopSysfs(root, failing('EACCES')).devicesFor(FILE)).rejects.toThrow(/EACCES/);
+  });
 });
 
 describe('LoopAttacher', () => {
